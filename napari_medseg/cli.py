@@ -1,0 +1,82 @@
+"""The `medseg` command line.
+
+Each subcommand lives in ``napari_medseg.commands.<name>`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported only
+when their subcommand runs, so ``medseg --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from napari_medseg import __version__
+
+#: subcommand name -> (module, one-line help)
+SUBCOMMANDS = {
+    "segment": ("napari_medseg.commands.segment", "segment a volume (or a folder of volumes) with one or more checkpoints"),
+    "finetune": ("napari_medseg.commands.finetune", "fine-tune a model on corrected slices of one volume"),
+    "demo": ("napari_medseg.commands.demo", "run the correct-and-retrain loop headlessly on the bundled sample CT"),
+    "train": ("napari_medseg.commands.train", "train a model from a YAML recipe (torchrun for several GPUs)"),
+    "evaluate": ("napari_medseg.commands.evaluate", "per-organ Dice and HD95 of a checkpoint on labelled volumes"),
+    "datastore": ("napari_medseg.commands.datastore", "list, prune or export the stored corrections"),
+}
+
+
+class CommandError(Exception):
+    """An error the CLI reports as one line and a non-zero exit code."""
+
+
+def _available_subcommands() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, help_text)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg",
+        description="napari-medseg: segment organs in CT/MRI, correct, and fine-tune.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-medseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available_subcommands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # The module is imported lazily only for the chosen subcommand's arguments.
+        p.set_defaults(_needs_arguments=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # First pass: find the subcommand without importing every module.
+    if argv and argv[0] in _available_subcommands():
+        name = argv[0]
+        module = importlib.import_module(_available_subcommands()[name][0])
+        sub_parser = argparse.ArgumentParser(
+            prog=f"medseg {name}", description=_available_subcommands()[name][1]
+        )
+        module.add_arguments(sub_parser)
+        args = sub_parser.parse_args(argv[1:])
+        try:
+            return int(module.run(args) or 0)
+        except (CommandError, FileNotFoundError, ValueError) as err:
+            print(f"medseg {name}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"medseg {name}: interrupted", file=sys.stderr)
+            return 130
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

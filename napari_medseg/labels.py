@@ -1,0 +1,145 @@
+"""Label sets: which integer means which organ, and how it is drawn.
+
+A :class:`LabelSet` maps label values (0 = background) to names and RGBA
+colours (floats in [0, 1]).  ``synapse`` and ``acdc`` are built in; anything
+else is a custom set made with :meth:`LabelSet.custom` or read from a
+checkpoint / sidecar JSON with :meth:`LabelSet.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RGBA = tuple[float, float, float, float]
+
+# A qualitative palette that stays distinguishable on a grey CT window.
+_PALETTE: list[RGBA] = [
+    (0.90, 0.10, 0.10, 1.0),  # red
+    (0.20, 0.75, 0.20, 1.0),  # green
+    (0.15, 0.45, 0.95, 1.0),  # blue
+    (0.00, 0.80, 0.85, 1.0),  # cyan
+    (0.80, 0.50, 0.20, 1.0),  # ochre
+    (0.95, 0.85, 0.10, 1.0),  # yellow
+    (0.60, 0.25, 0.85, 1.0),  # purple
+    (1.00, 0.55, 0.70, 1.0),  # pink
+    (0.55, 0.80, 0.45, 1.0),  # light green
+    (0.95, 0.60, 0.10, 1.0),  # orange
+    (0.45, 0.60, 0.95, 1.0),  # light blue
+    (0.75, 0.75, 0.75, 1.0),  # grey
+]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Names and colours of the classes a model predicts.
+
+    Args:
+        name: identifier (``"synapse"``, ``"acdc"`` or a custom name).
+        names: label value -> organ name; must contain 0 (background) and be
+            contiguous 0..K-1.
+        colors: label value -> RGBA floats in [0, 1]; background is transparent.
+    """
+
+    name: str
+    names: dict[int, str]
+    colors: dict[int, RGBA] = field(default_factory=dict)
+
+    def __post_init__(self):
+        keys = sorted(self.names)
+        if not keys or keys != list(range(len(keys))):
+            raise ValueError(
+                f"label set {self.name!r} must number its labels 0..K-1 with 0 = background; got {keys}"
+            )
+        if not self.colors:
+            colors = {0: (0.0, 0.0, 0.0, 0.0)}
+            for value in keys[1:]:
+                colors[value] = _PALETTE[(value - 1) % len(_PALETTE)]
+            object.__setattr__(self, "colors", colors)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.names)
+
+    @property
+    def organs(self) -> dict[int, str]:
+        """Foreground labels only (value -> name)."""
+        return {k: v for k, v in self.names.items() if k != 0}
+
+    def color_dict(self) -> dict:
+        """Colour mapping for ``napari.utils.colormaps.DirectLabelColormap``."""
+        mapping = {int(k): tuple(v) for k, v in self.colors.items()}
+        mapping[None] = (0.0, 0.0, 0.0, 0.0)
+        return mapping
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (keys become strings)."""
+        return {
+            "name": self.name,
+            "names": {str(k): v for k, v in self.names.items()},
+            "colors": {str(k): list(v) for k, v in self.colors.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LabelSet":
+        names = {int(k): str(v) for k, v in data["names"].items()}
+        colors = {int(k): tuple(float(c) for c in v) for k, v in data.get("colors", {}).items()}
+        return cls(name=str(data.get("name", "custom")), names=names, colors=colors)
+
+    @classmethod
+    def custom(cls, organ_names: list[str], name: str = "custom") -> "LabelSet":
+        """A label set from foreground names in label order (1, 2, ...)."""
+        names = {0: "background"}
+        names.update({i + 1: n for i, n in enumerate(organ_names)})
+        return cls(name=name, names=names)
+
+
+SYNAPSE = LabelSet(
+    name="synapse",
+    names={
+        0: "background",
+        1: "aorta",
+        2: "gallbladder",
+        3: "kidney left",
+        4: "kidney right",
+        5: "liver",
+        6: "pancreas",
+        7: "spleen",
+        8: "stomach",
+    },
+    colors={
+        0: (0.0, 0.0, 0.0, 0.0),
+        1: (0.90, 0.10, 0.10, 1.0),
+        2: (0.20, 0.80, 0.20, 1.0),
+        3: (0.15, 0.45, 0.95, 1.0),
+        4: (0.00, 0.80, 0.85, 1.0),
+        5: (0.80, 0.50, 0.20, 1.0),
+        6: (0.95, 0.85, 0.10, 1.0),
+        7: (0.60, 0.25, 0.85, 1.0),
+        8: (1.00, 0.55, 0.70, 1.0),
+    },
+)
+
+ACDC = LabelSet(
+    name="acdc",
+    names={0: "background", 1: "right ventricle", 2: "myocardium", 3: "left ventricle"},
+    colors={
+        0: (0.0, 0.0, 0.0, 0.0),
+        1: (0.15, 0.45, 0.95, 1.0),
+        2: (0.20, 0.80, 0.20, 1.0),
+        3: (0.90, 0.10, 0.10, 1.0),
+    },
+)
+
+BUILTIN: dict[str, LabelSet] = {"synapse": SYNAPSE, "acdc": ACDC}
+
+
+def get_label_set(name: str) -> LabelSet:
+    """A built-in label set by name (``synapse`` or ``acdc``)."""
+    try:
+        return BUILTIN[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown label set {name!r}; built-in sets are {sorted(BUILTIN)}, "
+            "or make one with LabelSet.custom([...])"
+        ) from None

@@ -1,0 +1,1 @@
+"""Training, evaluation and fine-tuning for napari-medseg models (no napari, no Qt)."""
