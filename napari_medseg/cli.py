@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from napari_medseg import __version__
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "train": ("napari_medseg.commands.train", "train a model from a YAML recipe (torchrun for several GPUs)"),
     "evaluate": ("napari_medseg.commands.evaluate", "per-organ Dice and HD95 of a checkpoint on labelled volumes"),
     "datastore": ("napari_medseg.commands.datastore", "list, prune or export the stored corrections"),
+    "view": ("napari_medseg.commands.view", "open napari with the plugin's docks and a volume (default: the sample CT)"),
 }
 
 
@@ -37,45 +39,39 @@ def _available_subcommands() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser (subcommands listed, their options parsed lazily)."""
     parser = argparse.ArgumentParser(
         prog="medseg",
         description="napari-medseg: segment organs in CT/MRI, correct, and fine-tune.",
     )
     parser.add_argument("--version", action="version", version=f"napari-medseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in _available_subcommands().items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        # The module is imported lazily only for the chosen subcommand's arguments.
-        p.set_defaults(_needs_arguments=True)
+    for name, (_module, help_text) in _available_subcommands().items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medseg`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # First pass: find the subcommand without importing every module.
-    if argv and argv[0] in _available_subcommands():
-        name = argv[0]
-        module = importlib.import_module(_available_subcommands()[name][0])
-        sub_parser = argparse.ArgumentParser(
-            prog=f"medseg {name}", description=_available_subcommands()[name][1]
-        )
-        module.add_arguments(sub_parser)
-        args = sub_parser.parse_args(argv[1:])
-        try:
-            return int(module.run(args) or 0)
-        except (CommandError, FileNotFoundError, ValueError) as err:
-            print(f"medseg {name}: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(f"medseg {name}: interrupted", file=sys.stderr)
-            return 130
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    available = _available_subcommands()
+    if not argv or argv[0] not in available:
+        build_parser().parse_args(argv or ["--help"])  # prints help / version / usage error
         return 0
-    return 0
+    name = argv[0]
+    module_name, help_text = available[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"medseg {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except (CommandError, FileNotFoundError, ValueError) as err:
+        print(f"medseg {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medseg {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,31 @@
+"""``medseg view``: launch napari with the plugin's docks and a volume (or the sample) loaded."""
+
+from __future__ import annotations
+
+import argparse
+
+DOCKS = ("Segment", "Correct and retrain", "Organ legend")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", help="volumes to open (NIfTI, DICOM folder, NRRD, MHA)")
+    parser.add_argument("--sample", action="store_true", help="open the bundled abdominal CT with its labels")
+    parser.add_argument("--no-docks", action="store_true", help="do not open the plugin's dock widgets")
+
+
+def run(args: argparse.Namespace) -> int:
+    import napari
+
+    viewer = napari.Viewer(title="napari-medseg")
+    if args.sample or not args.paths:
+        viewer.open_sample("napari-medseg", "abdominal_ct")
+    for path in args.paths:
+        viewer.open(path, plugin="napari-medseg")
+    if not args.no_docks:
+        for name in DOCKS:
+            try:
+                viewer.window.add_plugin_dock_widget("napari-medseg", name)
+            except Exception as err:  # a dock failing must not stop the viewer from opening
+                print(f"medseg view: could not open the {name!r} dock: {err}")
+    napari.run()
+    return 0
