@@ -1,0 +1,68 @@
+"""Joint augmentation keeps image and labels aligned."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.augment import AugmentConfig, augment_batch
+
+
+def _blob_batch():
+    img = torch.zeros(2, 1, 40, 56)
+    lab = torch.zeros(2, 40, 56, dtype=torch.long)
+    img[:, :, 10:25, 8:30] = 1.0
+    lab[:, 10:25, 8:30] = 3
+    return img, lab
+
+
+def test_identity_when_everything_off():
+    img, lab = _blob_batch()
+    cfg = AugmentConfig(p_rotate=0)
+    out_img, out_lab = augment_batch(img, lab, cfg)
+    assert torch.equal(out_img, img) and torch.equal(out_lab, lab)
+
+
+@pytest.mark.parametrize("cfg", [
+    AugmentConfig(p_rotate=1.0, rotate_deg=30),
+    AugmentConfig(p_rotate=0, p_rot90=1.0, p_flip=1.0),
+    AugmentConfig(p_rotate=1.0, p_scale=1.0, p_elastic=1.0),
+])
+def test_image_and_labels_move_together(cfg):
+    img, lab = _blob_batch()
+    g = torch.Generator().manual_seed(1)
+    out_img, out_lab = augment_batch(img, lab, cfg, g)
+    assert out_img.shape == img.shape and out_lab.dtype == lab.dtype
+    assert set(out_lab.unique().tolist()) <= {0, 3}  # nearest: no new label values
+    inside = out_img[:, 0][out_lab == 3]
+    outside = out_img[:, 0][out_lab == 0]
+    assert inside.mean() > 0.9 and outside.mean() < 0.1
+    assert not torch.equal(out_lab, lab)
+
+
+def test_rotation_by_90_in_pixel_space_on_non_square():
+    img = torch.zeros(1, 1, 20, 40)
+    lab = torch.zeros(1, 20, 40, dtype=torch.long)
+    lab[0, 9:11, 5:35] = 1  # a horizontal bar, 30 px long
+    cfg = AugmentConfig(p_rotate=0, p_rot90=1.0)
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        _, out = augment_batch(img, lab, cfg, g)
+        ys, xs = torch.nonzero(out[0], as_tuple=True)
+        if len(ys) and (ys.max() - ys.min()) > (xs.max() - xs.min()):
+            assert (ys.max() - ys.min() + 1) >= 18  # still ~30 px long (clipped to 20 rows), not squashed
+            return
+    pytest.fail("no vertical rotation drawn in 8 seeds")
+
+
+def test_intensity_jitter_touches_only_image():
+    img, lab = _blob_batch()
+    cfg = AugmentConfig(p_rotate=0, p_intensity=1.0)
+    out_img, out_lab = augment_batch(img * 0.5 + 0.25, lab, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out_lab, lab)
+    assert not torch.allclose(out_img, img * 0.5 + 0.25)
+    assert out_img.min() >= 0 and out_img.max() <= 1
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown augmentation keys"):
+        AugmentConfig.from_dict({"p_rotat": 1})
