@@ -1,0 +1,121 @@
+"""NIfTI reading with nibabel: source array, affine and the header facts worth keeping."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .volume import VolumeReadError, VolumeWarning
+
+# Larger volumes are refused before any data is read (a header claiming more is
+# corrupt or needs a different tool): 2**31 voxels is 8 GiB as float32.
+MAX_VOXELS = 2**31
+
+
+@dataclass
+class SourceImage:
+    """What a format reader hands on: source-ordered data and its NIfTI affine.
+
+    ``array`` is ``(i, j, k)`` or ``(i, j, k, t)`` in the file's voxel order.
+    """
+
+    array: np.ndarray
+    affine_ras: np.ndarray
+    header: dict
+    time_spacing: float | None = None
+    modality: str | None = None
+
+
+def nifti_stem(path) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
+
+
+def check_shape(shape, path) -> tuple[int, ...]:
+    """Drop trailing singleton axes past 3; refuse 2D, 5D+ and absurd sizes."""
+    shape = tuple(int(s) for s in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) < 3:
+        raise VolumeReadError(
+            f"{path} is a {len(shape)}D image (shape {shape}); napari-medseg reads 3D volumes "
+            "(or 4D cine). Open 2D images with napari's built-in reader instead."
+        )
+    if len(shape) > 4:
+        raise VolumeReadError(f"{path} has {len(shape)} dimensions (shape {shape}); only 3D and 4D (time) are supported")
+    if min(shape) < 1:
+        raise VolumeReadError(f"{path} has an empty dimension (shape {shape})")
+    voxels = int(np.prod(shape, dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        raise VolumeReadError(
+            f"{path}: the header claims shape {shape} ({voxels:.3g} voxels), more than the "
+            f"{MAX_VOXELS:.3g} this reader accepts; the header is probably corrupt"
+        )
+    return shape
+
+
+def read_nifti(path) -> SourceImage:
+    """Read a ``.nii``/``.nii.gz``.  Raises :class:`VolumeReadError` with a plain reason."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise VolumeReadError(
+            f"could not read {path} as NIfTI: {type(exc).__name__}: {exc}. "
+            "The file is corrupt, truncated or not a NIfTI file."
+        ) from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise VolumeReadError(f"{path} is a {type(img).__name__}, not a NIfTI-1/2 image")
+    shape = check_shape(img.shape, path)
+    hdr = img.header
+    if path.suffix.lower() == ".nii":  # uncompressed: the size must fit the header
+        needed = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * np.dtype(hdr.get_data_dtype()).itemsize
+        if path.stat().st_size < needed:
+            raise VolumeReadError(
+                f"{path} is truncated: the header needs {needed} bytes, the file has {path.stat().st_size}"
+            )
+    try:
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise VolumeReadError(
+            f"could not read the voxels of {path}: {type(exc).__name__}: {exc}. "
+            "The file is truncated or corrupt; re-export or re-download it."
+        ) from exc
+    array = array.reshape(shape)
+
+    sform, sform_code = hdr.get_sform(coded=True)
+    qform, qform_code = hdr.get_qform(coded=True)
+    sform_code, qform_code = int(sform_code), int(qform_code)
+    if sform_code == 0 and qform_code == 0:
+        warnings.warn(
+            f"{path.name} stores no orientation (qform and sform codes are 0); using the voxel sizes "
+            "with nibabel's default axes, so left/right may be wrong",
+            VolumeWarning,
+            stacklevel=3,
+        )
+    elif sform_code > 0 and qform_code > 0 and not np.allclose(sform, qform, atol=1e-3):
+        warnings.warn(
+            f"{path.name}: sform and qform disagree; using the sform (as nibabel and ITK-SNAP do)",
+            VolumeWarning,
+            stacklevel=3,
+        )
+    header = {
+        "sform_code": sform_code,
+        "qform_code": qform_code,
+        "sform": None if sform is None else np.asarray(sform, float).tolist(),
+        "qform": None if qform is None else np.asarray(qform, float).tolist(),
+    }
+    time_spacing = None
+    if len(shape) == 4:
+        zooms = hdr.get_zooms()
+        time_spacing = float(zooms[3]) if len(zooms) > 3 else None
+    return SourceImage(array=array, affine_ras=np.asarray(img.affine, float), header=header, time_spacing=time_spacing)

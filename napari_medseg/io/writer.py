@@ -1,0 +1,121 @@
+"""Write labels as NIfTI in the source image's exact geometry (atomic, never over the source)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..labels import LabelSet
+from .geometry import Geometry
+from .volume import VolumeWarning
+
+SIDECAR_FORMAT = "napari-medseg label sidecar v1"
+
+
+def nifti_target(path) -> tuple[Path, str]:
+    """``(path, extension)``; refuses names that are not ``.nii``/``.nii.gz``."""
+    path = Path(path)
+    lower = path.name.lower()
+    for ext in (".nii.gz", ".nii"):
+        if lower.endswith(ext) and len(lower) > len(ext):
+            return path, ext
+    raise ValueError(f"labels are saved as NIfTI; give a file name ending in .nii.gz (or .nii), got {path.name!r}")
+
+
+def _same_file(a: Path, b) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _atomic_write(path: Path, suffix: str, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _label_array(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.floating) or np.any(labels != np.round(labels)):
+            raise ValueError(f"labels must hold integers, got dtype {labels.dtype}")
+    low = int(labels.min()) if labels.size else 0
+    high = int(labels.max()) if labels.size else 0
+    if low < 0:
+        raise ValueError(f"labels must be >= 0, found {low}")
+    if high > 65535:
+        raise ValueError(f"label value {high} does not fit uint16; NIfTI label maps here are uint8/uint16")
+    return labels.astype(np.uint8 if high <= 255 else np.uint16, copy=False)
+
+
+def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = None) -> Path:
+    """Save canonical labels as NIfTI in the source voxel order and affine.
+
+    Args:
+        labels: ``(z, y, x)`` integer array in canonical order, shape ``geometry.shape``.
+        path: target ``.nii.gz`` / ``.nii``; must not be the source file.
+        geometry: the source image's :class:`Geometry`.
+        label_set: names and colours for the sidecar JSON (default: ``label k``).
+
+    Returns:
+        The written path.  ``<stem>.json`` (names, colours) is written next to it.
+    """
+    path, ext = nifti_target(path)
+    if geometry.source_path and _same_file(path, geometry.source_path):
+        raise ValueError(f"refusing to overwrite the source image {path}; choose another file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    data = _label_array(labels)
+    if data.shape != geometry.shape:
+        raise ValueError(
+            f"labels have shape {data.shape} but the source geometry is {geometry.shape}; "
+            "save labels drawn on that image (one frame for 4D)"
+        )
+    import nibabel as nib
+
+    affine = np.asarray(geometry.source_affine_ras, float)
+    img = nib.Nifti1Image(np.asarray(geometry.to_source(data)), affine)
+    header = geometry.source_header
+    if geometry.source_format == "nifti" and "sform_code" in header:
+        sform = header.get("sform") or affine
+        qform = header.get("qform") or affine
+        img.set_sform(np.asarray(sform, float), code=int(header["sform_code"]))
+        img.set_qform(np.asarray(qform, float), code=int(header["qform_code"]))
+    else:  # DICOM / ITK / layer: scanner coordinates
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
+    img.header.set_data_dtype(data.dtype)
+    img.header["descrip"] = b"napari-medseg labels"
+
+    if label_set is None:
+        top = int(data.max()) if data.size else 0
+        label_set = LabelSet.custom([f"label {v}" for v in range(1, top + 1)])
+    else:
+        unknown = sorted(set(np.unique(data).tolist()) - set(label_set.names))
+        if unknown:
+            warnings.warn(f"label values {unknown} are not named in label set {label_set.name!r}", VolumeWarning, stacklevel=2)
+    sidecar = path.with_name(path.name[: -len(ext)] + ".json")
+    if geometry.source_path and _same_file(sidecar, geometry.source_path):
+        raise ValueError(f"refusing to overwrite the source {sidecar} with the label sidecar")
+
+    _atomic_write(path, ext, lambda tmp: nib.save(img, tmp))
+    side = dict(label_set.to_dict(), format=SIDECAR_FORMAT, labels_file=path.name, source=geometry.source_path)
+    text = json.dumps(side, indent=2)
+    _atomic_write(sidecar, ".json", lambda tmp: Path(tmp).write_text(text))
+    return path
