@@ -83,14 +83,15 @@ def _read_header(path: Path) -> dict:
         if len(head) < 8:
             raise CheckpointError(f"{str(path)!r} is empty or truncated ({size} bytes); not a napari-medseg checkpoint")
         (n,) = struct.unpack("<Q", head)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        plausible = 0 < n <= min(size - 8, 100_000_000)
+        raw = fh.read(n) if plausible else b""
+    if not plausible or not raw.startswith(b"{"):
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # zip (torch.save) or raw pickle
             raise CheckpointError(
                 f"{str(path)!r} is a PyTorch pickle (.pth/.pt), not a napari-medseg .safetensors checkpoint; "
                 "pickles are never loaded. DINOv2 weights go to build_model('udfa', ..., backbone_weights=path)."
             )
-        if n <= 0 or n > min(size - 8, 100_000_000):
-            raise CheckpointError(f"{str(path)!r} is not a safetensors file (or is corrupt); not a napari-medseg checkpoint")
-        raw = fh.read(n)
+        raise CheckpointError(f"{str(path)!r} is not a safetensors file (or is corrupt); not a napari-medseg checkpoint")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
