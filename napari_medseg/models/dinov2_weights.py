@@ -6,7 +6,8 @@
   with ``torch.load(weights_only=True)``) or timm/Hugging Face
   ``model.safetensors``.  timm's ``checkpoint_filter_fn`` converts Meta's
   keys and resizes ``pos_embed`` from the 518x518 (37x37) grid.
-* ``"hub"``: timm's Hugging Face download, or its cache (works offline when cached).
+* ``"hub"``: timm's weights from the Hugging Face cache (``$HF_HUB_CACHE``,
+  no network request when cached), else timm's download.
 * ``"auto"``: the file named by ``$MEDSEG_DINOV2_WEIGHTS`` when set, else ``"hub"``.
 * ``None``: random init, for tests only (warns with :class:`RandomBackboneWarning`).
 """
@@ -56,6 +57,22 @@ def resolve_weights(spec: str | os.PathLike | None) -> tuple[str, Path | None]:
     return "file", path
 
 
+def hub_cached_file(name: str = "vit_base_patch14_dinov2") -> Path | None:
+    """Path of timm's weights for ``name`` in the Hugging Face cache (``$HF_HUB_CACHE``), or None."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    cache_dir = os.environ.get("HF_HUB_CACHE")
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
+    return None
+
+
 def create_backbone(
     name: str = "vit_base_patch14_dinov2",
     img_size: int = 224,
@@ -97,6 +114,13 @@ def create_backbone(
                 "The file must be Meta's dinov2_vitb14_pretrain.pth or timm's model.safetensors "
                 f"for this backbone.\n{HOW_TO}"
             ) from err
+    cached = hub_cached_file(name)
+    if cached is not None:  # offline-safe: no network request when the cache has the file
+        return create_backbone(name, img_size, cached, overrides)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise BackboneWeightsError(
+            f"DINOv2 weights for {name!r} are not in the Hugging Face cache and HF_HUB_OFFLINE is set.\n{HOW_TO}"
+        )
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as err:  # no network and no cache
