@@ -1,0 +1,363 @@
+"""The "Segment" dock widget: pick an image and checkpoint(s), run the engine in a worker.
+
+All computation is ``napari_medseg.inference.segment_volume`` (a generator),
+run in ``napari.qt.threading`` with napari's progress bar.  The widget only
+gathers inputs and shows the result as a Labels layer named
+``"<image> labels"`` (organ names and colours from the checkpoint's label
+set), an optional uncertainty Image layer, and a per-organ table.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QMenu,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg.widgets._organ_table import OrganTable
+
+NO_CHECKPOINT_TEXT = (
+    "No model checkpoint chosen. Add a trained checkpoint (.safetensors) above, or train one "
+    "from scratch on your own corrections in the \u201cCorrect and retrain\u201d widget. "
+    "Untrained (random) weights are never shown as a prediction."
+)
+
+
+def _labels_name(image_name: str) -> str:
+    return f"{image_name} labels"
+
+
+class SegmentWidget(QWidget):
+    """Dock widget: image + checkpoint(s) + options -> Labels layer, uncertainty and organ table."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
+        self._build_ui()
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._refresh_images)
+        self._refresh_images()
+        self._refresh_state()
+
+    # ---------------------------------------------------------------- UI
+    def _build_ui(self):
+        from napari_medseg.device import available_devices
+
+        self.image_combo = QComboBox()
+        self.ckpt_list = QListWidget()
+        self.ckpt_list.setMaximumHeight(60)
+        self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.ckpt_list.setTextElideMode(Qt.ElideMiddle)
+        self.add_button = QPushButton("Add\u2026")
+        self.add_button.setToolTip("Choose checkpoint file(s) (.safetensors)")
+        self.add_button.clicked.connect(self._choose_files)
+        self.recent_button = QPushButton("Recent")
+        self.recent_button.setToolTip("Checkpoints used before")
+        self.recent_menu = QMenu(self.recent_button)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.recent_button.setMenu(self.recent_menu)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self._remove_selected)
+        self.ensemble_check = QCheckBox("Ensemble: average all listed checkpoints")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto"] + available_devices())
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["auto", "fp32", "bf16"])
+        self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA, fp32 on CPU; bf16 helps only on CPUs with AMX/AVX512-BF16")
+        self.tta_check = QCheckBox("Flip TTA (4\u00d7 slower)")
+        self.unc_check = QCheckBox("Uncertainty layer")
+        self.hint = QLabel(NO_CHECKPOINT_TEXT)
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: #e0b050;")
+        self.retrain_button = QPushButton("Open \u201cCorrect and retrain\u201d")
+        self.retrain_button.clicked.connect(self._open_retrain)
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.table = OrganTable()
+        self.table.setVisible(False)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Checkpoints", self.ckpt_list)
+        buttons = QHBoxLayout()
+        for b in (self.add_button, self.recent_button, self.remove_button):
+            buttons.addWidget(b)
+        form.addRow("", buttons)
+        form.addRow("", self.ensemble_check)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
+        opts = QHBoxLayout()
+        opts.addWidget(self.tta_check)
+        opts.addWidget(self.unc_check)
+        form.addRow("Options", opts)
+        run = QHBoxLayout()
+        run.addWidget(self.segment_button, 2)
+        run.addWidget(self.cancel_button, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.retrain_button)
+        layout.addLayout(run)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table)
+        layout.addStretch(1)
+
+    def _refresh_images(self, event=None):
+        from napari.layers import Image
+
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim >= 3]
+        names = [n for n in names if not n.endswith(" uncertainty")]
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self._refresh_state()
+
+    def _refresh_state(self):
+        running = self.worker is not None
+        has_ckpt = self.ckpt_list.count() > 0
+        self.hint.setVisible(not has_ckpt)
+        self.retrain_button.setVisible(not has_ckpt)
+        self.segment_button.setEnabled(not running and has_ckpt and self.image_combo.count() > 0)
+        self.cancel_button.setEnabled(running)
+        self.ensemble_check.setEnabled(self.ckpt_list.count() > 1)
+
+    # ------------------------------------------------------- checkpoints
+    def add_checkpoint(self, path) -> bool:
+        """Add a checkpoint to the list (its metadata is read, not its weights); False on error."""
+        from napari_medseg.checkpoint import read_checkpoint_info
+        from napari_medseg.recent import remember_checkpoint
+
+        path = Path(path).expanduser().resolve()
+        if any(p == path for p in self.checkpoint_paths()):
+            return True
+        try:
+            info = read_checkpoint_info(path)
+        except (OSError, ValueError) as err:
+            self.status.setText(f"Cannot use {path.name}: {err}")
+            return False
+        prep = info.preprocessing
+        item = QListWidgetItem(f"{path.name} \u00b7 {info.model_name} \u00b7 {info.label_set.name} \u00b7 "
+                               f"{prep.modality.upper()} \u00b7 {prep.resize_policy}")
+        item.setData(Qt.UserRole, str(path))
+        item.setToolTip(f"{path}\norgans: {', '.join(info.label_set.organs.values())}")
+        self.ckpt_list.addItem(item)
+        self.ckpt_list.setCurrentItem(item)
+        remember_checkpoint(path)
+        self._refresh_state()
+        return True
+
+    def checkpoint_paths(self) -> list[Path]:
+        return [Path(self.ckpt_list.item(i).data(Qt.UserRole)) for i in range(self.ckpt_list.count())]
+
+    def _chosen_paths(self) -> list[Path]:
+        paths = self.checkpoint_paths()
+        if self.ensemble_check.isChecked() or len(paths) < 2:
+            return paths
+        item = self.ckpt_list.currentItem() or self.ckpt_list.item(0)
+        return [Path(item.data(Qt.UserRole))]
+
+    def _choose_files(self):
+        files, _ = QFileDialog.getOpenFileNames(self, "Choose model checkpoint(s)", "",
+                                                "Checkpoints (*.safetensors);;All files (*)")
+        for f in files:
+            self.add_checkpoint(f)
+
+    def _fill_recent_menu(self):
+        from napari_medseg.recent import recent_checkpoints
+
+        self.recent_menu.clear()
+        recent = recent_checkpoints()
+        if not recent:
+            self.recent_menu.addAction("(no recent checkpoints)").setEnabled(False)
+        for p in recent:
+            self.recent_menu.addAction(str(p), lambda p=p: self.add_checkpoint(p))
+
+    def _remove_selected(self):
+        row = self.ckpt_list.currentRow()
+        if row >= 0:
+            self.ckpt_list.takeItem(row)
+        self._refresh_state()
+
+    def _open_retrain(self):
+        try:
+            self.viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+        except Exception as err:  # that widget belongs to another module; say why it did not open
+            self.status.setText(f"Could not open \u201cCorrect and retrain\u201d: {err}")
+
+    # --------------------------------------------------------------- run
+    def _image_layer(self):
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _labels_layer(self, image):
+        from napari.layers import Labels
+
+        name = _labels_name(image.name)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer if isinstance(layer, Labels) else None
+
+    def segment(self):
+        """Start segmenting the chosen image (no-op with a plain message when inputs are missing)."""
+        from napari.qt.threading import create_worker
+
+        from napari_medseg.checkpoint import read_checkpoint_info
+        from napari_medseg.inference import check_same_label_set
+
+        if self.worker is not None:
+            return
+        paths = self._chosen_paths()
+        if not paths:
+            self.status.setText(NO_CHECKPOINT_TEXT)
+            return
+        image = self._image_layer()
+        if image is None:
+            self.status.setText("Open a CT or MR volume first (File \u25b8 Open, or File \u25b8 Open Sample).")
+            return
+        try:
+            label_set = check_same_label_set([read_checkpoint_info(p) for p in paths])
+        except (OSError, ValueError) as err:
+            self.status.setText(str(err))
+            return
+        data = image.data[0] if image.multiscale else image.data
+        frame_note = ""
+        if data.ndim == 4:
+            t = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 4])
+            data = data[t]
+            frame_note = f" (4D image: time frame t={t} only)"
+        array = np.asarray(data)
+        target = self._labels_layer(image)
+        locked, previous = [], None
+        if target is not None and target.data.shape == array.shape:
+            locked = [int(i) for i in target.metadata.get("medseg", {}).get("locked_slices", [])]
+            previous = np.asarray(target.data) if locked else None
+        batch = 8
+        n_batches = math.ceil((array.shape[0] - len(set(locked))) / batch)
+        kwargs = dict(device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
+                      batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
+                      uncertainty=self.unc_check.isChecked())
+        spacing = tuple(float(s) for s in image.scale[-3:])
+        self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked)
+        self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
+                                    _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
+                                    _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(lambda: self.status.setText("Cancelled; existing layers were left unchanged."))
+        self.worker.finished.connect(self._on_finished)
+        self.status.setText(f"Loading {len(paths)} checkpoint(s)\u2026{frame_note}")
+        self._refresh_state()
+        self.worker.start()
+
+    def _work(self, array, paths, kwargs, spacing, label_set):
+        """Worker generator: load (cached) models, segment, compute organ stats."""
+        from napari_medseg.checkpoint import load_checkpoint
+        from napari_medseg.device import pick_device
+        from napari_medseg.inference import segment_volume
+        from napari_medseg.organ_stats import organ_stats
+
+        device = pick_device(kwargs.pop("device"))
+        checkpoints = []
+        for p in paths:
+            key = (str(p), p.stat().st_mtime_ns, str(device))
+            if key not in self._models:
+                model, info = load_checkpoint(p, device=str(device))
+                self._models[key] = (model.eval(), info)
+            checkpoints.append(self._models[key])
+        result = yield from segment_volume(array, checkpoints, device=device, **kwargs)
+        return result, organ_stats(result.labels, spacing, label_set, array)
+
+    def cancel(self):
+        """Ask the running worker to stop (it stops after the current batch)."""
+        if self.worker is not None:
+            self.status.setText("Cancelling after the current batch\u2026")
+            self.worker.quit()
+
+    def _on_progress(self, p):
+        self.status.setText(f"Segmenting: {p.done}/{p.total} slices \u00b7 {p.slices_per_s:.1f} slices/s \u00b7 "
+                            f"{p.device}{self._job['frame_note']}")
+
+    def _on_error(self, err):
+        self.status.setText(f"Segmentation failed: {err}")
+
+    def _on_finished(self):
+        self.worker = None
+        self._refresh_state()
+
+    def _on_done(self, out):
+        result, stats = out
+        job = self._job
+        image, label_set = job["image"], job["label_set"]
+        layer = self._show_labels(image, result, label_set, job["paths"])
+        if result.uncertainty is not None:
+            self._show_uncertainty(image, result.uncertainty)
+        unit = "HU" if image.metadata.get("medseg", {}).get("modality") == "ct" else "a.u."
+        self.table.show_stats(stats, label_set, unit=unit)
+        self.table.setVisible(True)
+        kept = f"; {len(job['locked'])} locked slice(s) kept" if job["locked"] else ""
+        self.status.setText(f"Done: {len(result.segmented)} slices in {result.seconds:.1f} s "
+                            f"({result.slices_per_s:.1f} slices/s) on {result.device}, {result.precision}"
+                            f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")
+
+    def _show_labels(self, image, result, label_set, paths):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        from napari_medseg.io.layers import labels_display_kwargs
+
+        display = labels_display_kwargs(label_set)  # same colours / hover names as the reader's labels
+        meta = {k: v for k, v in image.metadata.get("medseg", {}).items() if k not in ("time_axis", "time_spacing")}
+        meta.update(label_set=label_set.to_dict(), checkpoints=[str(p) for p in paths])
+        layer = self._labels_layer(image)
+        if layer is not None and layer.data.shape == result.labels.shape:
+            meta["locked_slices"] = list(layer.metadata.get("medseg", {}).get("locked_slices", []))
+            layer.data[...] = result.labels
+            layer.metadata = {**layer.metadata, "medseg": meta}
+            layer.colormap = DirectLabelColormap(color_dict=display["colormap"])
+            layer.features = display["features"]
+            layer.refresh()
+            return layer
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        meta["locked_slices"] = []
+        return self.viewer.add_labels(
+            result.labels, name=_labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
+            metadata={"medseg": meta}, **display,
+        )
+
+    def _show_uncertainty(self, image, unc):
+        name = f"{image.name} uncertainty"
+        if name in self.viewer.layers and self.viewer.layers[name].data.shape == unc.shape:
+            layer = self.viewer.layers[name]
+            layer.data = unc
+            return layer
+        layer = self.viewer.add_image(unc, name=name, scale=image.scale[-3:], translate=image.translate[-3:],
+                                      colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive",
+                                      opacity=0.5, metadata={"medseg": {"uncertainty": "normalised entropy"}})
+        labels = self._labels_layer(image)
+        if labels is not None:  # draw the organ colours on top of the uncertainty heat map
+            self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(labels))
+        return layer

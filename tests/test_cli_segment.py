@@ -1,0 +1,103 @@
+"""`medseg segment` end to end with tiny checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from _segment_helpers import save_tiny, trained_checkpoint
+from napari_medseg.cli import main
+from napari_medseg.labels import ACDC
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_ckpt")
+    return {
+        "dcaunet": save_tiny(d / "dcau.safetensors", "dcaunet", seed=1),
+        "udfa": save_tiny(d / "udfa.safetensors", "udfa", policy="fixed", seed=2),
+        "acdc": save_tiny(d / "acdc.safetensors", "dcaunet", label_set=ACDC, seed=3),
+    }
+
+
+def test_segment_nifti_keeps_source_geometry(sample_ct, sample_labels, tmp_path_factory, tmp_path, capsys):
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+    from napari_medseg.io import read_volume
+
+    ckpt = trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels)
+    out = tmp_path / "seg.nii.gz"
+    code = main(["segment", str(sample_ct), "-o", str(out), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--batch-size", "4"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "liver" in printed and "volume (mL)" in printed and "slices/s" in printed
+    src, seg = nib.load(sample_ct), nib.load(out)
+    assert seg.shape == src.shape
+    np.testing.assert_allclose(seg.affine, src.affine, atol=1e-5)
+    assert np.issubdtype(seg.get_data_dtype(), np.integer)
+    # the written voxels are the engine's labels, put back in the source's voxel order
+    vol = read_volume(sample_ct)
+    expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu")).labels
+    assert len(np.unique(expected)) >= 3  # several organs, so a wrong voxel order would show
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), vol.geometry.to_source(expected))
+    # and it lines up with the reference labels on disk (same voxel order as the source)
+    ref = np.asarray(nib.load(sample_labels).dataobj)
+    assert ((np.asarray(seg.dataobj) == ref) & (ref > 0)).sum() > 0.3 * (ref > 0).sum()
+
+
+def test_ensemble_and_tta(sample_ct, ckpts, tmp_path):
+    out = tmp_path / "ens.nii.gz"
+    code = main(["segment", str(sample_ct), "-o", str(out), "-c", str(ckpts["dcaunet"]), "-c", str(ckpts["udfa"]),
+                 "--tta", "--precision", "fp32"])
+    assert code == 0 and out.exists()
+
+
+def test_folder_of_volumes(sample_ct, ckpts, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a.nii.gz")
+    shutil.copy(sample_ct, src / "b.nii.gz")
+    code = main(["segment", str(src), "-o", str(tmp_path / "out"), "-c", str(ckpts["dcaunet"])])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_dicom_folder(dicom_dir, ckpts, tmp_path):
+    from napari_medseg.io import read_volume
+
+    out = tmp_path / "dicom_seg.nii.gz"
+    assert main(["segment", str(dicom_dir), "-o", str(out), "-c", str(ckpts["dcaunet"])]) == 0
+    src, seg = read_volume(dicom_dir), read_volume(out)
+    assert seg.array.shape == src.array.shape
+    np.testing.assert_allclose(seg.geometry.spacing, src.geometry.spacing, atol=1e-4)
+    np.testing.assert_allclose(seg.geometry.origin, src.geometry.origin, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("mixed_labels", "same label set"),
+        ("bad_checkpoint", "not_a_model"),
+        ("missing_input", "does not exist"),
+        ("bad_output", "--output"),
+    ],
+)
+def test_bad_input_one_line_error(case, match, sample_ct, ckpts, tmp_path, capsys):
+    bad = tmp_path / "not_a_model.safetensors"
+    bad.write_text("this is not a checkpoint")
+    args = {
+        "mixed_labels": [str(sample_ct), "-o", str(tmp_path / "x.nii.gz"), "-c", str(ckpts["dcaunet"]),
+                         "-c", str(ckpts["acdc"])],
+        "bad_checkpoint": [str(sample_ct), "-o", str(tmp_path / "x.nii.gz"), "-c", str(bad)],
+        "missing_input": [str(tmp_path / "nope.nii.gz"), "-o", str(tmp_path / "x.nii.gz"), "-c", str(ckpts["dcaunet"])],
+        "bad_output": [str(sample_ct), "-o", str(tmp_path / "x.png"), "-c", str(ckpts["dcaunet"])],
+    }[case]
+    code = main(["segment", *args])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("medseg segment: error:"), err
+    assert match in err
+    assert not (tmp_path / "x.nii.gz").exists()

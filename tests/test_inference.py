@@ -1,0 +1,199 @@
+"""The Qt-free inference engine (napari_medseg.inference) with tiny build_model checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _segment_helpers import save_tiny, trained_checkpoint
+from napari_medseg.inference import (
+    TTA_FLIPS,
+    Progress,
+    check_same_label_set,
+    load_checkpoints,
+    run_segmentation,
+    segment_volume,
+    validate_volume,
+)
+from napari_medseg.labels import ACDC, SYNAPSE
+from napari_medseg.preprocess import intensity_range, normalize
+
+
+def ct_volume(shape=(10, 40, 52), seed=0):
+    """A synthetic CT (HU): noise plus a bright blob, odd in-plane size."""
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0, 200, shape).astype(np.float32)
+    vol[:, 10:30, 15:40] += 300
+    return vol.astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return {
+        "dcaunet": save_tiny(d / "dcau.safetensors", "dcaunet", seed=1),
+        "dcaunet_fixed": save_tiny(d / "dcau_fixed.safetensors", "dcaunet", policy="fixed", seed=2),
+        "udfa": save_tiny(d / "udfa.safetensors", "udfa", policy="fixed", seed=3),
+        "acdc": save_tiny(d / "acdc.safetensors", "dcaunet", label_set=ACDC, seed=4),
+    }
+
+
+def reference_probs(model, info, array):
+    """Softmax at native size computed independently of the engine: (z, K, y, x) float32."""
+    prep = info.preprocessing
+    x = torch.from_numpy(normalize(array, prep, intensity_range(array, prep)))[:, None]
+    h, w = array.shape[1:]
+    m = model.size_multiple
+    with torch.no_grad():
+        if prep.resize_policy == "fixed":
+            xin = F.interpolate(x, size=(prep.input_size,) * 2, mode="bilinear", align_corners=False)
+            logits = F.interpolate(model(xin), size=(h, w), mode="bilinear", align_corners=False)
+        else:
+            H, W = -(-h // m) * m, -(-w // m) * m
+            logits = model(F.pad(x, (0, W - w, 0, H - h)))[..., :h, :w]
+    return torch.softmax(logits, 1).numpy()
+
+
+def test_shape_dtype_and_reference(ckpts):
+    vol = ct_volume()
+    loaded = load_checkpoints([ckpts["dcaunet_fixed"]])
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=3))
+    assert res.labels.shape == vol.shape and res.labels.dtype == np.uint8
+    assert res.uncertainty.shape == vol.shape and res.uncertainty.dtype == np.float16
+    assert 0.0 <= float(res.uncertainty.min()) and float(res.uncertainty.max()) <= 1.0
+    probs = reference_probs(*loaded[0], vol)
+    # logits were upsampled before the argmax: labels match the native-size reference
+    assert (res.labels == probs.argmax(1)).mean() > 0.999
+    ent = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1) / np.log(probs.shape[1])
+    np.testing.assert_allclose(res.uncertainty.astype(np.float32), ent, atol=2e-3)
+    assert res.segmented == list(range(vol.shape[0]))
+
+
+def test_progress_reports(ckpts):
+    vol = ct_volume((7, 33, 33))
+    reports = []
+    res = run_segmentation(segment_volume(vol, load_checkpoints([ckpts["dcaunet"]]), device="cpu", batch_size=3),
+                           reports.append)
+    assert [p.done for p in reports] == [0, 3, 6, 7]
+    assert all(isinstance(p, Progress) and p.total == 7 and p.device == "cpu" for p in reports)
+    assert reports[-1].slices_per_s > 0 and res.slices_per_s > 0
+
+
+def test_locked_slices_untouched(ckpts):
+    vol = ct_volume()
+    previous = np.full(vol.shape, 7, np.uint8)
+    previous[4, :5, :5] = 2
+    seen = []
+    loaded = load_checkpoints([ckpts["dcaunet"]])
+    model = loaded[0][0]
+    hook = model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=4, locked={1, 4}, previous=previous))
+    hook.remove()
+    np.testing.assert_array_equal(res.labels[[1, 4]], previous[[1, 4]])
+    assert (res.labels[[0, 2, 3, 5]] != 7).any()  # the others were recomputed
+    assert sum(seen) == vol.shape[0] - 2  # locked slices never went through the model
+    assert float(np.abs(res.uncertainty[[1, 4]]).max()) == 0.0
+    with pytest.raises(ValueError, match="previous labels"):
+        next(segment_volume(vol, loaded, locked={1}))
+    with pytest.raises(ValueError, match="outside the volume"):
+        next(segment_volume(vol, loaded, locked={99}, previous=previous))
+
+
+def test_cancel_stops_within_one_batch(ckpts):
+    vol = ct_volume((20, 32, 32))
+    loaded = load_checkpoints([ckpts["dcaunet"]])
+    calls = []
+    hook = loaded[0][0].register_forward_hook(lambda m, i, o: calls.append(1))
+    gen = segment_volume(vol, loaded, device="cpu", batch_size=4)
+    assert next(gen).done == 0
+    assert next(gen).done == 4
+    gen.close()  # what the GUI worker / a caller does to cancel
+    hook.remove()
+    assert len(calls) == 1
+    assert loaded[0][0].training is False
+
+
+def test_ensemble_averages_softmax(ckpts):
+    vol = ct_volume((6, 45, 38))
+    loaded = load_checkpoints([ckpts["dcaunet"], ckpts["udfa"]])  # different models and resize policies
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=4))
+    p1, p2 = (reference_probs(m, i, vol) for m, i in loaded)
+    mean = (p1 + p2) / 2
+    assert (res.labels == mean.argmax(1)).mean() > 0.999
+    # and the ensemble is neither model alone
+    assert (p1.argmax(1) != p2.argmax(1)).any()
+    ent = -(mean * np.log(np.clip(mean, 1e-12, None))).sum(1) / np.log(mean.shape[1])
+    np.testing.assert_allclose(res.uncertainty.astype(np.float32), ent, atol=2e-3)
+
+
+def test_ensemble_refuses_different_label_sets(ckpts):
+    with pytest.raises(ValueError, match="same label set.*synapse.*acdc"):
+        load_checkpoints([ckpts["dcaunet"], ckpts["acdc"]])
+    from napari_medseg.checkpoint import read_checkpoint_info
+
+    infos = [read_checkpoint_info(ckpts["dcaunet"]), read_checkpoint_info(ckpts["acdc"])]
+    with pytest.raises(ValueError, match="same label set"):
+        check_same_label_set(infos)
+
+
+def test_tta_averages_flips(ckpts):
+    vol = ct_volume((4, 32, 40))
+    loaded = load_checkpoints([ckpts["dcaunet"]])
+    model, info = loaded[0]
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True))
+    plain = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=False))
+    acc = 0
+    for dims in TTA_FLIPS:
+        flipped = np.flip(vol, axis=tuple(d - 1 for d in dims)) if dims else vol
+        p = reference_probs(model, info, np.ascontiguousarray(flipped))
+        acc = acc + (np.flip(p, axis=dims) if dims else p)
+    mean = acc / len(TTA_FLIPS)
+    assert (res.labels == mean.argmax(1)).mean() > 0.999
+    assert not np.array_equal(res.uncertainty, plain.uncertainty)
+
+
+def test_mr_percentiles_over_whole_volume(ckpts, tmp_path):
+    path = save_tiny(tmp_path / "mr.safetensors", "dcaunet", modality="mr", seed=5)
+    loaded = load_checkpoints([path])
+    vol = np.random.default_rng(0).gamma(2.0, 100.0, (6, 32, 32)).astype(np.float32)
+    vol[3] *= 5  # one bright slice: per-slice normalisation would differ
+    seen = []
+    hook = loaded[0][0].register_forward_hook(lambda m, i, o: seen.append(i[0][:, 0].clone()))
+    run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=6))
+    hook.remove()
+    lo, hi = np.percentile(vol, (0.5, 99.5))
+    expected = np.clip((vol - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(seen[0].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "array, match",
+    [
+        (np.zeros((32, 32), np.int16), "2D slice"),
+        (np.zeros((0, 32, 32), np.int16), "empty"),
+        (np.zeros((2, 3, 32, 32), np.int16), "4D"),
+        (np.array([[[0.0, np.nan]]], np.float32), "NaN"),
+    ],
+)
+def test_bad_input_is_explained(ckpts, array, match):
+    with pytest.raises(ValueError, match=match):
+        validate_volume(array)
+    with pytest.raises(ValueError, match=match):
+        next(segment_volume(array, load_checkpoints([ckpts["dcaunet"]])))
+
+
+def test_bf16_matches_fp32_on_sample_ct(sample_ct, sample_labels, tmp_path_factory):
+    from napari_medseg.io import read_volume
+
+    image = read_volume(sample_ct).array
+    path = trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels)
+    model, info = load_checkpoints([path])[0]
+    fp32 = run_segmentation(segment_volume(image, [(model, info)], device="cpu", precision="fp32"))
+    bf16 = run_segmentation(segment_volume(image, [(model, info)], device="cpu", precision="bf16"))
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    classes = np.unique(fp32.labels)
+    assert len(classes) >= 3, f"fp32 prediction is degenerate ({classes}); the comparison would be trivial"
+    agreement = (fp32.labels == bf16.labels).mean()
+    assert agreement >= 0.99, agreement

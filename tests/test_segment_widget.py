@@ -1,0 +1,153 @@
+"""The Segment dock widget, opened through the manifest (run under ``xvfb-run -a``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _segment_helpers import save_tiny, trained_checkpoint
+from napari_medseg.labels import SYNAPSE
+
+SCREENSHOT_DIR = Path(os.environ.get("MEDSEG_SCREENSHOTS", "/tmp/medseg_screenshots"))
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path, monkeypatch):
+    """Recent checkpoints go to a temporary config dir, never the home dir."""
+    monkeypatch.setenv("MEDSEG_CONFIG_DIR", str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("seg") / "tiny_dcaunet.safetensors", "dcaunet", seed=1)
+
+
+def add_sample(viewer, sample_ct):
+    from napari_medseg.io import layer_kwargs, read_volume
+
+    vol = read_volume(sample_ct)
+    return viewer.add_image(vol.array, **layer_kwargs(vol))
+
+
+def open_segment(viewer):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    return widget
+
+
+def wait_done(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def test_no_checkpoint_says_so(make_napari_viewer, sample_ct):
+    viewer = make_napari_viewer()
+    add_sample(viewer, sample_ct)
+    w = open_segment(viewer)
+    assert not w.hint.isHidden() and "Correct and retrain" in w.hint.text()
+    assert "No model checkpoint" in w.hint.text()
+    assert not w.segment_button.isEnabled()
+    w.segment()  # called anyway: a message, no layer from random weights
+    assert "No model checkpoint" in w.status.text()
+    assert [layer.name for layer in viewer.layers] == ["ct_abdomen"]
+
+
+def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels, tmp_path_factory, config_dir):
+    from napari.layers import Labels
+
+    from napari_medseg.recent import recent_checkpoints
+
+    ckpt = trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels)  # shows real organs
+
+    viewer = make_napari_viewer()
+    image = add_sample(viewer, sample_ct)
+    w = open_segment(viewer)
+    assert w.add_checkpoint(ckpt)
+    assert w.hint.isHidden() and w.segment_button.isEnabled()
+    assert recent_checkpoints() == [ckpt.resolve()]
+    w.unc_check.setChecked(True)
+    w.segment_button.click()
+    assert w.cancel_button.isEnabled()
+    wait_done(qtbot, w)
+    assert w.status.text().startswith("Done"), w.status.text()
+    assert "slices/s" in w.status.text() and "cpu" in w.status.text()
+
+    layer = viewer.layers["ct_abdomen labels"]
+    assert isinstance(layer, Labels)
+    assert layer.data.shape == image.data.shape and layer.data.dtype == np.uint8
+    np.testing.assert_allclose(layer.scale, image.scale)
+    np.testing.assert_allclose(layer.translate, image.translate)
+    meta = layer.metadata["medseg"]
+    assert meta["geometry"] == image.metadata["medseg"]["geometry"]
+    assert meta["label_set"] == SYNAPSE.to_dict() and meta["locked_slices"] == []
+    np.testing.assert_allclose(layer.colormap.map(5)[:3], SYNAPSE.colors[5][:3], atol=1e-6)
+    assert list(layer.features["name"]) == [SYNAPSE.names[i] for i in range(9)]
+    unc = viewer.layers["ct_abdomen uncertainty"]
+    assert unc.data.dtype == np.float16 and unc.data.shape == image.data.shape
+    rows = w.table.rows_text()
+    assert [r[0] for r in rows] == list(SYNAPSE.organs.values())
+    # volume in mL = voxels x 27 mm^3 / 1000 (3 mm isotropic)
+    voxels = int((layer.data == 5).sum())
+    assert rows[4][1] == f"{voxels * 27 / 1000:.1f}"
+
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    viewer.window.resize(1400, 850)
+    viewer.dims.set_current_step(0, 15)
+    viewer.screenshot(str(SCREENSHOT_DIR / "segment_widget.png"), canvas_only=False)
+
+    # re-run: same layer updated in place, locked slices kept
+    first = layer.data.copy()
+    layer.data[3] = 2
+    layer.metadata["medseg"]["locked_slices"] = [3]
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    assert "1 locked slice" in w.status.text(), w.status.text()
+    assert viewer.layers["ct_abdomen labels"] is layer
+    assert [lyr.name for lyr in viewer.layers].count("ct_abdomen labels") == 1
+    assert (layer.data[3] == 2).all()
+    others = [k for k in range(first.shape[0]) if k != 3]
+    np.testing.assert_array_equal(layer.data[others], first[others])
+    assert layer.metadata["medseg"]["locked_slices"] == [3]
+
+
+def test_cancel(make_napari_viewer, qtbot, ckpt):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.normal(0, 300, (240, 96, 96)).astype(np.float32), name="big")
+    w = open_segment(viewer)
+    w.add_checkpoint(ckpt)
+    w.segment_button.click()
+    seen = []
+
+    def cancel_on_first(progress):
+        seen.append(progress.done)
+        if progress.done > 0:
+            w.cancel()
+
+    w.worker.yielded.connect(cancel_on_first)
+    wait_done(qtbot, w)
+    assert "Cancelled" in w.status.text(), w.status.text()
+    assert "big labels" not in viewer.layers
+    assert max(seen) < 240
+
+
+def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 300, (3, 6, 40, 40)).astype(np.float32)
+    viewer.add_image(data, name="cine", scale=(1, 2, 1.5, 1.5))
+    viewer.dims.set_current_step(0, 2)
+    w = open_segment(viewer)
+    w.add_checkpoint(ckpt)
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    assert "t=2" in w.status.text(), w.status.text()
+    layer = viewer.layers["cine labels"]
+    assert layer.data.shape == (6, 40, 40)
+    np.testing.assert_allclose(layer.scale, (2, 1.5, 1.5))
+    expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu")).labels
+    np.testing.assert_array_equal(layer.data, expected)
