@@ -15,7 +15,7 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
     written in an LPS-canonical geometry built from its ``scale``/``translate``,
     with a warning.
     """
-    from .io import Geometry, VolumeWarning, write_labels as write_nifti_labels
+    from .io import VolumeWarning, layer_geometry, write_labels as write_nifti_labels
     from .labels import LabelSet
 
     meta = (attributes.get("metadata") or {}).get("medseg") or {}
@@ -27,15 +27,15 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
             f"napari-medseg saves 3D label volumes; this layer has shape {data.shape}"
             + (" (a 4D layer: save one frame as its own layer)" if data.ndim == 4 else "")
         )
-    if "geometry" in meta:
-        geometry = Geometry.from_dict(meta["geometry"])
-    else:
+    geometry, from_metadata = layer_geometry(
+        attributes.get("metadata"), data.shape, attributes.get("scale", (1, 1, 1)), attributes.get("translate", (0, 0, 0))
+    )
+    if not from_metadata:
         warnings.warn(
             f"layer {attributes.get('name', '')!r} carries no source geometry (it was not opened or created "
             "by napari-medseg); saving it with its scale/translate as LPS (S, P, L) millimetres",
             VolumeWarning,
             stacklevel=2,
         )
-        geometry = Geometry.from_layer(data.shape, attributes.get("scale", (1, 1, 1)), attributes.get("translate", (0, 0, 0)))
     label_set = LabelSet.from_dict(meta["label_set"]) if meta.get("label_set") else None
     return [str(write_nifti_labels(data, path, geometry, label_set))]

@@ -172,3 +172,6 @@ def test_layer_save_writes_source_geometry(make_napari_viewer, sample_labels, tm
     expected[-1, -1, 0] = 2
     np.testing.assert_array_equal(np.asanyarray(dst.dataobj), expected)
     assert (tmp_path / "edited.json").exists()
+    # without naming the plugin, napari picks it from the .nii.gz extension
+    seg.save(str(tmp_path / "again.nii.gz"))
+    np.testing.assert_array_equal(nib.load(str(tmp_path / "again.nii.gz")).affine, src.affine)

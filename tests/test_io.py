@@ -302,3 +302,30 @@ def test_custom_label_set_when_values_exceed_synapse(tmp_path):
 def test_read_missing_path_raises(tmp_path):
     with pytest.raises(VolumeReadError, match="does not exist"):
         read_volume(tmp_path / "nope.nii.gz")
+
+
+def test_scaled_big_endian_and_float_stored_files(tmp_path, sample_ct):
+    ref = read_volume(sample_ct)
+    img = nib.load(str(sample_ct))
+    raw = (np.asanyarray(img.dataobj).astype(np.int32) + 1024).clip(0).astype(np.uint16)
+    scaled = nib.Nifti1Image(raw, img.affine)
+    scaled.header.set_slope_inter(1.0, -1024.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(scaled, str(path))
+    vol = read_volume(path)
+    assert vol.modality == "ct" and not vol.is_labels and vol.array.dtype.itemsize <= 4
+    np.testing.assert_array_equal(vol.array, np.maximum(ref.array, -1024))
+
+    big = nib.Nifti1Image(np.asanyarray(img.dataobj).astype(">i2"), img.affine)
+    path = tmp_path / "big_endian.nii"
+    nib.save(big, str(path))
+    vol = read_volume(path)
+    assert vol.array.dtype.isnative
+    np.testing.assert_array_equal(vol.array, ref.array)
+
+    labels = np.zeros((5, 6, 7), np.float32)
+    labels[1:3, 1:4, 2:5] = 2.0
+    path = tmp_path / "float_labels.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(path))
+    vol = read_volume(path)
+    assert vol.is_labels and vol.array.dtype == np.uint8 and vol.array.max() == 2

@@ -7,7 +7,7 @@ in ``(S, P, L)`` order.  No napari or Qt import here.
 
 from .dicom import DicomSeries, list_dicom_series
 from .geometry import Geometry
-from .layers import display_contrast, labels_layer_kwargs, layer_kwargs, medseg_metadata
+from .layers import display_contrast, labels_layer_kwargs, layer_geometry, layer_kwargs, medseg_metadata
 from .read import detect_format, looks_like_labels, read_volume, sidecar_path
 from .volume import Volume, VolumeReadError, VolumeWarning
 from .writer import write_labels
@@ -21,6 +21,7 @@ __all__ = [
     "detect_format",
     "display_contrast",
     "labels_layer_kwargs",
+    "layer_geometry",
     "layer_kwargs",
     "list_dicom_series",
     "looks_like_labels",

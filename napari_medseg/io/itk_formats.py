@@ -36,8 +36,7 @@ def sitk_source(image, path, header: dict | None = None) -> SourceImage:
             f"{path} is {image.GetDimension()}D (size {image.GetSize()}); only 3D NRRD/MHA/DICOM is supported "
             "(use NIfTI for 4D cine)"
         )
-    array = sitk.GetArrayViewFromImage(image)  # (k, j, i), shares memory with the image
-    array = np.array(array, copy=True).transpose(2, 1, 0)  # own the memory; (i, j, k) view
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (k, j, i) copy -> (i, j, k) view
     affine_ras = RAS_TO_LPS @ itk_affine_lps(image)
     return SourceImage(array=array, affine_ras=affine_ras, header=dict(header or {}))
 

@@ -83,6 +83,19 @@ def layer_kwargs(vol: Volume) -> dict:
     return kwargs
 
 
+def layer_geometry(metadata, shape, scale, translate) -> tuple[Geometry, bool]:
+    """Geometry of a napari layer from its attributes (no napari import).
+
+    Returns ``(geometry, from_metadata)``: the medseg geometry when
+    ``metadata["medseg"]["geometry"]`` exists, else an LPS-canonical one built
+    from the last three axes of ``shape``/``scale``/``translate`` (False).
+    """
+    data = ((metadata or {}).get("medseg") or {}).get("geometry")
+    if data:
+        return Geometry.from_dict(data), True
+    return Geometry.from_layer(tuple(shape)[-3:], tuple(scale)[-3:], tuple(translate)[-3:]), False
+
+
 def labels_layer_kwargs(labels: np.ndarray, like: Geometry, label_set: LabelSet, name: str = "labels") -> dict:
     """kwargs for a new Labels layer drawn on an image of geometry ``like`` (e.g. a model's output)."""
     if tuple(labels.shape[-3:]) != like.shape:

@@ -61,6 +61,27 @@ def check_shape(shape, path) -> tuple[int, ...]:
     return shape
 
 
+def _scaled_voxels(img) -> np.ndarray:
+    """Voxels with scl_slope/scl_inter applied, in a compact dtype (int16 CT stays integer)."""
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    if not np.isfinite(slope) or slope == 0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    raw = np.asanyarray(img.dataobj.get_unscaled())
+    if slope == 1.0 and inter == 0.0:
+        return raw
+    if np.issubdtype(raw.dtype, np.integer) and slope.is_integer() and inter.is_integer():
+        small = raw.dtype.itemsize <= 2 and abs(slope) < 2**14 and abs(inter) < 2**29  # fits int32
+        scaled = raw.astype(np.int32 if small else np.int64) * int(slope) + int(inter)
+        for dtype in (np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= scaled.min() and scaled.max() <= info.max:
+                return scaled.astype(dtype)
+        return scaled
+    return raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+
+
 def read_nifti(path) -> SourceImage:
     """Read a ``.nii``/``.nii.gz``.  Raises :class:`VolumeReadError` with a plain reason."""
     import nibabel as nib
@@ -84,7 +105,7 @@ def read_nifti(path) -> SourceImage:
                 f"{path} is truncated: the header needs {needed} bytes, the file has {path.stat().st_size}"
             )
     try:
-        array = np.asanyarray(img.dataobj)
+        array = _scaled_voxels(img)
     except Exception as exc:
         raise VolumeReadError(
             f"could not read the voxels of {path}: {type(exc).__name__}: {exc}. "

@@ -170,7 +170,8 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
         )
     except ValueError as exc:
         raise VolumeReadError(f"{path.name}: unusable geometry: {exc}") from exc
-    array = np.ascontiguousarray(geometry.from_source(source.array))  # one copy per volume
+    canonical = geometry.from_source(source.array)
+    array = np.ascontiguousarray(canonical, dtype=canonical.dtype.newbyteorder("="))  # native, at most one copy
     name = volume_name(path)
 
     if geometry.oblique:

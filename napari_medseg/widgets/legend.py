@@ -49,10 +49,10 @@ class LegendWidget(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.list)
         events = self.viewer.layers.events
-        self.viewer.layers.selection.events.active.connect(self._refresh)
-        events.inserted.connect(self._refresh)
-        events.removed.connect(self._refresh)
-        self._refresh()
+        self.viewer.layers.selection.events.active.connect(self.refresh)
+        events.inserted.connect(self.refresh)
+        events.removed.connect(self.refresh)
+        self.refresh()
 
     def _pick_layer(self):
         from napari.layers import Labels
@@ -65,7 +65,8 @@ class LegendWidget(QWidget):
                 return layer
         return None
 
-    def _refresh(self, event=None):
+    def refresh(self, event=None):
+        """Re-read the label set (call after changing a layer's medseg metadata)."""
         self.layer = self._pick_layer()
         self.list.clear()
         if self.layer is None:
