@@ -1,0 +1,119 @@
+"""The fine-tuning core on corrected slices of the real sample CT (tiny models, CPU)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.models import TINY_CONFIGS, build_model
+from napari_medseg.preprocess import Preprocessing
+from training.finetune import FinetuneProgress, FinetuneResult, finetune, run_finetune
+
+from training_fixtures import sample_arrays
+
+torch.set_num_threads(2)
+NATIVE = Preprocessing(modality="ct", resize_policy="native")
+SMALL = Preprocessing(modality="ct", resize_policy="fixed", input_size=64)  # keeps CPU tests short
+
+
+@pytest.fixture(scope="module")
+def ct(sample_ct, sample_labels):
+    image, labels, _ = sample_arrays(sample_ct, sample_labels)
+    return image, labels
+
+
+def _dcaunet(seed=0):
+    torch.manual_seed(seed)
+    return build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
+
+
+def test_finetune_from_scratch_raises_dice(ct):
+    image, labels = ct
+    idx = [6, 11, 16, 21, 26]
+    model = _dcaunet()
+    gen = finetune(model, images=[image[i] for i in idx], labels=[labels[i] for i in idx], preprocessing=SMALL,
+                   scope="all", steps=30, batch_size=4, lr=1e-2, device="cpu")
+    reports = []
+    result = run_finetune(gen, reports.append)
+    assert [r.step for r in reports] == list(range(1, 31)) and isinstance(reports[0], FinetuneProgress)
+    assert reports[-1].fraction == 1.0 and reports[0].total_steps == 30
+    assert result.steps == 30 and result.stopped_by == "steps" and result.dice_on == "training"
+    assert result.held_out_indices == []  # 5 slices: too few to hold some out
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert result.dice_after > result.dice_before + 0.05, (result.dice_before, result.dice_after)
+    assert set(result.per_class_after) == set(range(1, 9))
+    assert result.seconds > 0 and all(p.requires_grad for p in model.parameters())
+
+
+def test_decoder_scope_freezes_encoder_and_restores_flags(ct):
+    image, labels = ct
+    model = _dcaunet()
+    encoder = [p.detach().clone() for p in model.parameter_groups()["encoder"]]
+    decoder = [p.detach().clone() for p in model.parameter_groups()["decoder"]]
+    result = run_finetune(finetune(model, images=[image[15]], labels=[labels[15]], preprocessing=SMALL,
+                                   steps=4, batch_size=2, device="cpu"))
+    assert result.scope == "decoder"  # the DCAU-Net default
+    assert all(torch.equal(a, b) for a, b in zip(encoder, model.parameter_groups()["encoder"]))
+    assert any(not torch.equal(a, b) for a, b in zip(decoder, model.parameter_groups()["decoder"]))
+    decoder_ids = {id(p) for p in model.parameter_groups()["decoder"]}
+    trained = {n for n, p in model.named_parameters() if id(p) in decoder_ids}
+    assert trained and trained <= set(result.best_state)
+    assert not ({n for n, p in model.named_parameters()} - trained) & set(result.best_state)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_cancel_keeps_best_weights(ct):
+    image, labels = ct
+    model = _dcaunet()
+    result = FinetuneResult()
+    gen = finetune(model, images=[image[10], image[20]], labels=[labels[10], labels[20]], preprocessing=SMALL,
+                   scope="all", steps=1000, eval_every=2, batch_size=2, lr=1e-2, device="cpu", result=result)
+    for progress in gen:
+        if progress.step == 7:
+            break
+    gen.close()
+    assert result.stopped_by == "cancelled" and result.steps == 7 and result.done
+    assert result.best_step in (0, 2, 4, 6)
+    # the model holds exactly the best snapshot
+    params = dict(model.named_parameters())
+    for name, value in result.best_state.items():
+        if name in params:
+            assert torch.equal(params[name].detach(), value)
+    assert math.isfinite(result.dice_after)
+
+
+def test_held_out_split_and_replay(ct):
+    image, labels = ct
+    idx = list(range(5, 25, 2))  # 10 slices -> 2 held out
+    replay = [(image[26:28].astype(np.float32), labels[26:28], "entry")]
+    result = run_finetune(finetune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
+                                   preprocessing=SMALL, scope="all", steps=3, batch_size=2, device="cpu",
+                                   replay=replay, eval_every=1))
+    assert len(result.held_out_indices) == 2 and len(result.train_indices) == 8
+    assert not set(result.held_out_indices) & set(result.train_indices)
+    assert result.dice_on == "held-out" and math.isfinite(result.dice_before)
+
+
+def test_time_budget_and_udfa_adapters(ct):
+    image, labels = ct
+    model = build_model("udfa", 9, **TINY_CONFIGS["udfa"])
+    backbone = [p.detach().clone() for p in model.parameter_groups()["backbone"]]
+    result = run_finetune(finetune(model, images=[image[15]], labels=[labels[15]], preprocessing=NATIVE,
+                                   time_budget_s=1.0, batch_size=2, device="cpu"))
+    assert result.scope == "adapters" and result.stopped_by == "time" and result.steps >= 1
+    assert all(torch.equal(a, b) for a, b in zip(backbone, model.parameter_groups()["backbone"]))
+    backbone_ids = {id(p) for p in model.parameter_groups()["backbone"]}
+    backbone_names = {n for n, p in model.named_parameters() if id(p) in backbone_ids}
+    assert not (set(result.best_state) & backbone_names)  # frozen weights are never copied
+
+
+def test_bad_input_is_clear(ct):
+    image, labels = ct
+    with pytest.raises(ValueError, match="no corrected slices"):
+        next(finetune(_dcaunet(), images=[], labels=[], preprocessing=NATIVE))
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        next(finetune(_dcaunet(), images=[image[0]], labels=[np.zeros_like(labels[0])], preprocessing=NATIVE))
+    with pytest.raises(ValueError, match="classes"):
+        next(finetune(build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"]), images=[image[15]], labels=[labels[15]],
+                      preprocessing=NATIVE, steps=1, device="cpu"))
