@@ -1,0 +1,340 @@
+"""The correct-and-retrain loop, Qt-free: fine-tune on corrected slices, save a new version, re-segment.
+
+One generator, :func:`retrain_volume`, serves the Retrain dock widget (inside a
+``thread_worker``), ``medseg finetune``, ``medseg demo`` and the benchmark::
+
+    gen = retrain_volume(image, labels, corrected, start=StartFrom(checkpoint="base.safetensors"),
+                         spacing=(3, 3, 3), source="case-12")
+    for progress in gen:        # RetrainProgress(phase, fraction, message, loss, step)
+        ...                     # close() cancels; the best weights so far are kept
+    result = stop.value         # RetrainResult (or drive(gen))
+
+Steps: (1) the base model is loaded, or built from a scratch preset; (2) it is
+fine-tuned (``training.finetune``) on the corrected slices of this volume plus
+earlier corrections replayed from the :class:`CorrectionStore`; (3) the
+result is saved as a **new checkpoint version** next to its parent (never
+overwriting it), with provenance; (4) the corrections are added to the store;
+(5) the unlocked slices are re-segmented, the corrected ones copied unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from napari_medseg.datastore import CorrectionStore, default_data_dir
+from napari_medseg.labels import LabelSet, get_label_set
+from napari_medseg.preprocess import Preprocessing, guess_modality
+
+#: Configs for fine-tuning from no checkpoint on a CPU, chosen by measurement
+#: (bench/retrain_curve.py, docs/retrain.md).  The papers' full-size models
+#: are too slow to learn from scratch in a CPU minute or two.
+SCRATCH_PRESETS: dict[str, dict] = {
+    "dcaunet": dict(
+        dims=[32, 64, 128, 256],
+        depths=[1, 1, 2, 1],
+        heads=[1, 2, 4, 8],
+        decoder_channels=[64, 32, 24, 16],
+        reduction=8,
+    ),
+    "udfa": dict(img_size=224),
+}
+
+#: Training settings for fine-tuning (lr, batch size) by start: scratch vs checkpoint.
+SCRATCH_TRAINING = dict(lr=2e-3, batch_size=8)
+CHECKPOINT_TRAINING = dict(lr=3e-4, batch_size=8)
+
+
+@dataclass(frozen=True)
+class StartFrom:
+    """Where fine-tuning starts: a checkpoint, or a fresh model.
+
+    Args:
+        checkpoint: path of a medseg ``.safetensors`` checkpoint (the parent).
+        model_name: ``"dcaunet"`` or ``"udfa"`` when starting from scratch.
+        label_set: label set name or :class:`LabelSet` when starting from scratch.
+        modality: ``"ct" | "mr"``; ``None`` guesses from the image (HU -> CT).
+        model_config: overrides of :data:`SCRATCH_PRESETS` (e.g. a tiny config in tests).
+        backbone_weights: U-DFA from scratch: DINOv2 weights (path, ``"hub"``,
+            ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
+    """
+
+    checkpoint: str | Path | None = None
+    model_name: str | None = None
+    label_set: str | LabelSet | None = None
+    modality: str | None = None
+    model_config: dict | None = None
+    backbone_weights: str | None = "auto"
+
+    def __post_init__(self):
+        if self.checkpoint is None and (self.model_name is None or self.label_set is None):
+            raise ValueError("start from a checkpoint, or name a model and a label set to start from scratch")
+
+
+@dataclass(frozen=True)
+class RetrainProgress:
+    """``phase`` is ``"fine-tune"`` or ``"segment"``; ``fraction`` in [0, 1] of that phase."""
+
+    phase: str
+    fraction: float
+    message: str
+    loss: float | None = None
+    step: int | None = None
+
+
+@dataclass
+class RetrainResult:
+    """What :func:`retrain_volume` returns.
+
+    Attributes:
+        checkpoint: :class:`CheckpointInfo` of the new version (``None`` if cancelled before saving).
+        model: the fine-tuned model (best weights).
+        finetune: ``training.finetune.FinetuneResult`` (losses, Dice before/after, steps, seconds).
+        labels: uint8 ``(z, y, x)``: corrected slices unchanged, the rest re-segmented.
+        uncertainty: float16 ``(z, y, x)`` (0 on corrected slices).
+        corrected: the slice indices trained on (and kept).
+        replayed_slices: how many earlier corrected slices were replayed.
+        seconds: wall time of the whole loop.
+    """
+
+    checkpoint: object = None
+    model: object = None
+    finetune: object = None
+    labels: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    corrected: list[int] = field(default_factory=list)
+    replayed_slices: int = 0
+    seconds: float = 0.0
+
+
+def evenly_spaced_slices(depth: int, k: int) -> list[int]:
+    """``k`` interior slice indices spread evenly over ``depth`` slices (the demo's "corrections")."""
+    if k <= 0:
+        return []
+    if k > depth:
+        raise ValueError(f"cannot pick {k} slices from a volume of {depth}")
+    return sorted({int(round(v)) for v in np.linspace(0, depth - 1, k + 2)[1:-1]})
+
+
+def next_version_path(parent: str | Path | None, directory: str | Path | None = None, stem: str = "model") -> Path:
+    """A new, unused checkpoint path: ``name.v2.safetensors`` after ``name.safetensors``.
+
+    With a parent, the version goes beside it; otherwise into ``directory``
+    (default ``<data dir>/checkpoints``) as ``<stem>.v1.safetensors``.
+    """
+    if parent is not None:
+        parent = Path(parent)
+        directory = parent.parent
+        name = parent.name[: -len(".safetensors")] if parent.name.endswith(".safetensors") else parent.stem
+        match = re.fullmatch(r"(.*)\.v(\d+)", name)
+        stem, version = (match.group(1), int(match.group(2)) + 1) if match else (name, 2)
+    else:
+        directory = Path(directory) if directory is not None else default_data_dir() / "checkpoints"
+        version = 1
+    directory = Path(directory)
+    while (directory / f"{stem}.v{version}.safetensors").exists():
+        version += 1
+    return directory / f"{stem}.v{version}.safetensors"
+
+
+def prepare_model(start: StartFrom, image: np.ndarray):
+    """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`."""
+    from napari_medseg.checkpoint import load_checkpoint
+    from napari_medseg.models import build_model
+
+    if start.checkpoint is not None:
+        label_set = start.label_set
+        model, info = load_checkpoint(start.checkpoint, label_set=label_set, model_name=start.model_name)
+        return model, info.label_set, info.preprocessing, info
+    label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
+    modality = start.modality or guess_modality(image)
+    prep = Preprocessing(modality=modality, resize_policy="native")
+    config = dict(SCRATCH_PRESETS.get(start.model_name, {}))
+    config.update(start.model_config or {})
+    if start.model_name == "udfa":
+        config.setdefault("backbone_weights", start.backbone_weights)
+    model = build_model(start.model_name, label_set.num_classes, **config)
+    if start.model_name == "udfa":
+        model.config["backbone_weights"] = None  # the checkpoint carries the backbone itself
+    return model, label_set, prep, None
+
+
+def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int], label_set: LabelSet):
+    if image.ndim != 3:
+        raise ValueError(f"fine-tuning needs a 3D (z, y, x) image, got shape {image.shape}")
+    if labels.shape != image.shape:
+        raise ValueError(f"labels shape {labels.shape} differs from the image's {image.shape}; they must share one grid")
+    if not corrected:
+        raise ValueError("no corrected or reviewed slices: paint corrections (or mark slices reviewed) first")
+    bad = [z for z in corrected if not 0 <= z < image.shape[0]]
+    if bad:
+        raise ValueError(f"slice indices {bad} are outside 0..{image.shape[0] - 1}")
+    top = int(max(labels[z].max() for z in corrected))
+    if top >= label_set.num_classes:
+        raise ValueError(
+            f"corrected slices contain label {top}, but label set {label_set.name!r} only has 0..{label_set.num_classes - 1}"
+        )
+
+
+def retrain_volume(
+    image: np.ndarray,
+    labels: np.ndarray,
+    corrected: Sequence[int],
+    *,
+    start: StartFrom,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    source: str = "",
+    scope: str | None = None,
+    steps: int | None = None,
+    time_budget_s: float | None = 60.0,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    store: CorrectionStore | None = None,
+    replay: bool = True,
+    output: str | Path | None = None,
+    device: str = "auto",
+    resegment: bool = True,
+    seed: int = 0,
+    finetune_options: dict | None = None,
+) -> Iterator[RetrainProgress]:
+    """Fine-tune on ``corrected`` slices, save a new version and re-segment the rest.
+
+    Args:
+        image: raw ``(z, y, x)`` volume (HU for CT), canonical order.
+        labels: ``(z, y, x)`` current labels; only the ``corrected`` slices are read as truth.
+        corrected: axial indices of edited + reviewed slices (locked, never overwritten).
+        start: :class:`StartFrom` (base checkpoint, or model + label set from scratch).
+        spacing: ``(sz, sy, sx)`` mm (stored with the corrections).
+        source: identity of the image (path, name) for provenance and the store.
+        scope: trainable group; default adapters (U-DFA) / decoder (DCAU-Net)
+            from a checkpoint, ``"all"`` from scratch.
+        steps / time_budget_s: fine-tuning budget (whichever ends first).
+        lr / batch_size: default by start (:data:`SCRATCH_TRAINING`, :data:`CHECKPOINT_TRAINING`).
+        store: corrections datastore (``None`` = the default one); ``replay``
+            mixes its earlier entries (same label set, other sources) into training.
+        output: path of the new checkpoint; default :func:`next_version_path`.
+            Never overwrites an existing file.
+        device: ``"auto" | "cpu" | "cuda" | "mps"``.
+        resegment: re-segment unlocked slices afterwards.
+        finetune_options: extra keyword arguments for ``training.finetune.finetune``.
+    """
+    from napari_medseg.checkpoint import save_checkpoint
+    from napari_medseg.inference import segment_volume
+    from training.finetune import FinetuneResult, finetune
+
+    t0 = time.monotonic()
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    corrected = sorted({int(z) for z in corrected})
+    model, label_set, prep, parent = prepare_model(start, image)
+    _check_inputs(image, labels, corrected, label_set)
+    store = store if store is not None else CorrectionStore()
+    scratch = parent is None
+    defaults = SCRATCH_TRAINING if scratch else CHECKPOINT_TRAINING
+    scope = scope or ("all" if scratch else None)
+    replayed = store.replay(label_set.name, exclude_source=source) if replay else []
+    replay_slices = [(images, lab) for images, lab, _ in replayed]
+    n_replayed = sum(len(images) for images, _ in replay_slices)
+    value_range = None
+    if prep.modality == "mr":
+        from napari_medseg.preprocess import intensity_range
+
+        value_range = intensity_range(image, prep)
+
+    result = RetrainResult(corrected=corrected, replayed_slices=n_replayed, model=model)
+    ft = FinetuneResult()
+    result.finetune = ft
+    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices" + (f" + {n_replayed} replayed" if n_replayed else ""))
+    gen = finetune(
+        model,
+        images=[image[z] for z in corrected],
+        labels=[labels[z] for z in corrected],
+        preprocessing=prep,
+        scope=scope,
+        steps=steps,
+        time_budget_s=time_budget_s,
+        replay=replay_slices or None,
+        lr=lr or defaults["lr"],
+        batch_size=batch_size or defaults["batch_size"],
+        device=device,
+        seed=seed,
+        value_range=value_range,
+        result=ft,
+        **(finetune_options or {}),
+    )
+    try:
+        for p in gen:
+            yield RetrainProgress("fine-tune", p.fraction, f"step {p.step}, loss {p.loss:.3f}", loss=p.loss, step=p.step)
+    finally:
+        gen.close()  # on cancel: the best weights so far are loaded into the model
+
+    path = Path(output) if output is not None else next_version_path(
+        start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"
+    )
+    provenance = {
+        "data": f"{len(corrected)} corrected slices of {source or 'an unnamed image'}"
+        + (f" + {n_replayed} replayed slices" if n_replayed else ""),
+        "image": source,
+        "slices": corrected,
+        "steps": ft.steps,
+        "seconds": round(ft.seconds, 2),
+        "final_loss": ft.final_loss,
+        "scope": ft.scope,
+        "dice_before": ft.dice_before,
+        "dice_after": ft.dice_after,
+        "dice_on": ft.dice_on,
+        "stopped_by": ft.stopped_by,
+        "from_scratch": scratch,
+    }
+    result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
+                                        provenance=provenance, parent=parent)
+    store.add(
+        np.stack([image[z] for z in corrected]).astype(np.float32),
+        np.stack([labels[z] for z in corrected]),
+        corrected,
+        spacing=spacing,
+        source=source,
+        label_set=label_set.to_dict(),
+        checkpoint=result.checkpoint.sha256,
+        modality=prep.modality,
+    )
+    if resegment:
+        seg = segment_volume(image, [(model, result.checkpoint)], device=device, locked=corrected,
+                             previous=labels.astype(np.uint8, copy=False))
+        try:
+            while True:
+                p = next(seg)
+                yield RetrainProgress("segment", p.done / max(p.total, 1), f"segmenting: {p.done}/{p.total} slices")
+        except StopIteration as stop:
+            result.labels = stop.value.labels
+            result.uncertainty = stop.value.uncertainty
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) -> list[int]:
+    """Candidate slices sorted by mean uncertainty, most uncertain first (active learning).
+
+    Args:
+        uncertainty: ``(z, y, x)`` per-voxel uncertainty (e.g. normalised entropy).
+        candidates: slice indices to rank (usually the unlocked ones).
+    """
+    scores = {int(z): float(np.mean(uncertainty[z], dtype=np.float64)) for z in candidates}
+    return sorted(scores, key=lambda z: (-scores[z], z))
+
+
+def drive(gen, callback=None):
+    """Run a progress generator to the end; return its value (``callback(progress)`` per yield)."""
+    while True:
+        try:
+            progress = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(progress)
+
