@@ -1,0 +1,112 @@
+"""``medseg finetune``: fine-tune on corrected slices of one volume, headless (same code as the GUI)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_medseg.cli import CommandError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, help="the image (NIfTI, DICOM folder, NRRD, MHA)")
+    parser.add_argument("--labels", required=True, help="labels in the image's geometry; only --slices are read as truth")
+    parser.add_argument("--slices", required=True,
+                        help="corrected axial slices, comma-separated, counted from inferior to superior (e.g. 3,10,17)")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--checkpoint", help="base checkpoint (.safetensors) to fine-tune")
+    start.add_argument("--model", choices=["dcaunet", "udfa"], help="start from scratch with this model")
+    parser.add_argument("--label-set", help="label set when starting from scratch (synapse, acdc)")
+    parser.add_argument("--modality", choices=["ct", "mr"], help="from scratch: override the guess (HU -> ct)")
+    parser.add_argument("--scope", choices=["adapters", "decoder", "encoder", "all"],
+                        help="what to train (default: adapters for U-DFA, decoder for DCAU-Net, all from scratch)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--time-budget", type=float, help="seconds of fine-tuning (default 60)")
+    budget.add_argument("--steps", type=int, help="optimiser steps instead of a time budget")
+    parser.add_argument("--frame", type=int, help="time frame of a 4D image")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--backbone-weights", default="auto",
+                        help="U-DFA from scratch: DINOv2 weights file, 'hub', 'auto' or 'none' (random, tests only)")
+    parser.add_argument("--store", help="corrections datastore folder (default: the user's data dir)")
+    parser.add_argument("--no-replay", action="store_true", help="do not replay earlier stored corrections")
+    parser.add_argument("-o", "--output", required=True, help="new checkpoint path (.safetensors); never overwritten")
+
+
+def parse_slices(text: str) -> list[int]:
+    try:
+        slices = sorted({int(s) for s in text.replace(" ", "").split(",") if s})
+    except ValueError:
+        raise CommandError(f"--slices must be comma-separated integers, got {text!r}") from None
+    if not slices:
+        raise CommandError("--slices names no slice")
+    return slices
+
+
+def load_pair(image_path: str, labels_path: str, frame: int | None):
+    """Image and labels volumes on one grid (canonical order), checked to describe the same space."""
+    import numpy as np
+
+    from napari_medseg.io import read_volume
+
+    image = read_volume(image_path)
+    if image.is_4d:
+        if frame is None:
+            raise CommandError(f"{image_path} is 4D ({image.num_frames} frames); choose one with --frame")
+        image = image.frame(frame)
+    labels = read_volume(labels_path)
+    if labels.is_4d:
+        labels = labels.frame(frame if frame is not None else 0)
+    if labels.array.shape != image.array.shape or not np.allclose(
+        labels.geometry.world_affine(), image.geometry.world_affine(), atol=1e-3
+    ):
+        raise CommandError(
+            f"labels {labels_path} (shape {labels.array.shape}) are not on the image's grid "
+            f"(shape {image.array.shape}); resample them to the image first"
+        )
+    return image, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain import StartFrom, drive, retrain_volume
+
+    if args.model and not args.label_set:
+        raise CommandError("--model needs --label-set (e.g. --label-set synapse)")
+    slices = parse_slices(args.slices)
+    image, labels = load_pair(args.image, args.labels, args.frame)
+    weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
+    start = StartFrom(checkpoint=args.checkpoint, model_name=args.model, label_set=args.label_set,
+                      modality=args.modality, backbone_weights=weights)
+    budget = args.time_budget if args.time_budget is not None else (None if args.steps else 60.0)
+    gen = retrain_volume(
+        image.array, labels.array.astype(np.uint8), slices, start=start, spacing=image.geometry.spacing,
+        source=str(args.image), scope=args.scope, steps=args.steps, time_budget_s=budget,
+        store=CorrectionStore(args.store) if args.store else None, replay=not args.no_replay,
+        output=args.output, device=args.device, resegment=False,
+    )
+    result = drive(gen, _progress_printer())
+    ft = result.finetune
+    print(f"\nsaved {result.checkpoint.path}")
+    print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
+    print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
+    if result.replayed_slices:
+        print(f"  replayed {result.replayed_slices} earlier corrected slices")
+    return 0
+
+
+def _progress_printer():
+    """A tqdm bar on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", desc="fine-tune")
+
+    def update(p):
+        bar.n = int(round(100 * p.fraction))
+        bar.set_postfix_str(p.message)
+        bar.refresh()
+
+    return update
