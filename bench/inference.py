@@ -92,12 +92,14 @@ def child(args) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # U-DFA warns that its backbone is random: that is the point here
-        model = build_model(args.model, SYNAPSE.num_classes).eval()
+        extra = {"backbone_weights": None} if args.model == "udfa" else {}  # random DINOv2 backbone
+        model = build_model(args.model, SYNAPSE.num_classes, **extra).eval()
     prep = Preprocessing(modality="ct", resize_policy=args.policy, input_size=224)
     info = type("Info", (), {"label_set": SYNAPSE, "preprocessing": prep, "path": None, "model_name": args.model})()
     hw = model_input_hw(vol.shape[1:], prep, model.size_multiple)
     flops = model_flops_per_slice(model, hw)
-    mm = matmul_flops()
+    load = os.getloadavg()[0]
+    mm_before = matmul_flops()
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -111,6 +113,7 @@ def child(args) -> dict:
                                           batch_size=args.batch_size, channels_last=args.channels_last))
     seconds = time.perf_counter() - t
     slices = vol.shape[0]
+    mm = (mm_before + matmul_flops()) / 2  # before and after: the machine is shared
     return {
         "model": args.model, "size": args.size, "shape": list(vol.shape), "precision": args.precision,
         "policy": args.policy, "model_hw": list(hw), "channels_last": args.channels_last,
@@ -119,6 +122,7 @@ def child(args) -> dict:
         "startup_rss_gb": peak_before / 1024**2,
         "gflop_per_slice": flops / 1e9, "matmul_gflops": mm / 1e9,
         "flops_ratio": flops * slices / seconds / mm, "threads": torch.get_num_threads(),
+        "load_avg_1min": load,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "classes_found": int(len(set(res.labels[:: max(1, slices // 8)].ravel().tolist()))),
     }
@@ -161,8 +165,8 @@ def main(argv=None) -> int:
           f"{torch.get_num_threads()} threads, policy={args.policy}, batch={args.batch_size}, "
           f"channels_last={args.channels_last}", flush=True)
     rows = []
-    header = "| model | volume | precision | s | slices/s | peak RSS GB | GFLOP/slice | FLOP/s vs fp32 matmul |"
-    print(header + "\n|---|---|---|---|---|---|---|---|", flush=True)
+    header = "| model | volume | precision | s | slices/s | peak RSS GB | GFLOP/slice | FLOP/s vs fp32 matmul | load avg |"
+    print(header + "\n|---|---|---|---|---|---|---|---|---|", flush=True)
     for model in args.models.split(","):
         for size in args.sizes.split(","):
             for precision in args.precisions.split(","):
@@ -175,14 +179,14 @@ def main(argv=None) -> int:
                     print(proc.stderr[-6000:], file=sys.stderr)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode or not lines:
-                    print(f"| {model} | {size} | {precision} | failed (exit {proc.returncode}) | | | | |", flush=True)
+                    print(f"| {model} | {size} | {precision} | failed (exit {proc.returncode}) | | | | | |", flush=True)
                     continue
                 r = json.loads(lines[-1][7:])
                 rows.append(r)
                 shape = "x".join(str(v) for v in r["shape"][::-1])
                 print(f"| {model} | {size} ({shape}) | {precision} | {r['seconds']:.1f} | {r['slices_per_s']:.2f} | "
                       f"{r['peak_rss_gb']:.2f} | {r['gflop_per_slice']:.2f} | {r['flops_ratio']:.2f} "
-                      f"(matmul {r['matmul_gflops']:.0f} GFLOP/s) |", flush=True)
+                      f"(matmul {r['matmul_gflops']:.0f} GFLOP/s) | {r['load_avg_1min']:.1f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -245,7 +245,7 @@ class SegmentWidget(QWidget):
         data = image.data[0] if image.multiscale else image.data
         frame_note = ""
         if data.ndim == 4:
-            t = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 4])
+            t = int(self.viewer.dims.current_step[self.viewer.dims.ndim - data.ndim])  # the layer's time axis
             data = data[t]
             frame_note = f" (4D image: time frame t={t} only)"
         array = np.asarray(data)
@@ -260,6 +260,7 @@ class SegmentWidget(QWidget):
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
                       uncertainty=self.unc_check.isChecked())
         spacing = tuple(float(s) for s in image.scale[-3:])
+        self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked)
         self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
