@@ -38,7 +38,7 @@ CASES = [
     (LocalGlobalFusionAdapter, dict(token_dim=24, spa_dim=16, token_heads=3, spa_heads=2), [(2, 35, 24), (2, 16, 9, 13)], [(2, 35, 24), (2, 16, 9, 13)]),
     # DCAU-Net
     (PatchEmbed, dict(in_channels=1, out_channels=16, patch=4), [(2, 1, 32, 64)], (2, 16, 8, 16)),
-    (DifferentialCrossAttention, dict(dim=16, num_heads=2, layer=3), [(2, 16, 9, 16)], (2, 144, 16)),
+    (DifferentialCrossAttention, dict(dim=16, num_heads=2, layer=3), [(2, 9, 16, 16)], (2, 9, 16, 16)),  # channels last
     (DCABlock, dict(dim=16, num_heads=2, layer=1), [(2, 16, 9, 16)], (2, 16, 9, 16)),
     (DCABlock, dict(dim=16, num_heads=4, layer=5), [(1, 16, 3, 5)], (1, 16, 3, 5)),  # map < window
     (CSFF, dict(skip_channels=1, up_channels=16, out_channels=8, reduction=4), [(2, 1, 32, 32), (2, 16, 32, 32)], (2, 16, 32, 32)),
@@ -87,10 +87,10 @@ def test_window_tokens_partial_and_global():
 
 def _reference_dca(attn: DifferentialCrossAttention, x: torch.Tensor) -> torch.Tensor:
     """Differential attention written out with explicit softmaxes, per head."""
-    b, c, hgt, wid = x.shape
+    b, hgt, wid, c = x.shape
     h, d = attn.num_heads, attn.head_dim
-    pix = x.flatten(2).transpose(1, 2)
-    tok = window_tokens(x)
+    pix = x.reshape(b, -1, c)
+    tok = window_tokens(x.permute(0, 3, 1, 2))
     q, k, v = attn.q(pix), attn.k(tok), attn.v(tok)
     lam = (
         torch.exp((attn.lambda_q1 * attn.lambda_k1).sum())
@@ -107,7 +107,7 @@ def _reference_dca(attn: DifferentialCrossAttention, x: torch.Tensor) -> torch.T
         o = (a1 - lam * a2) @ vh
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * attn.head_norm.weight
         heads.append(o * (1 - attn.lambda_init))
-    return attn.proj(torch.cat(heads, dim=-1))
+    return attn.proj(torch.cat(heads, dim=-1)).reshape(b, hgt, wid, c)
 
 
 @pytest.mark.parametrize("hw", [(14, 21), (9, 16), (4, 6)])
@@ -116,7 +116,7 @@ def test_dca_matches_reference(hw):
     attn = DifferentialCrossAttention(24, 3, layer=2)
     with torch.no_grad():
         attn.head_norm.weight.uniform_(0.5, 1.5)
-    x = torch.randn(2, 24, *hw)
+    x = torch.randn(2, *hw, 24)
     torch.testing.assert_close(attn(x), _reference_dca(attn, x), rtol=1e-4, atol=1e-5)
 
 

@@ -74,7 +74,7 @@ class DifferentialCrossAttention(nn.Module):
             channels and a value of ``2d`` channels.
         layer: 1-based block index over the encoder (sets ``lambda_init``).
 
-    ``(B, C, H, W) -> (B, H*W, C)``.
+    ``(B, H, W, C) -> (B, H, W, C)`` (channels last).
     """
 
     def __init__(self, dim: int, num_heads: int, layer: int):
@@ -102,18 +102,17 @@ class DifferentialCrossAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
+        b, hgt, wid, c = x.shape
         h, d = self.num_heads, self.head_dim
-        pixels = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        tokens = window_tokens(x)  # (B, M, C)
-        q = self.q(pixels).view(b, -1, h, 2, d).permute(3, 0, 2, 1, 4)  # (2, B, h, N, d)
-        k = self.k(tokens).view(b, -1, h, 2, d).permute(3, 0, 2, 1, 4)  # (2, B, h, M, d)
-        v = self.v(tokens).view(b, -1, h, 2 * d).transpose(1, 2)  # (B, h, M, 2d)
-        a1 = F.scaled_dot_product_attention(q[0], k[0], v)
-        a2 = F.scaled_dot_product_attention(q[1], k[1], v)
-        out = a1 - self.lambda_full().to(a1.dtype) * a2  # (B, h, N, 2d)
-        out = self.head_norm(out) * (1.0 - self.lambda_init)
-        return self.proj(out.transpose(1, 2).reshape(b, -1, c))
+        tokens = window_tokens(x.permute(0, 3, 1, 2))  # (B, M, C)
+        # both softmax maps of all heads in one attention call: (B, h * 2, ., d)
+        q = self.q(x.reshape(b, -1, c)).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, N, d)
+        k = self.k(tokens).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, M, d)
+        v = self.v(tokens).view(b, -1, h, 2 * d).transpose(1, 2).repeat_interleave(2, dim=1)  # (B, 2h, M, 2d)
+        both = F.scaled_dot_product_attention(q, k, v).view(b, h, 2, -1, 2 * d)
+        out = both[:, :, 0] - self.lambda_full().to(both.dtype) * both[:, :, 1]  # (B, h, N, 2d)
+        out = self.head_norm(out.float()).to(both.dtype) * (1.0 - self.lambda_init)  # norm in fp32 under autocast
+        return self.proj(out.transpose(1, 2).reshape(b, hgt, wid, c))
 
 
 class DCABlock(nn.Module):
@@ -129,11 +128,11 @@ class DCABlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        t = self.norm1((x + self.dwconv(x)).flatten(2).transpose(1, 2))  # (B, N, C)
-        t = self.norm2(t + self.attn(t.transpose(1, 2).reshape(b, c, h, w)))
+        x = x.contiguous(memory_format=torch.channels_last)
+        t = self.norm1(x.permute(0, 2, 3, 1) + self.dwconv(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+        t = self.norm2(t + self.attn(t))
         t = self.norm3(t + self.mlp(t))
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        return t.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
 
 
 class PatchEmbed(nn.Module):

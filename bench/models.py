@@ -1,0 +1,114 @@
+"""Print size and CPU inference speed of both models at 224 x 224.
+
+    python bench/models.py [--batch 8] [--repeats 3] [--models udfa dcaunet]
+
+For each model: parameters (total, trainable), GMAC per slice (counted with
+``torch.utils.flop_counter.FlopCounterMode`` on the meta device, MAC = FLOP/2:
+matmuls, convolutions, attention), and slices/s for fp32 and bf16-autocast
+inference at the given batch size (median of ``--repeats`` timed runs after
+one warm-up).  "vs matmul" is the achieved FLOP/s divided by the FLOP/s of a
+2048 x 2048 fp32 matmul measured in the same run.  U-DFA is timed with a
+random-init backbone (same cost as with DINOv2 weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def matmul_flops(torch, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an fp32 ``n x n`` matmul (median over repeats)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def count_macs(torch, name: str, size: int) -> tuple[float, int, int]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_medseg.models import build_model
+
+    kwargs = {"backbone_weights": None} if name == "udfa" else {}
+    with torch.device("meta"):
+        model = build_model(name, 9, **kwargs)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, size, size, device="meta"))
+    return counter.get_total_flops() / 2, total, trainable
+
+
+def time_inference(torch, model, batch: int, size: int, precision: str, repeats: int) -> float:
+    """Median seconds per batch."""
+    x = torch.rand(batch, 1, size, size)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
+    times = []
+    with torch.inference_mode(), ctx:
+        model(x)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["dcaunet", "udfa"])
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from napari_medseg.models import build_model
+    from napari_medseg.models.dinov2_weights import RandomBackboneWarning
+
+    warnings.simplefilter("ignore", RandomBackboneWarning)
+    torch.manual_seed(0)
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    ref = matmul_flops(torch)
+    print(f"fp32 matmul 2048^3: {ref / 1e9:.1f} GFLOP/s")
+    header = f"| model | params total | params trainable | GMAC/slice | precision | slices/s (batch {args.batch}) | vs fp32 matmul |"
+    rows = [header, "|" + "---|" * 7]
+    for name in args.models:
+        macs, total, trainable = count_macs(torch, name, args.size)
+        kwargs = {"backbone_weights": None} if name == "udfa" else {}
+        model = build_model(name, 9, **kwargs).eval()
+        for precision in ("fp32", "bf16"):
+            seconds = time_inference(torch, model, args.batch, args.size, precision, args.repeats)
+            rate = args.batch / seconds
+            achieved = 2 * macs * rate
+            rows.append(
+                f"| {name} | {total / 1e6:.2f}M | {trainable / 1e6:.2f}M | {macs / 1e9:.2f} | {precision} "
+                f"| {rate:.2f} | {achieved / ref:.2f} |"
+            )
+        del model
+    ref_end = matmul_flops(torch)
+    print("\n".join(rows))
+    print(f"fp32 matmul at the end: {ref_end / 1e9:.1f} GFLOP/s (start {ref / 1e9:.1f}; a large change means the machine was busy)")
+
+
+if __name__ == "__main__":
+    main()
