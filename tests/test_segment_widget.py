@@ -151,3 +151,24 @@ def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
     np.testing.assert_allclose(layer.scale, (2, 1.5, 1.5))
     expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu")).labels
     np.testing.assert_array_equal(layer.data, expected)
+
+
+def test_ensemble_needs_one_label_set(make_napari_viewer, qtbot, ckpt, tmp_path):
+    from napari_medseg.labels import ACDC
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32), np.float32), name="vol")
+    w = open_segment(viewer)
+    other = save_tiny(tmp_path / "acdc.safetensors", "dcaunet", label_set=ACDC)
+    w.add_checkpoint(ckpt)
+    w.add_checkpoint(other)
+    assert w.ensemble_check.isEnabled()
+    w.ensemble_check.setChecked(True)
+    w.segment_button.click()
+    assert w.worker is None
+    assert "same label set" in w.status.text()
+    assert "vol labels" not in viewer.layers
+    w.ensemble_check.setChecked(False)  # only the selected (ACDC) checkpoint is used
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    assert viewer.layers["vol labels"].metadata["medseg"]["label_set"]["name"] == "acdc"
