@@ -242,6 +242,8 @@ class Trainer:
         self.resume = resume
         seed = int(tcfg.get("seed", 0))
         torch.manual_seed(seed + self.dist.rank)
+        if datasets is None and not self.recipe["data"].get("root"):
+            raise ValueError("data.root is not set; pass --data-root DIR or set data.root in the recipe")
 
         # model
         if resume is not None:

@@ -1,0 +1,46 @@
+"""The papers' recipes hold the papers' settings and every section parses."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_medseg.preprocess import Preprocessing
+from training.augment import AugmentConfig
+from training.engine import build_optimizer, load_recipe, recipe_label_set
+from training.losses import DiceCELoss
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+PAPERS = {
+    # name: (model, label set, optimiser, lr, batch, epochs, ce, dice, trainable)
+    "dcaunet_synapse": ("dcaunet", "synapse", "adamw", 1e-3, 24, 400, 0.4, 0.6, "all"),
+    "dcaunet_acdc": ("dcaunet", "acdc", "adamw", 3e-4, 24, 400, 0.4, 0.6, "all"),
+    "udfa_synapse": ("udfa", "synapse", "adam", None, 12, None, 0.5, 0.5, "adapters"),
+    "udfa_acdc": ("udfa", "acdc", "adam", None, 12, None, 0.5, 0.5, "adapters"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPERS))
+def test_recipe_matches_paper_and_parses(name):
+    model, label_set, opt, lr, batch, epochs, ce, dice, trainable = PAPERS[name]
+    recipe = load_recipe(CONFIGS / f"{name}.yaml")
+    assert recipe["model"]["name"] == model and recipe_label_set(recipe).name == label_set
+    assert recipe["optim"]["name"] == opt and recipe["optim"]["weight_decay"] == 1e-4
+    if lr is not None:
+        assert recipe["optim"]["lr"] == lr
+    if epochs is not None:
+        assert recipe["train"]["epochs"] == epochs
+    assert recipe["train"]["batch_size"] == batch and recipe["train"]["trainable"] == trainable
+    assert (recipe["loss"]["ce_weight"], recipe["loss"]["dice_weight"]) == (ce, dice)
+    prep = Preprocessing.from_dict(recipe["preprocessing"])
+    assert prep.input_size == 224 and prep.resize_policy == "fixed"
+    aug = AugmentConfig.from_dict(recipe["augment"])
+    assert aug.p_rotate > 0 and aug.p_flip > 0  # both papers: rotation and flip
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], recipe["optim"])
+    assert type(optimizer).__name__.lower() == opt
+    DiceCELoss(recipe_label_set(recipe).num_classes, ce, dice)
+
+
+def test_builtin_recipe_found_by_name():
+    assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "71-80"
