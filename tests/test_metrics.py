@@ -127,3 +127,13 @@ def test_batch_dice_counts_match_numpy():
 def test_shape_mismatch_is_clear():
     with pytest.raises(ValueError, match="shape"):
         dice(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_hd95_bounding_box_crop_is_exact_at_volume_edges():
+    # masks touching the volume border: the crop must not change the surfaces
+    ref = np.zeros((6, 30, 30), bool)
+    ref[:, :10, :12] = True
+    pred = np.zeros_like(ref)
+    pred[1:, 2:14, 3:9] = True
+    spacing = (3.0, 0.7, 0.7)
+    assert hd95(pred, ref, spacing) == pytest.approx(_brute_hd95(pred, ref, spacing), rel=1e-9)

@@ -138,3 +138,16 @@ def test_cli_train_and_resume(tmp_path, synapse_root):
                  "--resume", str(out / "last.safetensors"), "--device", "cpu"]) == 0
     assert read_checkpoint_info(out / "last.safetensors").provenance["step"] == 8
     assert main(["train", "--config", str(cfg), "--output-dir", str(out), "--device", "cpu"]) == 2  # no data root
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_trains_and_resumes(tmp_path, synapse_root):
+    recipe = tiny_recipe(synapse_root, epochs=2)
+    recipe["train"]["amp"] = "fp16"  # exercises the GradScaler path and its saved state
+    first = Trainer(recipe, tmp_path / "run", device="cuda", max_steps=4)
+    assert first.precision == "fp16" and first.scaler is not None
+    summary = first.fit()
+    assert summary.steps == 4 and np.isfinite(summary.losses).all()
+    resumed = Trainer(recipe, tmp_path / "run", device="cuda", resume=tmp_path / "run" / "last.safetensors")
+    assert resumed.scaler.get_scale() == first.scaler.get_scale()
+    assert resumed.fit().steps == 8

@@ -245,6 +245,7 @@ def finetune(
     trainable = freeze_except(model, scope)
     trainable_names = [name for name, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 needs loss scaling
     ce_w, dice_w = loss_weights or LOSS_WEIGHTS.get(getattr(model, "model_name", ""), (0.5, 0.5))
     loss_fn = DiceCELoss(num_classes, ce_w, dice_w)
     aug = AugmentConfig.finetune() if augment is True else (augment or None)
@@ -290,10 +291,18 @@ def finetune(
             loss = loss_fn(logits.float(), yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss became {loss.item()}; lower the learning rate")
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             step += 1
             value = float(loss.detach())
             result.losses.append(value)
