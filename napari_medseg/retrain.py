@@ -200,6 +200,7 @@ def retrain_volume(
     device: str = "auto",
     resegment: bool = True,
     seed: int = 0,
+    should_stop=None,
     finetune_options: dict | None = None,
 ) -> Iterator[RetrainProgress]:
     """Fine-tune on ``corrected`` slices, save a new version and re-segment the rest.
@@ -221,6 +222,9 @@ def retrain_volume(
             Never overwrites an existing file.
         device: ``"auto" | "cpu" | "cuda" | "mps"``.
         resegment: re-segment unlocked slices afterwards.
+        should_stop: callable polled every step; when it returns True, fine-tuning
+            stops early and the best weights so far are saved and used (a
+            "stop now" button).  Closing the generator instead aborts everything.
         finetune_options: extra keyword arguments for ``training.finetune.finetune``.
     """
     from napari_medseg.checkpoint import save_checkpoint
@@ -270,8 +274,10 @@ def retrain_volume(
     try:
         for p in gen:
             yield RetrainProgress("fine-tune", p.fraction, f"step {p.step}, loss {p.loss:.3f}", loss=p.loss, step=p.step)
+            if should_stop is not None and should_stop():
+                break
     finally:
-        gen.close()  # on cancel: the best weights so far are loaded into the model
+        gen.close()  # early stop or abort: the best weights so far are loaded into the model
 
     path = Path(output) if output is not None else next_version_path(
         start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"

@@ -1,0 +1,334 @@
+"""The "Correct and retrain" dock: see which slices were corrected, fine-tune on them, re-segment.
+
+Thin by design: the loop itself is :func:`napari_medseg.retrain.retrain_volume`
+(Qt-free); this widget gathers the inputs, runs it in a ``thread_worker``, and
+shows progress, the loss curve, Dice before/after, and the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget,
+    QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._loss_plot import LossPlot
+
+SCRATCH = {"New DCAU-Net (from scratch)": "dcaunet", "New U-DFA (from scratch)": "udfa"}
+BROWSE = "Browse for a checkpoint\u2026"
+SCOPES = ["default", "adapters", "decoder", "all"]
+
+
+class RetrainWidget(QWidget):
+    """Dock widget: slice ledger, fine-tune / cancel / revert, suggest next slice."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._stop = None
+        self._history: dict[int, list] = {}  # id(layer) -> [(checkpoint, labels before), ...]
+        self._uncertainty: dict[int, np.ndarray] = {}
+        self._watched: set[int] = set()
+        self._build_ui()
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.bind_key("Shift-R", lambda viewer: self.toggle_reviewed(), overwrite=True)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self):
+        form = QFormLayout()
+        self.image_combo, self.labels_combo, self.start_combo = QComboBox(), QComboBox(), QComboBox()
+        self.label_set_combo = QComboBox()
+        self.label_set_combo.addItems(["synapse", "acdc"])
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        for label, w in [("Image", self.image_combo), ("Labels", self.labels_combo), ("Start from", self.start_combo),
+                         ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
+                         ("Budget", self.budget), ("Device", self.device_combo)]:
+            form.addRow(label, w)
+        self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
+        self.start_combo.activated.connect(self._on_start_chosen)
+
+        self.counts = QLabel()
+        self.slice_list = QListWidget()
+        self.slice_list.setMaximumHeight(120)
+        self.slice_list.itemClicked.connect(lambda item: self.go_to_slice(item.data(Qt.ItemDataRole.UserRole)))
+        self.review_btn = QPushButton("Mark slice reviewed (Shift-R)")
+        self.suggest_btn = QPushButton("Suggest next slice")
+        self.review_btn.clicked.connect(self.toggle_reviewed)
+        self.suggest_btn.clicked.connect(self.suggest_next_slice)
+        self.run_btn, self.cancel_btn, self.revert_btn = QPushButton("Fine-tune"), QPushButton("Cancel"), QPushButton("Revert")
+        self.run_btn.clicked.connect(self.fine_tune)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.revert_btn.clicked.connect(self.revert)
+        self.progress = QProgressBar()
+        self.loss_plot = LossPlot()
+        self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.counts)
+        layout.addWidget(self.slice_list)
+        layout.addLayout(_row(self.review_btn, self.suggest_btn))
+        layout.addLayout(_row(self.run_btn, self.cancel_btn, self.revert_btn))
+        layout.addWidget(self.progress)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self._set_running(False)
+
+    def _set_running(self, running: bool):
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        self.revert_btn.setEnabled(not running and bool(self._history.get(id(self.labels_layer()))))
+
+    # --------------------------------------------------------------- layers
+    def _refresh_layers(self, event=None):
+        from napari.layers import Image, Labels
+
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            if current:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._on_labels_changed()
+
+    def image_layer(self):
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def labels_layer(self):
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_labels_changed(self, *_):
+        layer = self.labels_layer()
+        if layer is not None and id(layer) not in self._watched:
+            self._watched.add(id(layer))
+            _ledger_sync.ledger_for(layer)
+            layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view(layer))
+            layer.events.set_data.connect(lambda e, layer=layer: self.update_ledger_view(layer))
+        self._fill_start_combo(layer)
+        self.update_ledger_view(layer)
+
+    def _fill_start_combo(self, layer):
+        current = self.start_combo.currentText()
+        self.start_combo.clear()
+        checkpoints = list((layer.metadata.get("medseg", {}) if layer is not None else {}).get("checkpoints", []))
+        self.start_combo.addItems(checkpoints[:1] + list(SCRATCH) + [BROWSE])
+        if current and current != BROWSE and self.start_combo.findText(current) < 0:
+            self.start_combo.insertItem(0, current)
+        if current and current != BROWSE:
+            self.start_combo.setCurrentText(current)
+
+    def _on_start_chosen(self, index):
+        if self.start_combo.itemText(index) != BROWSE:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", "", "Checkpoints (*.safetensors)")
+        if path:
+            self.start_combo.insertItem(0, path)
+            self.start_combo.setCurrentIndex(0)
+
+    # ---------------------------------------------------------------- ledger
+    def update_ledger_view(self, layer=None):
+        layer = layer if layer is not None else self.labels_layer()
+        self.slice_list.clear()
+        if layer is None or np.asarray(layer.data).ndim != 3:
+            self.counts.setText("Choose a 3D labels layer.")
+            return
+        ledger = _ledger_sync.refresh(layer)
+        c = ledger.counts()
+        self.counts.setText(f"edited {c['edited']} \u00b7 reviewed {c['reviewed']} \u00b7 predicted {c['predicted']}"
+                            f" \u00b7 locked {len(ledger.locked)}")
+        for z in ledger.locked:
+            item = QListWidgetItem(f"slice {z}: {ledger.state(z).value}")
+            item.setData(Qt.ItemDataRole.UserRole, z)
+            self.slice_list.addItem(item)
+        self._set_running(self.worker is not None)
+
+    def current_slice(self) -> int | None:
+        layer = self.labels_layer()
+        if layer is None:
+            return None
+        point = self.viewer.dims.point[-layer.ndim:]
+        z = int(round(layer.world_to_data(point)[0]))
+        return z if 0 <= z < layer.data.shape[0] else None
+
+    def go_to_slice(self, z: int):
+        layer = self.labels_layer()
+        world = layer.data_to_world([z] + [0] * (layer.ndim - 1))
+        self.viewer.dims.set_point(self.viewer.dims.ndim - layer.ndim, world[0])
+
+    def toggle_reviewed(self):
+        layer, z = self.labels_layer(), self.current_slice()
+        if z is None:
+            return
+        ledger = _ledger_sync.ledger_for(layer)
+        ledger.mark_reviewed(z, z not in ledger.reviewed)
+        self.update_ledger_view(layer)
+
+    def suggest_next_slice(self):
+        from napari_medseg.retrain import rank_uncertain_slices
+
+        layer = self.labels_layer()
+        unc = self._uncertainty.get(id(layer)) if layer is not None else None
+        if unc is None:
+            self.status.setText("No uncertainty yet: fine-tune (or segment with uncertainty) first.")
+            return
+        ranked = rank_uncertain_slices(unc, _ledger_sync.ledger_for(layer).unlocked)
+        if ranked:
+            self.go_to_slice(ranked[0])
+            self.status.setText(f"Most uncertain unlocked slice: {ranked[0]}. Correct it or mark it reviewed.")
+
+    # ------------------------------------------------------------ fine-tune
+    def _start(self):
+        from napari_medseg.retrain import StartFrom
+
+        choice = self.start_combo.currentText()
+        if choice in SCRATCH:
+            weights = None if SCRATCH[choice] == "udfa" and _no_dinov2() else "auto"
+            return StartFrom(model_name=SCRATCH[choice], label_set=self.label_set_combo.currentText(),
+                             backbone_weights=weights)
+        return StartFrom(checkpoint=choice)
+
+    def fine_tune(self):
+        import threading
+
+        from napari.qt.threading import create_worker
+
+        from napari_medseg.retrain import retrain_volume
+
+        image, layer = self.image_layer(), self.labels_layer()
+        if image is None or layer is None:
+            self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
+            return
+        ledger = _ledger_sync.refresh(layer)
+        array = np.asarray(image.data[0] if image.multiscale else image.data)
+        if array.ndim == 4:
+            array = array[int(self.viewer.dims.current_step[self.viewer.dims.ndim - 4])]
+        if array.shape != layer.data.shape:
+            self.status.setText(f"Image {array.shape} and labels {layer.data.shape} differ in shape.")
+            return
+        if not ledger.locked:
+            self.status.setText("No corrected or reviewed slice yet: paint fixes or press Shift-R on good slices.")
+            return
+        try:
+            start = self._start()
+        except ValueError as err:
+            self.status.setText(str(err))
+            return
+        scope = None if self.scope_combo.currentText() == "default" else self.scope_combo.currentText()
+        meta = image.metadata.get("medseg", {})
+        self._stop = threading.Event()
+        labels_before = np.array(layer.data, dtype=np.uint8)
+        self._job = dict(layer=layer, start=start, labels_before=labels_before, locked=ledger.locked)
+        gen = retrain_volume(array, labels_before, ledger.locked, start=start, spacing=tuple(image.scale[-3:]),
+                             source=str(meta.get("source_path") or image.name), scope=scope,
+                             time_budget_s=self.budget.value(), device=self.device_combo.currentText(),
+                             should_stop=self._stop.is_set)
+        self.worker = create_worker(lambda: (yield from gen), _progress={"total": 100, "desc": "Fine-tuning"},
+                                    _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.loss_plot.clear()
+        self.progress.setValue(0)
+        self._set_running(True)
+        note = (" U-DFA starts with a RANDOM DINOv2 backbone (no weights found; set MEDSEG_DINOV2_WEIGHTS):"
+                " expect poor results." if start.model_name == "udfa" and start.backbone_weights is None else "")
+        self.status.setText(f"Fine-tuning on {len(ledger.locked)} slice(s)\u2026{note}")
+        self.worker.start()
+
+    def cancel(self):
+        """Stop fine-tuning now; the best weights so far are saved and used."""
+        if self._stop is not None:
+            self._stop.set()
+            self.status.setText("Stopping: keeping the best weights so far\u2026")
+
+    def _on_progress(self, p):
+        offset = 0 if p.phase == "fine-tune" else 90
+        self.progress.setValue(int(offset + (90 if p.phase == "fine-tune" else 10) * p.fraction))
+        if p.loss is not None:
+            self.loss_plot.add(p.step, p.loss)
+        self.status.setText(f"{p.phase}: {p.message}")
+
+    def _on_finished(self):
+        self.worker = None
+        self._set_running(False)
+
+    def _on_done(self, result):
+        job, layer = self._job, self._job["layer"]
+        unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
+        self._history.setdefault(id(layer), []).append((self.start_combo.currentText(), job["labels_before"]))
+        self._apply_labels(layer, result.labels, unlocked)
+        self._uncertainty[id(layer)] = result.uncertainty
+        path = str(result.checkpoint.path)
+        medseg = dict(layer.metadata.get("medseg", {}))
+        medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
+        layer.metadata["medseg"] = medseg
+        self._fill_start_combo(layer)
+        self.start_combo.setCurrentText(path)
+        ft = result.finetune
+        self.progress.setValue(100)
+        self.status.setText(
+            f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
+            f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
+            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept.")
+        self._set_running(False)
+
+    def _apply_labels(self, layer, labels, slices):
+        data = layer.data
+        data[slices] = labels[slices]
+        layer.data = data  # emits set_data; the ledger then treats these slices as model output
+        _ledger_sync.record_prediction(layer, slices)
+        layer.refresh()
+        self.update_ledger_view(layer)
+
+    def revert(self):
+        """Back to the previous checkpoint version and its labels on the unlocked slices."""
+        layer = self.labels_layer()
+        history = self._history.get(id(layer))
+        if not history:
+            self.status.setText("Nothing to revert.")
+            return
+        checkpoint, labels_before = history.pop()
+        ledger = _ledger_sync.refresh(layer)
+        self._apply_labels(layer, labels_before, ledger.unlocked)
+        self._fill_start_combo(layer)
+        self.start_combo.setCurrentText(checkpoint)
+        medseg = dict(layer.metadata.get("medseg", {}))
+        medseg["checkpoints"] = [] if checkpoint in SCRATCH else [checkpoint]
+        layer.metadata["medseg"] = medseg
+        self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in SCRATCH else checkpoint}.")
+        self._set_running(False)
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
+
+
+def _no_dinov2() -> bool:
+    """True when no DINOv2 weights can be found locally (U-DFA then starts with a random backbone)."""
+    import os
+
+    from napari_medseg.models.dinov2_weights import ENV_VAR, hub_cached_file
+
+    return not os.environ.get(ENV_VAR) and hub_cached_file() is None

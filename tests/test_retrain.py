@@ -1,0 +1,171 @@
+"""The Qt-free correct-and-retrain loop and `medseg finetune` / `medseg demo`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg.checkpoint import file_sha256, read_checkpoint_info, save_checkpoint
+from napari_medseg.cli import main
+from napari_medseg.datastore import CorrectionStore
+from napari_medseg.io import read_volume
+from napari_medseg.labels import SYNAPSE
+from napari_medseg.models import TINY_CONFIGS, build_model
+from napari_medseg.preprocess import Preprocessing
+from napari_medseg.retrain import (
+    StartFrom, drive, evenly_spaced_slices, next_version_path, rank_uncertain_slices, retrain_volume,
+)
+from training.metrics import dice
+
+
+@pytest.fixture(scope="module")
+def sample(sample_ct, sample_labels):
+    image, labels = read_volume(sample_ct), read_volume(sample_labels)
+    return image, labels.array.astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
+    prep = Preprocessing(modality="ct", resize_policy="native")
+    return save_checkpoint(tmp_path / "tiny.safetensors", model, label_set=SYNAPSE, preprocessing=prep)
+
+
+def mean_untouched_dice(pred, ref, corrected):
+    rest = [z for z in range(ref.shape[0]) if z not in corrected]
+    return float(np.mean([dice(pred[rest] == c, ref[rest] == c) for c in range(1, 9)]))
+
+
+def test_evenly_spaced_slices():
+    assert evenly_spaced_slices(30, 5) == [5, 10, 14, 19, 24]
+    assert evenly_spaced_slices(30, 0) == []
+    with pytest.raises(ValueError):
+        evenly_spaced_slices(3, 5)
+
+
+def test_next_version_path_never_reuses(tmp_path):
+    base = tmp_path / "liver.safetensors"
+    assert next_version_path(base) == tmp_path / "liver.v2.safetensors"
+    (tmp_path / "liver.v2.safetensors").write_bytes(b"x")
+    assert next_version_path(base) == tmp_path / "liver.v3.safetensors"
+    assert next_version_path(tmp_path / "liver.v3.safetensors") == tmp_path / "liver.v4.safetensors"
+    assert next_version_path(None, tmp_path, stem="m") == tmp_path / "m.v1.safetensors"
+
+
+def test_rank_uncertain_slices():
+    unc = np.zeros((4, 2, 2), np.float16)
+    unc[2] = 0.9
+    unc[1] = 0.5
+    assert rank_uncertain_slices(unc, [0, 1, 2, 3]) == [2, 1, 0, 3]
+    assert rank_uncertain_slices(unc, [0, 1]) == [1, 0]
+
+
+def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_checkpoint, tmp_path):
+    image, ref = sample
+    corrected = [8, 20]
+    labels = np.zeros_like(ref)
+    labels[corrected] = ref[corrected]
+    store = CorrectionStore(tmp_path / "store")
+    gen = retrain_volume(image.array, labels, corrected, start=StartFrom(checkpoint=tiny_checkpoint.path),
+                         spacing=image.geometry.spacing, source="sample", steps=6, time_budget_s=None,
+                         store=store, device="cpu")
+    phases = []
+    result = drive(gen, lambda p: phases.append(p.phase))
+    assert {"fine-tune", "segment"} <= set(phases)
+    assert result.checkpoint.path == tiny_checkpoint.path.with_name("tiny.v2.safetensors")
+    prov = result.checkpoint.provenance
+    assert prov["parent_sha256"] == file_sha256(tiny_checkpoint.path)
+    assert prov["slices"] == corrected and prov["steps"] == 6 and prov["image"] == "sample"
+    np.testing.assert_array_equal(result.labels[corrected], ref[corrected])
+    assert result.uncertainty.dtype == np.float16
+    assert read_checkpoint_info(tiny_checkpoint.path).sha256 == tiny_checkpoint.sha256  # parent untouched
+    [entry] = store.entries()
+    assert entry.slice_indices == corrected and entry.checkpoint == result.checkpoint.sha256
+
+
+def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path):
+    image, ref = sample
+    store = CorrectionStore(tmp_path / "store")
+    store.add(image.array[[3, 4]], ref[[3, 4]], [3, 4], spacing=(3, 3, 3), source="patient-a", label_set=SYNAPSE.to_dict())
+    result = drive(retrain_volume(image.array, ref, [12], start=StartFrom(checkpoint=tiny_checkpoint.path),
+                                  source="patient-b", steps=2, time_budget_s=None, store=store, device="cpu",
+                                  resegment=False))
+    assert result.replayed_slices == 2
+    assert "2 replayed" in result.checkpoint.provenance["data"]
+    assert len(store.entries()) == 2
+
+
+def test_should_stop_keeps_best_weights_and_saves(sample, tiny_checkpoint, tmp_path):
+    image, ref = sample
+    calls = []
+    result = drive(retrain_volume(image.array, ref, [10, 15], start=StartFrom(checkpoint=tiny_checkpoint.path),
+                                  steps=500, time_budget_s=None, store=CorrectionStore(tmp_path / "s"), device="cpu",
+                                  resegment=False, should_stop=lambda: calls.append(1) or len(calls) >= 3))
+    assert result.finetune.stopped_by == "cancelled"
+    assert result.finetune.steps == 3
+    assert result.checkpoint.path.exists()
+
+
+def test_bad_inputs(sample, tiny_checkpoint, tmp_path):
+    image, ref = sample
+    start = StartFrom(checkpoint=tiny_checkpoint.path)
+    with pytest.raises(ValueError, match="no corrected"):
+        drive(retrain_volume(image.array, ref, [], start=start, store=CorrectionStore(tmp_path)))
+    with pytest.raises(ValueError, match="outside"):
+        drive(retrain_volume(image.array, ref, [99], start=start, store=CorrectionStore(tmp_path)))
+    with pytest.raises(ValueError, match="differs"):
+        drive(retrain_volume(image.array, ref[:-1], [3], start=start, store=CorrectionStore(tmp_path)))
+    with pytest.raises(ValueError, match="scratch"):
+        StartFrom(model_name="dcaunet")
+
+
+def test_cli_finetune_then_segment_beats_untrained(sample_ct, sample_labels, sample, tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    _, ref = sample
+    corrected = [5, 10, 14, 19, 24]
+    new = tmp_path / "tuned.safetensors"
+    rc = main(["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--slices", ",".join(map(str, corrected)),
+               "--checkpoint", str(tiny_checkpoint.path), "--scope", "all", "--steps", "60", "--device", "cpu", "-o", str(new)])
+    assert rc == 0 and new.exists()
+    assert read_checkpoint_info(new).provenance["parent_sha256"] == tiny_checkpoint.sha256
+    scores = {}
+    for name, ckpt in (("before", tiny_checkpoint.path), ("after", new)):
+        out = tmp_path / f"{name}.nii.gz"
+        assert main(["segment", str(sample_ct), "-o", str(out), "--checkpoint", str(ckpt), "--device", "cpu"]) == 0
+        scores[name] = mean_untouched_dice(read_volume(out).array, ref, corrected)
+    assert scores["after"] > scores["before"] + 0.05, scores
+
+
+def test_cli_finetune_refuses_overwrite_and_bad_slices(sample_ct, sample_labels, tiny_checkpoint, tmp_path, capsys):
+    args = ["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--checkpoint", str(tiny_checkpoint.path),
+            "--steps", "1", "--device", "cpu"]
+    assert main(args + ["--slices", "3,x", "-o", str(tmp_path / "a.safetensors")]) == 2
+    assert "comma-separated" in capsys.readouterr().err
+    assert main(args + ["--slices", "3", "-o", str(tiny_checkpoint.path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--model", "dcaunet",
+                 "--slices", "3", "-o", str(tmp_path / "b.safetensors")]) == 2
+    assert "--label-set" in capsys.readouterr().err
+
+
+def test_cli_finetune_flipped_labels_file_is_aligned(sample_ct, sample_labels, sample, tiny_checkpoint, tmp_path, monkeypatch):
+    """Labels stored flipped (LPS-like voxel order + compensating affine) are read in the image's space."""
+    import nibabel as nib
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    img = nib.load(sample_labels)
+    data = np.asarray(img.dataobj)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = data.shape[0] - 1
+    flipped = nib.Nifti1Image(data[::-1].copy(), img.affine @ flip)
+    path = tmp_path / "flipped_labels.nii.gz"
+    nib.save(flipped, path)
+    out = tmp_path / "t.safetensors"
+    assert main(["finetune", "--image", str(sample_ct), "--labels", str(path), "--slices", "12",
+                 "--checkpoint", str(tiny_checkpoint.path), "--steps", "1", "--device", "cpu", "-o", str(out)]) == 0
+    [entry] = CorrectionStore(tmp_path / "data" / "corrections").entries()
+    _, stored = CorrectionStore(tmp_path / "data" / "corrections").load(entry)
+    np.testing.assert_array_equal(stored[0], sample[1][12])
