@@ -89,15 +89,21 @@ def test_resume_continues_from_the_same_step(tmp_path, synapse_root):
 def test_nnunet_folder_and_frozen_scope(tmp_path, sample_ct, sample_labels):
     root = make_nnunet(tmp_path / "Dataset001", sample_ct, sample_labels)
     recipe = tiny_recipe(root, kind="nnunet", epochs=1)
-    recipe["train"]["trainable"] = "decoder"
-    trainer = Trainer(recipe, tmp_path / "run", device="cpu", max_steps=3)
-    assert len(trainer.train_set) == 30  # one case
+    recipe["data"]["val_cases"] = ["ct_002"]
+    recipe["train"].update(trainable="decoder", batch_size=8, val_every_epochs=1)  # 30 slices -> 3 steps
+    trainer = Trainer(recipe, tmp_path / "run", device="cpu")
+    assert len(trainer.train_set) == 30 and len(trainer.val_set) == 30  # one case each
     decoder = {id(p) for p in trainer.model.parameter_groups()["decoder"]}
     opt_params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
     assert opt_params and all(id(p) in decoder for p in opt_params)
     enc_before = [p.detach().clone() for p in trainer.model.parameter_groups()["encoder"]]
-    trainer.fit()
+    summary = trainer.fit()
     assert all(torch.equal(a, b) for a, b in zip(enc_before, trainer.model.parameter_groups()["encoder"]))
+    # the validation split was scored after the epoch and the best weights saved
+    assert summary.steps == 3 and summary.best_dice is not None and 0 <= summary.best_dice <= 1
+    assert read_checkpoint_info(tmp_path / "run" / "best.safetensors").provenance["step"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert float(rows[-1]["val_dice"]) == pytest.approx(summary.best_dice, abs=1e-4)
 
 
 def test_time_budget_stops(tmp_path, synapse_root):

@@ -330,7 +330,8 @@ class Trainer:
         save_every = int(tcfg.get("save_every_steps", 0) or 0)
         val_every = int(tcfg.get("val_every_epochs", 0) or 0)
         self.net.train()
-        while self.step < self.planned_steps:
+        validated_at = None
+        while self.step < self.planned_steps and stopped_by == "epochs":
             loader = self._loader(self.epoch, skip_batches=self.step - self.epoch * self.steps_per_epoch)
             for batch in loader:
                 images, labels = batch["image"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
@@ -345,22 +346,21 @@ class Trainer:
                 self._emit("step", step=self.step, loss=loss, lr=lr)
                 if self.step % log_every == 0 or self.step == 1:
                     logger.log(step=self.step, epoch=self.epoch, loss=loss, lr=lr, seconds=round(time.monotonic() - start, 2))
+                if self.step % self.steps_per_epoch == 0:  # an epoch ends
+                    self.epoch += 1
+                    if self.val_set is not None and val_every and self.epoch % val_every == 0:
+                        self._validate(logger, losses)
+                        validated_at = self.step
                 if save_every and self.step % save_every == 0:
                     self.save("last", loss)
                 reason = self._should_stop(start)
                 if reason:
                     stopped_by = reason
                     break
-            else:
-                self.epoch += 1
-                if self.val_set is not None and val_every and self.epoch % val_every == 0:
-                    self._validate(logger, losses)
-                continue
-            break
+        if self.val_set is not None and val_every and losses and validated_at != self.step:
+            self._validate(logger, losses)  # score the weights we stop with
         final = losses[-1] if losses else math.nan
         path = self.save("last", final) if losses or self.resume is None else None
-        if self.val_set is not None and val_every and stopped_by != "epochs":
-            self._validate(logger, losses)
         logger.close()
         ddp.barrier(self.dist)
         return TrainSummary(self.step, self.epoch + (self.step - self.epoch * self.steps_per_epoch) / self.steps_per_epoch,
