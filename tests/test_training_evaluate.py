@@ -76,3 +76,24 @@ def test_cli_evaluate_predictions_and_checkpoint(tmp_path, sample_ct, sample_lab
     rows2 = list(csv.DictReader(open(out2)))
     assert len(rows2) == 8 + 8 + 1 and all(0 <= float(r["dice"]) <= 1 for r in rows2)
     assert main(["evaluate", "--images", str(images), "--labels", str(refs)]) == 2  # neither source given
+
+
+def test_cli_evaluate_transunet_h5_volumes(tmp_path, sample_ct, sample_labels):
+    pytest.importorskip("h5py")
+    from napari_medseg.cli import main
+    from training_fixtures import make_synapse
+
+    root = make_synapse(tmp_path / "Synapse", sample_ct, sample_labels, slices=[12])
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"]), label_set=SYN,
+                    preprocessing=Preprocessing(resize_policy="native"))
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--synapse-root", str(root), "--out", str(out),
+                 "--transunet-compatible", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert {r["case"] for r in rows} == {"case0001", "mean"} and len(rows) == 17
+    mr = tmp_path / "mr.safetensors"
+    save_checkpoint(mr, build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"]), label_set=SYN,
+                    preprocessing=Preprocessing(modality="mr", resize_policy="native"))
+    assert main(["evaluate", "--checkpoint", str(mr), "--synapse-root", str(root), "--device", "cpu",
+                 "--out", str(tmp_path / "x.csv")]) == 2  # pre-windowed CT volumes vs an MR checkpoint

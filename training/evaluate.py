@@ -193,5 +193,30 @@ def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, t
         yield case, pred, ref, tuple(float(s) for s in image.geometry.spacing)
 
 
+def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplane=None, device="auto",
+                          batch_size: int = 8, tta: bool = False, progress=None):
+    """Yield ``(case, prediction, reference, None)`` for TransUNet's ``test_vol_h5`` volumes (needs h5py).
+
+    The volumes are already windowed to [-125, 275] HU and scaled to [0, 1];
+    they are mapped back to HU (``v * 400 - 125``) so that the checkpoint's own
+    CT normalisation reproduces those values exactly.  The files carry no
+    spacing, so HD95 is in voxels (as in TransUNet's evaluation).
+    """
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from training.datasets import synapse_test_volumes
+
+    for _, info in checkpoints:
+        prep = info.preprocessing
+        if prep.modality != "ct" or tuple(prep.window) != (-125.0, 275.0):
+            raise ValueError(
+                f"TransUNet's h5 volumes are pre-windowed to [-125, 275] HU; checkpoint {info.path} uses "
+                f"{prep.modality} {tuple(prep.window)}, so its input would differ from training"
+            )
+    for name, image01, label in synapse_test_volumes(root, list_name, inplane):
+        hu = image01.astype(np.float32) * 400.0 - 125.0
+        gen = segment_volume(hu, checkpoints, device=device, batch_size=batch_size, tta=tta, uncertainty=False)
+        yield name, run_segmentation(gen, progress).labels, label.astype(np.int64), None
+
+
 def as_dicts(rows: list[CaseMetric]) -> list[dict]:
     return [asdict(r) for r in rows]

@@ -4,6 +4,7 @@ Examples::
 
     medseg evaluate --checkpoint model.safetensors --images imagesTs/ --labels labelsTs/ --out metrics.csv
     medseg evaluate --predictions preds/ --images imagesTs/ --labels labelsTs/ --label-set synapse --transunet-compatible
+    medseg evaluate --checkpoint model.safetensors --synapse-root /data/Synapse --transunet-compatible
 
 Images and labels pair by case name (``case01_0000.nii.gz`` or ``case01.nii.gz``
 with ``case01.nii.gz``).  HD95 is in millimetres from the image spacing, or in
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="checkpoint(s) to segment with (several = ensemble)")
     parser.add_argument("--predictions", help="folder of predicted label volumes (instead of a checkpoint)")
-    parser.add_argument("--images", required=True, help="folder of image volumes")
-    parser.add_argument("--labels", required=True, help="folder of reference label volumes")
+    parser.add_argument("--images", help="folder of image volumes")
+    parser.add_argument("--labels", help="folder of reference label volumes")
+    parser.add_argument("--synapse-root", help="TransUNet's Synapse folder (test_vol_h5/, lists/) instead of "
+                        "--images/--labels; needs h5py and a checkpoint; HD95 in voxels")
     parser.add_argument("--label-set", help="synapse or acdc (default: the checkpoint's; required with --predictions)")
     parser.add_argument("--out", default="metrics.csv", help="CSV with per-case rows and means (default metrics.csv)")
     parser.add_argument("--transunet-compatible", action="store_true",
@@ -49,12 +53,25 @@ def run(args) -> int:
         if not args.label_set:
             raise ValueError("--label-set is required with --predictions (synapse or acdc)")
         label_set = get_label_set(args.label_set)
-    pairs = pair_files(args.images, args.labels, args.predictions)
-    cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta)
+    if args.synapse_root:
+        from training.datasets import _read_list
+        from training.evaluate import iter_synapse_h5_cases
+
+        if not checkpoints:
+            raise ValueError("--synapse-root needs --checkpoint")
+        n_cases = len(_read_list(Path(args.synapse_root), "test_vol.txt"))
+        cases = iter_synapse_h5_cases(args.synapse_root, checkpoints, device=args.device,
+                                      batch_size=args.batch_size, tta=args.tta)
+    else:
+        if not (args.images and args.labels):
+            raise ValueError("give --images and --labels folders (or --synapse-root)")
+        pairs = pair_files(args.images, args.labels, args.predictions)
+        n_cases = len(pairs)
+        cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta)
 
     def announce(stream):
         for i, case in enumerate(stream, 1):
-            print(f"[{i}/{len(pairs)}] {case[0]}", file=sys.stderr)
+            print(f"[{i}/{n_cases}] {case[0]}", file=sys.stderr)
             yield case
 
     rows = evaluate_cases(announce(cases), label_set, args.transunet_compatible)
