@@ -1,6 +1,5 @@
 """CE + Dice loss: weights, hand-checked values, gradients."""
 
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """Joint augmentation keeps image and labels aligned."""
 
-import numpy as np
 import pytest
 import torch
 

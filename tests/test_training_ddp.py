@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from napari_medseg.checkpoint import read_checkpoint_info

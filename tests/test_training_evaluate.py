@@ -3,7 +3,6 @@
 import csv
 import shutil
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -12,7 +11,6 @@ from napari_medseg.labels import get_label_set
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
 from training.evaluate import evaluate_cases, format_table, pair_files, summarise
-from training.metrics import dice
 
 from training_fixtures import sample_arrays
 

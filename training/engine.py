@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -243,7 +243,7 @@ def finetune(
     was_training = model.training
     model.to(dev)
     trainable = freeze_except(model, scope)
-    trainable_names = [name for name, p in model.named_parameters() if p.requires_grad]
+    trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 needs loss scaling
     ce_w, dice_w = loss_weights or LOSS_WEIGHTS.get(getattr(model, "model_name", ""), (0.5, 0.5))
@@ -253,7 +253,7 @@ def finetune(
     budget_every = eval_every or max(5, (steps or 200) // 20)
 
     def snapshot():
-        state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if name in set(trainable_names)}
+        state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if name in trainable_names}
         state.update({name: b.detach().to("cpu", copy=True) for name, b in model.named_buffers()})
         return state
 
