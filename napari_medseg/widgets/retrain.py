@@ -32,9 +32,9 @@ class RetrainWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._stop = None
-        self._history: dict[int, list] = {}  # id(layer) -> [(checkpoint, labels before), ...]
-        self._uncertainty: dict[int, np.ndarray] = {}
-        self._watched: set[int] = set()
+        self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
+        self._uncertainty: dict[str, np.ndarray] = {}
+        self._watched: set[str] = set()
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -56,6 +56,9 @@ class RetrainWidget(QWidget):
                          ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
                          ("Budget", self.budget), ("Device", self.device_combo)]:
             form.addRow(label, w)
+        for combo in (self.image_combo, self.labels_combo, self.start_combo):  # long paths must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(18)
         self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
         self.start_combo.activated.connect(self._on_start_chosen)
 
@@ -91,7 +94,7 @@ class RetrainWidget(QWidget):
     def _set_running(self, running: bool):
         self.run_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        self.revert_btn.setEnabled(not running and bool(self._history.get(id(self.labels_layer()))))
+        self.revert_btn.setEnabled(not running and bool(self._history.get(_key(self.labels_layer()))))
 
     # --------------------------------------------------------------- layers
     def _refresh_layers(self, event=None):
@@ -117,23 +120,26 @@ class RetrainWidget(QWidget):
 
     def _on_labels_changed(self, *_):
         layer = self.labels_layer()
-        if layer is not None and id(layer) not in self._watched:
-            self._watched.add(id(layer))
+        if layer is not None and _key(layer) not in self._watched:
+            self._watched.add(_key(layer))
             _ledger_sync.ledger_for(layer)
             layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view(layer))
             layer.events.set_data.connect(lambda e, layer=layer: self.update_ledger_view(layer))
         self._fill_start_combo(layer)
         self.update_ledger_view(layer)
 
-    def _fill_start_combo(self, layer):
-        current = self.start_combo.currentText()
-        self.start_combo.clear()
+    def _fill_start_combo(self, layer, select: str | None = None):
+        """Offer the layer's checkpoint, the scratch models and Browse; keep or set the selection."""
+        select = select or self.start_combo.currentText()
         checkpoints = list((layer.metadata.get("medseg", {}) if layer is not None else {}).get("checkpoints", []))
-        self.start_combo.addItems(checkpoints[:1] + list(SCRATCH) + [BROWSE])
-        if current and current != BROWSE and self.start_combo.findText(current) < 0:
-            self.start_combo.insertItem(0, current)
-        if current and current != BROWSE:
-            self.start_combo.setCurrentText(current)
+        items = [select] if select and select != BROWSE else []
+        items += [c for c in checkpoints[:1] + list(SCRATCH) if c not in items] + [BROWSE]
+        self.start_combo.clear()
+        self.start_combo.addItems(items)
+        if not select or select == BROWSE:
+            self.start_combo.setCurrentIndex(0)
+        else:
+            self.start_combo.setCurrentText(select)
 
     def _on_start_chosen(self, index):
         if self.start_combo.itemText(index) != BROWSE:
@@ -185,7 +191,7 @@ class RetrainWidget(QWidget):
         from napari_medseg.retrain import rank_uncertain_slices
 
         layer = self.labels_layer()
-        unc = self._uncertainty.get(id(layer)) if layer is not None else None
+        unc = self._uncertainty.get(_key(layer)) if layer is not None else None
         if unc is None:
             self.status.setText("No uncertainty yet: fine-tune (or segment with uncertainty) first.")
             return
@@ -212,6 +218,7 @@ class RetrainWidget(QWidget):
 
         from napari_medseg.retrain import retrain_volume
 
+        _import_torch_dynamo_here()
         image, layer = self.image_layer(), self.labels_layer()
         if image is None or layer is None:
             self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
@@ -274,15 +281,14 @@ class RetrainWidget(QWidget):
     def _on_done(self, result):
         job, layer = self._job, self._job["layer"]
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
-        self._history.setdefault(id(layer), []).append((self.start_combo.currentText(), job["labels_before"]))
+        self._history.setdefault(_key(layer), []).append((self.start_combo.currentText(), job["labels_before"]))
         self._apply_labels(layer, result.labels, unlocked)
-        self._uncertainty[id(layer)] = result.uncertainty
+        self._uncertainty[_key(layer)] = result.uncertainty
         path = str(result.checkpoint.path)
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
         layer.metadata["medseg"] = medseg
-        self._fill_start_combo(layer)
-        self.start_combo.setCurrentText(path)
+        self._fill_start_combo(layer, select=path)
         ft = result.finetune
         self.progress.setValue(100)
         self.status.setText(
@@ -302,20 +308,24 @@ class RetrainWidget(QWidget):
     def revert(self):
         """Back to the previous checkpoint version and its labels on the unlocked slices."""
         layer = self.labels_layer()
-        history = self._history.get(id(layer))
+        history = self._history.get(_key(layer))
         if not history:
             self.status.setText("Nothing to revert.")
             return
         checkpoint, labels_before = history.pop()
         ledger = _ledger_sync.refresh(layer)
         self._apply_labels(layer, labels_before, ledger.unlocked)
-        self._fill_start_combo(layer)
-        self.start_combo.setCurrentText(checkpoint)
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg["checkpoints"] = [] if checkpoint in SCRATCH else [checkpoint]
         layer.metadata["medseg"] = medseg
+        self._fill_start_combo(layer, select=checkpoint)
         self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in SCRATCH else checkpoint}.")
         self._set_running(False)
+
+
+def _key(layer) -> str | None:
+    """A stable key for a layer (plugin docks see a new proxy object on every access, so not ``id``)."""
+    return None if layer is None else str(layer.unique_id)
 
 
 def _row(*widgets) -> QHBoxLayout:
@@ -323,6 +333,24 @@ def _row(*widgets) -> QHBoxLayout:
     for w in widgets:
         row.addWidget(w)
     return row
+
+
+def _import_torch_dynamo_here() -> None:
+    """Make torch's optimizers safe to create inside napari.
+
+    torch's optimizers import ``torch._dynamo`` on first use, which imports
+    ``triton`` when the CUDA build of torch is installed.  triton bundles its
+    own LLVM, and loading it after Mesa's software OpenGL (llvmpipe, which
+    napari's canvas uses on machines without a GPU driver) has loaded its LLVM
+    segfaults the process (seen with torch 2.14 + Mesa under Xvfb).  The
+    plugin never uses triton (no torch.compile), so inside napari it is
+    hidden from torch before that first import.
+    """
+    import sys
+
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # torch then reports "no triton" instead of loading it
+    import torch._dynamo  # noqa: F401
 
 
 def _no_dinov2() -> bool:

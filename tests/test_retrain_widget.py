@@ -1,0 +1,109 @@
+"""The "Correct and retrain" dock through the manifest: paint, ledger, fine-tune, revert, stop."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from napari_medseg.checkpoint import read_checkpoint_info, save_checkpoint
+from napari_medseg.inference import run_segmentation, segment_volume
+from napari_medseg.labels import SYNAPSE
+from napari_medseg.models import TINY_CONFIGS, build_model
+from napari_medseg.preprocess import Preprocessing
+
+pytestmark = pytest.mark.gui
+SCREENSHOT_DIR = os.environ.get("MEDSEG_SCREENSHOT_DIR")
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    import torch
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    model = build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
+    info = save_checkpoint(tmp_path / "base.safetensors", model, label_set=SYNAPSE,
+                           preprocessing=Preprocessing(modality="ct", resize_policy="native"))
+    viewer = make_napari_viewer(show=True)
+    image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
+    viewer.layers.remove("organs")
+    prediction = run_segmentation(segment_volume(image.data, [(model.eval(), info)], device="cpu")).labels
+    labels = viewer.add_labels(prediction, name="abdominal CT labels", scale=image.scale, translate=image.translate,
+                               metadata={"medseg": {**image.metadata["medseg"], "checkpoints": [str(info.path)],
+                                                    "label_set": SYNAPSE.to_dict()}})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    widget.image_combo.setCurrentText(image.name)
+    widget.labels_combo.setCurrentText(labels.name)
+    return viewer, widget, labels, info
+
+
+def paint_slice(labels, z, value=5):
+    before = np.array(labels.data[z])
+    labels.paint((z, 50, 40), value)  # the brush emits napari's paint event
+    labels.paint((z, 52, 44), value)
+    assert not np.array_equal(before, labels.data[z])
+
+
+def run_and_wait(widget, qtbot, timeout=120_000):
+    widget.fine_tune()
+    assert widget.worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
+    viewer, widget, labels, base = setup
+    labels.brush_size = 6
+    paint_slice(labels, 12)
+    assert "edited 1" in widget.counts.text()
+    assert labels.metadata["medseg"]["locked_slices"] == [12]
+    assert widget.slice_list.count() == 1
+    widget.go_to_slice(20)
+    assert widget.current_slice() == 20
+    widget.toggle_reviewed()  # Shift-R on slice 20
+    assert labels.metadata["medseg"]["locked_slices"] == [12, 20]
+
+    before = np.array(labels.data)
+    widget.budget.setValue(5)
+    widget.scope_combo.setCurrentText("all")
+    run_and_wait(widget, qtbot)
+    assert "Saved" in widget.status.text(), widget.status.text()
+    new_path = widget.start_combo.currentText()
+    assert new_path.endswith("base.v2.safetensors")
+    prov = read_checkpoint_info(new_path).provenance
+    assert prov["parent_sha256"] == base.sha256 and prov["slices"] == [12, 20]
+    after = np.asarray(labels.data)
+    np.testing.assert_array_equal(after[[12, 20]], before[[12, 20]])  # locked slices untouched
+    unlocked = [z for z in range(after.shape[0]) if z not in (12, 20)]
+    assert (after[unlocked] != before[unlocked]).any()  # the rest was re-segmented
+    assert labels.metadata["medseg"]["locked_slices"] == [12, 20]  # new predictions are not "edits"
+    if SCREENSHOT_DIR:
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "retrain_widget.png"), canvas_only=False)
+
+    widget.suggest_next_slice()
+    assert "Most uncertain" in widget.status.text(), widget.status.text()
+    assert widget.current_slice() not in (12, 20)
+
+    widget.revert()
+    np.testing.assert_array_equal(np.asarray(labels.data), before)
+    assert widget.start_combo.currentText() == str(base.path)
+
+
+def test_stop_keeps_best_weights(setup, qtbot):
+    viewer, widget, labels, base = setup
+    paint_slice(labels, 8)
+    widget.budget.setValue(600)
+    widget.fine_tune()
+    qtbot.waitUntil(lambda: bool(widget.loss_plot.losses), timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "stopped by cancelled" in widget.status.text(), widget.status.text()
+    assert read_checkpoint_info(widget.start_combo.currentText()).provenance["stopped_by"] == "cancelled"
+
+
+def test_no_corrections_message(setup):
+    viewer, widget, labels, base = setup
+    widget.fine_tune()
+    assert widget.worker is None
+    assert "No corrected" in widget.status.text()
