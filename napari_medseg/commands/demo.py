@@ -21,16 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def untouched_dice(pred, ref, corrected, label_set) -> dict[str, float]:
-    """Per-organ Dice over the slices not in ``corrected`` (the honest test set)."""
-    import numpy as np
-
-    from training.metrics import dice
-
-    rest = [z for z in range(ref.shape[0]) if z not in set(corrected)]
-    return {name: dice(pred[rest] == value, ref[rest] == value) for value, name in label_set.organs.items()}
-
-
 def print_dice_table(scores: dict[str, float]) -> None:
     import numpy as np
 
@@ -44,56 +34,39 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
-    from napari_medseg.datastore import CorrectionStore
     from napari_medseg.io import read_volume, write_labels
+    from napari_medseg.labels import SYNAPSE
     from napari_medseg.overlay import overlay_grid, save_png
-    from napari_medseg.retrain import StartFrom, drive, evenly_spaced_slices, retrain_volume
+    from napari_medseg.protocol import _unused, run_protocol
 
     t0 = time.monotonic()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     image, reference = read_volume(SAMPLE_CT), read_volume(SAMPLE_LABELS)
     ref = reference.array.astype(np.uint8)
-    corrected = evenly_spaced_slices(image.array.shape[0], args.slices)
-    print(f"sample CT {image.array.shape} (z, y, x), {args.slices} corrected slices: {corrected}")
-    start = StartFrom(model_name=args.model, label_set="synapse", modality="ct",
-                      backbone_weights=None if args.model == "udfa" else "auto")
-    gen = retrain_volume(
-        image.array, ref, corrected, start=start, spacing=image.geometry.spacing, source="medseg-demo sample CT",
-        time_budget_s=args.time_budget, store=CorrectionStore(out / "corrections"), replay=False,
-        output=_unused(out / f"demo-{args.model}.safetensors"), device=args.device, seed=args.seed,
-    )
+    print(f"sample CT {image.array.shape} (z, y, x) at {image.geometry.spacing} mm; "
+          f"{args.slices} corrected slices; {args.model} from scratch; {args.time_budget:.0f} s budget")
+    if args.model == "udfa":
+        print("note: no DINOv2 weights are used here, so U-DFA's frozen backbone is random: expect poor Dice")
     last = [-1]
 
     def report(p):
-        pct = int(100 * p.fraction) // 10
-        if p.phase == "fine-tune" and pct != last[0]:
-            last[0] = pct
-            print(f"  {p.phase}: {int(100 * p.fraction):3d}%  {p.message}", flush=True)
+        decile = int(10 * p.fraction)
+        if p.phase == "fine-tune" and decile != last[0]:
+            last[0] = decile
+            print(f"  fine-tune {int(100 * p.fraction):3d}%  {p.message}", flush=True)
 
-    result = drive(gen, report)
-    label_set = result.checkpoint.label_set
-    scores = untouched_dice(result.labels, ref, corrected, label_set)
-    print(f"\nDice on the {ref.shape[0] - len(corrected)} untouched slices ({args.model}, from scratch, "
-          f"{result.finetune.steps} steps):")
-    print_dice_table(scores)
-    labels_path = write_labels(result.labels, _unused(out / "demo_labels.nii.gz"), image.geometry, label_set)
-    rest = [z for z in range(ref.shape[0]) if z not in corrected]
+    result = run_protocol(image.array, ref, args.slices, model_name=args.model, time_budget_s=args.time_budget,
+                          device=args.device, seed=args.seed, output_dir=out, callback=report)
+    print(f"\nDice on the {ref.shape[0] - len(result.corrected)} untouched slices "
+          f"(trained on slices {result.corrected}, {result.steps} steps):")
+    print_dice_table(result.dice)
+    labels_path = write_labels(result.labels, _unused(out / "demo_labels.nii.gz"), image.geometry, SYNAPSE)
+    rest = [z for z in range(ref.shape[0]) if z not in result.corrected]
     show = [rest[len(rest) // 4], rest[len(rest) // 2], rest[3 * len(rest) // 4]]
-    png = save_png(overlay_grid(image.array, [ref, result.labels], show, label_set), out / "demo_overlay.png")
+    png = save_png(overlay_grid(image.array, [ref, result.labels], show, SYNAPSE), _unused(out / "demo_overlay.png"))
     print(f"\nlabels:     {labels_path}\noverlay:    {png} (rows: slices {show}; columns: CT, reference, prediction)")
-    print(f"checkpoint: {result.checkpoint.path}")
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint.path}")
     print(f"wall time:  {time.monotonic() - t0:.1f} s")
     return 0
-
-
-def _unused(path: Path) -> Path:
-    """``path`` or ``path`` with a counter, so earlier demo outputs are never overwritten."""
-    if not path.exists():
-        return path
-    name = path.name
-    stem, suffix = (name[: -len(".nii.gz")], ".nii.gz") if name.endswith(".nii.gz") else (path.stem, path.suffix)
-    i = 2
-    while (path.with_name(f"{stem}-{i}{suffix}")).exists():
-        i += 1
-    return path.with_name(f"{stem}-{i}{suffix}")

@@ -1,0 +1,108 @@
+"""The sample-CT retrain protocol shared by ``medseg demo`` and ``bench/retrain_curve.py``.
+
+k evenly spaced slices of the reference labels play the user's corrections;
+a model is fine-tuned on them (from scratch unless a checkpoint is given)
+and segments the rest; Dice is measured on the slices it never saw.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_medseg.labels import LabelSet
+
+
+@dataclass
+class ProtocolResult:
+    """Per-organ Dice on the untouched slices, and what the run cost."""
+
+    model: str
+    k: int
+    corrected: list[int]
+    dice: dict[str, float]
+    seconds: float
+    steps: int
+    labels: np.ndarray | None = field(default=None, repr=False)
+    checkpoint: object = field(default=None, repr=False)
+
+    @property
+    def mean_dice(self) -> float:
+        return float(np.nanmean(list(self.dice.values())))
+
+
+def untouched_dice(pred: np.ndarray, ref: np.ndarray, corrected, label_set: LabelSet) -> dict[str, float]:
+    """Per-organ Dice over the slices not in ``corrected`` (z, y, x arrays)."""
+    from training.metrics import dice
+
+    rest = [z for z in range(ref.shape[0]) if z not in set(corrected)]
+    return {name: dice(pred[rest] == value, ref[rest] == value) for value, name in label_set.organs.items()}
+
+
+def run_protocol(
+    image: np.ndarray,
+    reference: np.ndarray,
+    k: int,
+    *,
+    model_name: str = "dcaunet",
+    time_budget_s: float = 120.0,
+    model_config: dict | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    output_dir: str | Path | None = None,
+    callback=None,
+    **retrain_options,
+) -> ProtocolResult:
+    """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
+
+    With ``k = 0`` nothing is trained: an untrained model segments everything
+    (the floor the curve starts from).
+    """
+    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.retrain import StartFrom, drive, evenly_spaced_slices, prepare_model, retrain_volume
+
+    t0 = time.monotonic()
+    corrected = evenly_spaced_slices(image.shape[0], k)
+    start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
+                      backbone_weights=None if model_name == "udfa" else "auto")
+    if k == 0:
+        labels, steps, checkpoint = _untrained_labels(start, image, device), 0, None
+    else:
+        work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
+        work.mkdir(parents=True, exist_ok=True)
+        gen = retrain_volume(image, reference, corrected, start=start, source=f"sample CT, {k} slices",
+                             time_budget_s=time_budget_s, store=CorrectionStore(work / "corrections"), replay=False,
+                             output=_unused(work / f"{model_name}-k{k}.safetensors"), device=device, seed=seed,
+                             **retrain_options)
+        result = drive(gen, callback)
+        labels, steps, checkpoint = result.labels, result.finetune.steps, result.checkpoint
+    scores = untouched_dice(labels, reference, corrected, SYNAPSE)
+    return ProtocolResult(model_name, k, corrected, scores, time.monotonic() - t0, steps, labels, checkpoint)
+
+
+def _untrained_labels(start, image, device):
+    from types import SimpleNamespace
+
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.retrain import prepare_model
+
+    model, label_set, prep, _ = prepare_model(start, image)
+    info = SimpleNamespace(label_set=label_set, preprocessing=prep, model_name=model.model_name, path="untrained")
+    return run_segmentation(segment_volume(image, [(model.eval(), info)], device=device, uncertainty=False)).labels
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path`` with a counter, so earlier outputs are never overwritten."""
+    if not path.exists():
+        return path
+    name = path.name
+    stem, suffix = (name[: -len(".nii.gz")], ".nii.gz") if name.endswith(".nii.gz") else (path.stem, path.suffix)
+    i = 2
+    while path.with_name(f"{stem}-{i}{suffix}").exists():
+        i += 1
+    return path.with_name(f"{stem}-{i}{suffix}")
