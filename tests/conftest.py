@@ -42,6 +42,14 @@ def dicom_dir(shared_data) -> Path:
     return shared_data / "ct_dicom"
 
 
+def pytest_configure(config):
+    # GUI tests train tiny models after napari has created its (Mesa) GL context;
+    # the plugin hides triton from torch for the same reason (napari_medseg._torch_compat).
+    from napari_medseg._torch_compat import hide_triton
+
+    hide_triton()
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

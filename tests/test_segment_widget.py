@@ -99,8 +99,7 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
 
     # re-run: same layer updated in place, locked slices kept
     first = layer.data.copy()
-    layer.data[3] = 2
-    layer.metadata["medseg"]["locked_slices"] = [3]
+    layer.data[3] = 2  # a user's edit: the slice ledger finds it by diff and locks slice 3
     w.segment_button.click()
     wait_done(qtbot, w)
     assert "1 locked slice" in w.status.text(), w.status.text()

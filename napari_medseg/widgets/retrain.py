@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
+from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._loss_plot import LossPlot
 
@@ -218,7 +219,7 @@ class RetrainWidget(QWidget):
 
         from napari_medseg.retrain import retrain_volume
 
-        _import_torch_dynamo_here()
+        hide_triton()  # see napari_medseg._torch_compat: triton + Mesa's LLVM segfault
         image, layer = self.image_layer(), self.labels_layer()
         if image is None or layer is None:
             self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
@@ -333,24 +334,6 @@ def _row(*widgets) -> QHBoxLayout:
     for w in widgets:
         row.addWidget(w)
     return row
-
-
-def _import_torch_dynamo_here() -> None:
-    """Make torch's optimizers safe to create inside napari.
-
-    torch's optimizers import ``torch._dynamo`` on first use, which imports
-    ``triton`` when the CUDA build of torch is installed.  triton bundles its
-    own LLVM, and loading it after Mesa's software OpenGL (llvmpipe, which
-    napari's canvas uses on machines without a GPU driver) has loaded its LLVM
-    segfaults the process (seen with torch 2.14 + Mesa under Xvfb).  The
-    plugin never uses triton (no torch.compile), so inside napari it is
-    hidden from torch before that first import.
-    """
-    import sys
-
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None  # torch then reports "no triton" instead of loading it
-    import torch._dynamo  # noqa: F401
 
 
 def _no_dinov2() -> bool:

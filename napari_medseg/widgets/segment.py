@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._organ_table import OrganTable
 
 NO_CHECKPOINT_TEXT = (
@@ -252,7 +253,7 @@ class SegmentWidget(QWidget):
         target = self._labels_layer(image)
         locked, previous = [], None
         if target is not None and target.data.shape == array.shape:
-            locked = [int(i) for i in target.metadata.get("medseg", {}).get("locked_slices", [])]
+            locked = _ledger_sync.refresh(target).locked  # edited + reviewed slices, found by diff
             previous = np.asarray(target.data) if locked else None
         batch = 8
         n_batches = math.ceil((array.shape[0] - len(set(locked))) / batch)
@@ -339,15 +340,18 @@ class SegmentWidget(QWidget):
             layer.metadata = {**layer.metadata, "medseg": meta}
             layer.colormap = DirectLabelColormap(color_dict=display["colormap"])
             layer.features = display["features"]
+            _ledger_sync.record_prediction(layer, result.segmented)  # fresh output is not an "edit"
             layer.refresh()
             return layer
         if layer is not None:
             self.viewer.layers.remove(layer)
         meta["locked_slices"] = []
-        return self.viewer.add_labels(
+        layer = self.viewer.add_labels(
             result.labels, name=_labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
             metadata={"medseg": meta}, **display,
         )
+        _ledger_sync.record_prediction(layer, result.segmented)
+        return layer
 
     def _show_uncertainty(self, image, unc):
         name = f"{image.name} uncertainty"
