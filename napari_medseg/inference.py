@@ -37,6 +37,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from napari_medseg.labels import LabelSet
+from napari_medseg.progress import drive
 from napari_medseg.preprocess import intensity_range, normalize, to_model_size, logits_to_native
 
 #: flips used by test-time augmentation: tensor dims of (B, K, H, W) to flip
@@ -332,10 +333,4 @@ def segment_volume(
 
 def run_segmentation(gen, callback=None) -> SegmentationResult:
     """Drive a :func:`segment_volume` generator to the end; ``callback(progress)`` per report."""
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(progress)
+    return drive(gen, callback)

@@ -30,6 +30,7 @@ import numpy as np
 from napari_medseg.datastore import CorrectionStore, default_data_dir
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
+from napari_medseg.progress import drive  # noqa: F401  (re-exported for callers of retrain_volume)
 
 #: Configs for fine-tuning from no checkpoint on a CPU, chosen by measurement
 #: (bench/retrain_curve.py, docs/retrain.md).  The papers' full-size models
@@ -44,6 +45,12 @@ SCRATCH_PRESETS: dict[str, dict] = {
     ),
     "udfa": dict(img_size=224),
 }
+
+#: Trainable scope from scratch: everything, except U-DFA's (random, frozen) DINOv2 backbone.
+SCRATCH_SCOPE = {"dcaunet": "all", "udfa": "adapters"}
+
+#: Resize policy of a model started from scratch (``Preprocessing`` fields).
+SCRATCH_PREPROCESSING = dict(resize_policy="native")
 
 #: Training settings for fine-tuning (lr, batch size) by start: scratch vs checkpoint.
 SCRATCH_TRAINING = dict(lr=2e-3, batch_size=8)
@@ -153,7 +160,7 @@ def prepare_model(start: StartFrom, image: np.ndarray):
         return model, info.label_set, info.preprocessing, info
     label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
     modality = start.modality or guess_modality(image)
-    prep = Preprocessing(modality=modality, resize_policy="native")
+    prep = Preprocessing(modality=modality, **SCRATCH_PREPROCESSING)
     config = dict(SCRATCH_PRESETS.get(start.model_name, {}))
     config.update(start.model_config or {})
     if start.model_name == "udfa":
@@ -213,7 +220,8 @@ def retrain_volume(
         spacing: ``(sz, sy, sx)`` mm (stored with the corrections).
         source: identity of the image (path, name) for provenance and the store.
         scope: trainable group; default adapters (U-DFA) / decoder (DCAU-Net)
-            from a checkpoint, ``"all"`` from scratch.
+            from a checkpoint; from scratch :data:`SCRATCH_SCOPE` (``"all"`` for
+            DCAU-Net, adapters for U-DFA: its DINOv2 stays frozen as the paper intends).
         steps / time_budget_s: fine-tuning budget (whichever ends first).
         lr / batch_size: default by start (:data:`SCRATCH_TRAINING`, :data:`CHECKPOINT_TRAINING`).
         store: corrections datastore (``None`` = the default one); ``replay``
@@ -240,7 +248,7 @@ def retrain_volume(
     store = store if store is not None else CorrectionStore()
     scratch = parent is None
     defaults = SCRATCH_TRAINING if scratch else CHECKPOINT_TRAINING
-    scope = scope or ("all" if scratch else None)
+    scope = scope or (SCRATCH_SCOPE.get(model.model_name, "all") if scratch else None)
     replayed = store.replay(label_set.name, exclude_source=source) if replay else []
     replay_slices = [(images, lab) for images, lab, _ in replayed]
     n_replayed = sum(len(images) for images, _ in replay_slices)
@@ -332,15 +340,4 @@ def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) ->
     """
     scores = {int(z): float(np.mean(uncertainty[z], dtype=np.float64)) for z in candidates}
     return sorted(scores, key=lambda z: (-scores[z], z))
-
-
-def drive(gen, callback=None):
-    """Run a progress generator to the end; return its value (``callback(progress)`` per yield)."""
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(progress)
 
