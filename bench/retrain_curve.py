@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-config", default=None, help="JSON overrides of the scratch preset (experiments)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--finetune-options", default=None,
+                        help='JSON overrides of the scratch fine-tuning recipe, e.g. \'{"crop_size": 96, "augment": true}\'')
     args = parser.parse_args(argv)
 
     import torch
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(args.model_config) if args.model_config else None
+    options = json.loads(args.finetune_options) if args.finetune_options else None
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); budget {args.time_budget:.0f} s of fine-tuning per run")
     results = []
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
         for k in [int(v) for v in args.ks.split(",")]:
             for seed in range(args.repeats if k else 1):
                 r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
-                                 model_config=config, device="cpu", seed=seed, lr=args.lr, batch_size=args.batch_size)
+                                 model_config=config, device="cpu", seed=seed, lr=args.lr, batch_size=args.batch_size,
+                                 finetune_options=options)
                 row = dict(model=model, k=k, seed=seed, mean_dice=r.mean_dice, seconds=r.seconds, steps=r.steps,
                            dice=r.dice, corrected=r.corrected)
                 results.append(row)

@@ -117,3 +117,32 @@ def test_bad_input_is_clear(ct):
     with pytest.raises(ValueError, match="classes"):
         next(finetune(build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"]), images=[image[15]], labels=[labels[15]],
                       preprocessing=NATIVE, steps=1, device="cpu"))
+
+
+def test_random_crops_stay_aligned_and_find_small_organs():
+    from training.finetune import _random_crops
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.zeros(6, 128, 128, dtype=torch.int64)
+    labels[:, 100:104, 5:9] = 3  # one tiny organ near a corner
+    labels[:, 20:80, 20:80] = 1  # one large organ
+    images = labels[:, None].float() / 3  # image = labels, so alignment is checkable
+    xb, yb = _random_crops(images, labels, 64, 1.0, gen)
+    assert xb.shape == (6, 1, 64, 64) and yb.shape == (6, 64, 64)
+    assert torch.equal(xb[:, 0] * 3, yb.float())
+    # every crop is centred on an organ; organs are drawn uniformly, so the tiny one shows up
+    assert all(crop.any() for crop in yb)
+    hits = sum(int((_random_crops(images, labels, 64, 1.0, gen)[1] == 3).any(dim=(1, 2)).sum()) for _ in range(10))
+    assert hits >= 15, hits  # ~half of 60 crops; a uniformly placed crop would hold it ~13% of the time
+
+
+def test_finetune_on_crops(ct):
+    image, labels = ct
+    idx = [6, 16, 26]
+    result = run_finetune(finetune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
+                                   preprocessing=NATIVE, scope="all", steps=3, batch_size=2, crop_size=64,
+                                   augment=False, device="cpu"))
+    assert result.steps == 3 and math.isfinite(result.dice_after)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        next(finetune(_dcaunet(), images=[image[15]], labels=[labels[15]], preprocessing=NATIVE, crop_size=48,
+                      steps=1, device="cpu"))
