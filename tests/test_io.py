@@ -329,3 +329,18 @@ def test_scaled_big_endian_and_float_stored_files(tmp_path, sample_ct):
     nib.save(nib.Nifti1Image(labels, np.eye(4)), str(path))
     vol = read_volume(path)
     assert vol.is_labels and vol.array.dtype == np.uint8 and vol.array.max() == 2
+
+
+def test_binary_mask_is_not_named_as_an_organ(tmp_path):
+    """A plain 0/1 mask gets a neutral name; 0..8 values get the Synapse organs."""
+    import nibabel as nib
+
+    from napari_medseg.io import read_volume
+
+    mask = np.zeros((6, 5, 4), np.uint8)
+    mask[2:4, 1:3, 1:3] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    assert read_volume(tmp_path / "mask.nii.gz").label_set.names[1] == "label 1"
+    mask[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "organs.nii.gz")
+    assert read_volume(tmp_path / "organs.nii.gz").label_set.name == "synapse"

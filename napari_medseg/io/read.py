@@ -97,7 +97,7 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
 
 
 def choose_label_set(path, values: np.ndarray) -> LabelSet:
-    """Sidecar JSON, else synapse (values within 0..8), else ``label 1..K``."""
+    """Sidecar JSON, else synapse (values within 0..8, more than a 0/1 mask), else ``label 1..K``."""
     values = [int(v) for v in values]
     top = max(values) if values else 0
     side = sidecar_path(path) if path is not None and not Path(path).is_dir() else None
@@ -115,7 +115,7 @@ def choose_label_set(path, values: np.ndarray) -> LabelSet:
                 VolumeWarning,
                 stacklevel=3,
             )
-    if top <= SYNAPSE.num_classes - 1:
+    if 1 < top <= SYNAPSE.num_classes - 1:  # a plain 0/1 mask is not "aorta"
         return SYNAPSE
     return LabelSet.custom([f"label {v}" for v in range(1, top + 1)])
 
