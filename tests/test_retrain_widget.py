@@ -107,3 +107,23 @@ def test_no_corrections_message(setup):
     widget.fine_tune()
     assert widget.worker is None
     assert "No corrected" in widget.status.text()
+
+
+def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch):
+    """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
+    viewer.layers.remove("organs")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    widget.image_combo.setCurrentText(image.name)
+    widget.new_labels_btn.click()
+    labels = viewer.layers[f"{image.name} labels"]
+    assert labels.data.shape == image.data.shape and not labels.data.any()
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    assert labels.metadata["medseg"]["label_set"]["name"] == "synapse"
+    assert widget.labels_combo.currentText() == labels.name
+    assert widget.start_combo.currentText() == "New DCAU-Net (from scratch)"
+    labels.paint((7, 50, 40), 5)
+    assert labels.metadata["medseg"]["locked_slices"] == [7]

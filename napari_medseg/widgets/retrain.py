@@ -67,6 +67,9 @@ class RetrainWidget(QWidget):
         self.slice_list = QListWidget()
         self.slice_list.setMaximumHeight(120)
         self.slice_list.itemClicked.connect(lambda item: self.go_to_slice(item.data(Qt.ItemDataRole.UserRole)))
+        self.new_labels_btn = QPushButton("New labels layer to paint on")
+        self.new_labels_btn.setToolTip("An empty labels layer on the image's grid, with the chosen label set's names and colours")
+        self.new_labels_btn.clicked.connect(self.new_labels_layer)
         self.review_btn = QPushButton("Mark slice reviewed (Shift-R)")
         self.suggest_btn = QPushButton("Suggest next slice")
         self.review_btn.clicked.connect(self.toggle_reviewed)
@@ -82,6 +85,7 @@ class RetrainWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.new_labels_btn)
         layout.addWidget(self.counts)
         layout.addWidget(self.slice_list)
         layout.addLayout(_row(self.review_btn, self.suggest_btn))
@@ -149,6 +153,23 @@ class RetrainWidget(QWidget):
         if path:
             self.start_combo.insertItem(0, path)
             self.start_combo.setCurrentIndex(0)
+
+    def new_labels_layer(self):
+        """Add an empty labels layer aligned to the image, coloured by the chosen label set."""
+        from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
+        from napari_medseg.labels import get_label_set
+
+        image = self.image_layer()
+        if image is None:
+            self.status.setText("Open an image first.")
+            return
+        shape = tuple(image.data.shape[-3:])
+        geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
+        label_set = get_label_set(self.label_set_combo.currentText())
+        kwargs = labels_layer_kwargs(np.zeros(shape, np.uint8), geometry, label_set, name=f"{image.name} labels")
+        layer = self.viewer.add_labels(np.zeros(shape, np.uint8), **kwargs)
+        self.labels_combo.setCurrentText(layer.name)
+        self.status.setText(f"Paint {label_set.name} organs on a few slices of \u201c{layer.name}\u201d, then Fine-tune.")
 
     # ---------------------------------------------------------------- ledger
     def update_ledger_view(self, layer=None):
