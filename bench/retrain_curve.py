@@ -9,6 +9,7 @@ against k and a JSON of all numbers.
 
     python bench/retrain_curve.py                       # both models, k = 0 2 5 10, 120 s budget
     python bench/retrain_curve.py --models dcaunet --ks 5 --repeats 3
+    python bench/retrain_curve.py --repeats 3 --repeat-ks 5   # docs/retrain.md
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ks", default="0,2,5,10")
     parser.add_argument("--time-budget", type=float, default=120.0, help="fine-tuning seconds per run")
     parser.add_argument("--repeats", type=int, default=1, help="seeds per setting (the table shows medians)")
+    parser.add_argument("--repeat-ks", default=None, help="only these k get --repeats seeds (default: every k > 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and PNG")
+    parser.add_argument("--include", default=None,
+                        help="earlier JSON of this script: its rows for models not run now join the table and plot")
     parser.add_argument("--model-config", default=None, help="JSON overrides of the scratch preset (experiments)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -92,33 +96,43 @@ def main(argv=None) -> int:
     options = json.loads(args.finetune_options) if args.finetune_options else None
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); budget {args.time_budget:.0f} s of fine-tuning per run")
+    repeat_ks = {int(v) for v in args.repeat_ks.split(",")} if args.repeat_ks else None
     results = []
     for model in args.models.split(","):
         for k in [int(v) for v in args.ks.split(",")]:
-            for seed in range(args.repeats if k else 1):
+            seeds = args.repeats if k and (repeat_ks is None or k in repeat_ks) else 1
+            for seed in range(seeds):
+                load = os.getloadavg()[0]
                 r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
                                  model_config=config, device="cpu", seed=seed, lr=args.lr, batch_size=args.batch_size,
                                  finetune_options=options)
                 row = dict(model=model, k=k, seed=seed, mean_dice=r.mean_dice, seconds=r.seconds, steps=r.steps,
-                           dice=r.dice, corrected=r.corrected)
+                           dice=r.dice, corrected=r.corrected, load_before=load)
                 results.append(row)
                 organs = " ".join(f"{v:.2f}" for v in r.dice.values())
                 print(f"{model:8s} k={k:2d} seed={seed}  mean {r.mean_dice:.3f}  [{organs}]  "
-                      f"{r.seconds:6.1f} s  {r.steps} steps", flush=True)
+                      f"{r.seconds:6.1f} s  {r.steps} steps  (load avg before {load:.1f})", flush=True)
+    models = args.models.split(",")
+    if args.include:
+        earlier = json.loads(Path(args.include).read_text())["results"]
+        kept = [r for r in earlier if r["model"] not in models]
+        print(f"including {len(kept)} earlier rows from {args.include}")
+        results = kept + results
+        models = sorted({r["model"] for r in kept}) + models
     names = list(results[0]["dice"])
     print("\nmedians over seeds (Dice on untouched slices):")
-    print(f"| model | k | {' | '.join(names)} | mean | seconds |")
-    print("|---|---|" + "---|" * (len(names) + 2))
-    for model in args.models.split(","):
-        for k in [int(v) for v in args.ks.split(",")]:
+    print(f"| model | k | {' | '.join(names)} | mean | seconds | steps |")
+    print("|---|---|" + "---|" * (len(names) + 3))
+    for model in models:
+        for k in sorted({r["k"] for r in results if r["model"] == model}):
             rows = [r for r in results if r["model"] == model and r["k"] == k]
             organ = [np.median([r["dice"][n] for r in rows]) for n in names]
             print(f"| {model} | {k} | " + " | ".join(f"{v:.2f}" for v in organ)
-                  + f" | **{np.median([r['mean_dice'] for r in rows]):.3f}** | {np.median([r['seconds'] for r in rows]):.0f} |")
+                  + f" | **{np.median([r['mean_dice'] for r in rows]):.3f}** | {np.median([r['seconds'] for r in rows]):.0f} | {np.median([r['steps'] for r in rows]):.0f} |")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"retrain_curve-{stamp}.json").write_text(json.dumps(
         dict(machine=cpu_name(), cores=os.cpu_count(), torch=torch.__version__, budget_s=args.time_budget,
-             argv=sys.argv[1:], results=results), indent=1))
+             argv=sys.argv[1:], included=args.include, results=results), indent=1))
     plot(results, out / "retrain_curve.png")
     return 0
 
