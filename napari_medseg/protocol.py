@@ -71,6 +71,9 @@ def run_protocol(
     start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
                       backbone_weights=None if model_name == "udfa" else "auto")
     if k == 0:
+        import torch
+
+        torch.manual_seed(seed)  # the random init of the untrained model
         labels, steps, checkpoint = _untrained_labels(start, image, device), 0, None
     else:
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
