@@ -46,11 +46,13 @@ import numpy as np
 import torch
 
 from napari_medseg.device import autocast, pick_device, resolve_precision
+from napari_medseg.progress import drive
 from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size, labels_to_model_size
 
 from training.augment import AugmentConfig, augment_batch
 from training.losses import DiceCELoss
 from training.metrics import batch_dice, dice_from_counts
+from training.step import train_step
 
 DEFAULT_SCOPE = {"udfa": "adapters", "dcaunet": "decoder"}
 LOSS_WEIGHTS = {"dcaunet": (0.4, 0.6), "udfa": (0.5, 0.5)}
@@ -298,26 +300,9 @@ def finetune(
             current_lr = lr * _schedule(fraction, warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(dev, precision):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss became {loss.item()}; lower the learning rate")
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            value = train_step(model, xb, yb, loss_fn, optimizer, scaler=scaler, precision=precision,
+                               grad_clip=grad_clip, params=trainable)
             step += 1
-            value = float(loss.detach())
             result.losses.append(value)
             result.steps = step
             result.final_loss = value
@@ -359,13 +344,7 @@ def finetune(
 
 def run_finetune(gen, callback=None) -> FinetuneResult:
     """Drive a :func:`finetune` generator to the end; ``callback(progress)`` per step."""
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(progress)
+    return drive(gen, callback)
 
 
 # ------------------------------------------------------------------ helpers
