@@ -169,3 +169,33 @@ def test_cli_finetune_flipped_labels_file_is_aligned(sample_ct, sample_labels, s
     [entry] = CorrectionStore(tmp_path / "data" / "corrections").entries()
     _, stored = CorrectionStore(tmp_path / "data" / "corrections").load(entry)
     np.testing.assert_array_equal(stored[0], sample[1][12])
+
+
+def test_cli_finetune_from_scratch_on_mri_then_segment(tmp_path, monkeypatch):
+    """No checkpoint, an MR-like image (no HU): MR normalisation is chosen; segment keeps the geometry."""
+    import nibabel as nib
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    rng = np.random.default_rng(0)
+    z, y, x = 8, 40, 36
+    image = rng.normal(300, 40, size=(x, y, z)).astype(np.float32)  # stored (i, j, k) = (x, y, z)
+    labels = np.zeros((x, y, z), np.uint8)
+    labels[10:20, 8:18, :] = 1
+    labels[20:28, 20:30, :] = 3
+    image[labels == 1] += 500
+    image[labels == 3] += 900
+    affine = np.diag([-1.5, 1.5, 8.0, 1.0])  # an LPS-like voxel order with a compensating affine
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "cine_frame.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "cine_gt.nii.gz")
+    ckpt = tmp_path / "acdc.safetensors"
+    assert main(["finetune", "--image", str(tmp_path / "cine_frame.nii.gz"), "--labels", str(tmp_path / "cine_gt.nii.gz"),
+                 "--slices", "2,5", "--model", "dcaunet", "--label-set", "acdc", "--steps", "3", "--device", "cpu",
+                 "-o", str(ckpt)]) == 0
+    info = read_checkpoint_info(ckpt)
+    assert info.preprocessing.modality == "mr" and info.label_set.name == "acdc"
+    assert info.provenance["from_scratch"] is True and info.provenance["slices"] == [2, 5]
+    out = tmp_path / "seg.nii.gz"
+    assert main(["segment", str(tmp_path / "cine_frame.nii.gz"), "-o", str(out), "--checkpoint", str(ckpt), "--device", "cpu"]) == 0
+    seg = nib.load(out)
+    assert seg.shape == image.shape
+    np.testing.assert_allclose(seg.affine, affine)

@@ -65,7 +65,8 @@ def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
     assert labels.metadata["medseg"]["locked_slices"] == [12, 20]
 
     before = np.array(labels.data)
-    widget.budget.setValue(5)
+    widget.budget_unit.setCurrentText("steps")
+    widget.budget.setValue(12)
     widget.scope_combo.setCurrentText("all")
     run_and_wait(widget, qtbot)
     assert "Saved" in widget.status.text(), widget.status.text()
@@ -73,6 +74,7 @@ def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
     assert new_path.endswith("base.v2.safetensors")
     prov = read_checkpoint_info(new_path).provenance
     assert prov["parent_sha256"] == base.sha256 and prov["slices"] == [12, 20]
+    assert prov["steps"] == 12 and prov["stopped_by"] == "steps"
     after = np.asarray(labels.data)
     np.testing.assert_array_equal(after[[12, 20]], before[[12, 20]])  # locked slices untouched
     unlocked = [z for z in range(after.shape[0]) if z not in (12, 20)]

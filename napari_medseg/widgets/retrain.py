@@ -51,12 +51,16 @@ class RetrainWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(SCOPES)
         self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(["seconds", "steps"])
+        self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
         for label, w in [("Image", self.image_combo), ("Labels", self.labels_combo), ("Start from", self.start_combo),
                          ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
-                         ("Budget", self.budget), ("Device", self.device_combo)]:
+                         ("Device", self.device_combo)]:
             form.addRow(label, w)
+        form.addRow("Budget", _row(self.budget, self.budget_unit))
         for combo in (self.image_combo, self.labels_combo, self.start_combo):  # long paths must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(18)
@@ -267,7 +271,7 @@ class RetrainWidget(QWidget):
         self._job = dict(layer=layer, start=start, labels_before=labels_before, locked=ledger.locked)
         gen = retrain_volume(array, labels_before, ledger.locked, start=start, spacing=tuple(image.scale[-3:]),
                              source=str(meta.get("source_path") or image.name), scope=scope,
-                             time_budget_s=self.budget.value(), device=self.device_combo.currentText(),
+                             **self.budget_kwargs(), device=self.device_combo.currentText(),
                              should_stop=self._stop.is_set)
         self.worker = create_worker(lambda: (yield from gen), _progress={"total": 100, "desc": "Fine-tuning"},
                                     _start_thread=False)
@@ -282,6 +286,22 @@ class RetrainWidget(QWidget):
                 " expect poor results." if start.model_name == "udfa" and start.backbone_weights is None else "")
         self.status.setText(f"Fine-tuning on {len(ledger.locked)} slice(s)\u2026{note}")
         self.worker.start()
+
+    def _on_budget_unit(self, unit: str):
+        if unit == "steps":
+            self.budget.setRange(1, 100000)
+            self.budget.setSuffix(" steps")
+            self.budget.setValue(300)
+        else:
+            self.budget.setRange(5, 3600)
+            self.budget.setSuffix(" s")
+            self.budget.setValue(60)
+
+    def budget_kwargs(self) -> dict:
+        """``time_budget_s`` or ``steps`` for the fine-tune, from the Budget row."""
+        if self.budget_unit.currentText() == "steps":
+            return {"steps": int(self.budget.value()), "time_budget_s": None}
+        return {"time_budget_s": float(self.budget.value())}
 
     def cancel(self):
         """Stop fine-tuning now; the best weights so far are saved and used."""
