@@ -24,7 +24,7 @@ import os
 import struct
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .labels import LabelSet, get_label_set
@@ -40,16 +40,27 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What a checkpoint file says about itself (no weights)."""
+    """What a checkpoint file says about itself (no weights).
+
+    ``sha256`` is computed on first use and then kept: reading the metadata
+    (to list a checkpoint or check its label set) must not hash a 500 MB file.
+    """
 
     path: Path
-    sha256: str
     format_version: int
     model_name: str
     model_config: dict
     label_set: LabelSet
     preprocessing: Preprocessing
     provenance: dict = field(default_factory=dict)
+    known_sha256: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the checkpoint file."""
+        if self.known_sha256 is None:
+            object.__setattr__(self, "known_sha256", file_sha256(self.path))
+        return self.known_sha256
 
     @property
     def num_classes(self) -> int:
@@ -129,7 +140,7 @@ def _parse_metadata(path: Path, header: dict) -> dict:
 
 
 def read_checkpoint_info(path) -> CheckpointInfo:
-    """Metadata of a checkpoint (header only, plus the file hash); raises :class:`CheckpointError`."""
+    """Metadata of a checkpoint (header only; the file hash on demand); raises :class:`CheckpointError`."""
     path = Path(path)
     meta = _parse_metadata(path, _read_header(path))
     try:
@@ -139,7 +150,6 @@ def read_checkpoint_info(path) -> CheckpointInfo:
         raise CheckpointError(f"{str(path)!r} has an invalid label set or preprocessing: {err}") from None
     return CheckpointInfo(
         path=path,
-        sha256=file_sha256(path),
         format_version=int(meta["format_version"]),
         model_name=str(meta["model"]["name"]),
         model_config=dict(meta["model"]["config"]),
@@ -220,13 +230,14 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: meta_json})
+        digest = file_sha256(tmp)
         if not overwrite and path.exists():
             raise CheckpointError(f"{str(path)!r} appeared while saving; not overwritten")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return read_checkpoint_info(path)
+    return replace(read_checkpoint_info(path), known_sha256=digest)
 
 
 def _check_fit(info: CheckpointInfo, label_set, model_name) -> None:
