@@ -64,7 +64,8 @@ def run_protocol(
     """
     from napari_medseg.datastore import CorrectionStore
     from napari_medseg.labels import SYNAPSE
-    from napari_medseg.retrain import StartFrom, drive, evenly_spaced_slices, prepare_model, retrain_volume
+    from napari_medseg.progress import drive
+    from napari_medseg.retrain import StartFrom, evenly_spaced_slices, retrain_volume
 
     t0 = time.monotonic()
     corrected = evenly_spaced_slices(image.shape[0], k)

@@ -30,7 +30,6 @@ import numpy as np
 from napari_medseg.datastore import CorrectionStore, default_data_dir
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
-from napari_medseg.progress import drive  # noqa: F401  (re-exported for callers of retrain_volume)
 
 #: Configs for fine-tuning from no checkpoint on a CPU, chosen by measurement
 #: (bench/retrain_curve.py, docs/retrain.md).  The papers' full-size models
@@ -246,7 +245,7 @@ def retrain_volume(
             stops early and the best weights so far are saved and used (a
             "stop now" button).  Closing the generator instead aborts everything.
         finetune_options: keyword arguments for ``training.finetune.finetune``, over
-            the defaults of :data:`SCRATCH_TRAINING` (from scratch: crops, augmentation).
+            the defaults of :data:`SCRATCH_TRAINING` / :data:`CHECKPOINT_TRAINING`.
     """
     from napari_medseg.checkpoint import save_checkpoint
     from napari_medseg.inference import segment_volume
@@ -260,19 +259,19 @@ def retrain_volume(
     _check_inputs(image, labels, corrected, label_set)
     store = store if store is not None else CorrectionStore()
     scratch = parent is None
-    defaults = dict(SCRATCH_TRAINING.get(model.model_name, {}) if scratch else CHECKPOINT_TRAINING)
-    defaults.setdefault("lr", CHECKPOINT_TRAINING["lr"])
-    defaults.setdefault("batch_size", CHECKPOINT_TRAINING["batch_size"])
-    options = {k: v for k, v in defaults.items() if k not in ("lr", "batch_size")}
+    options = {**CHECKPOINT_TRAINING, **(SCRATCH_TRAINING.get(model.model_name, {}) if scratch else {})}
     options.update(finetune_options or {})
+    options["lr"] = lr or options["lr"]
+    options["batch_size"] = batch_size or options["batch_size"]
     if isinstance(options.get("augment"), dict):
         from training.augment import AugmentConfig
 
         options["augment"] = AugmentConfig.from_dict(options["augment"])
     scope = scope or (SCRATCH_SCOPE.get(model.model_name, "all") if scratch else None)
     replayed = store.replay(label_set.name, exclude_source=source) if replay else []
-    replay_slices = [(images, lab) for images, lab, _ in replayed]
-    n_replayed = sum(len(images) for images, _ in replay_slices)
+    n_replayed = sum(len(images) for images, _, _ in replayed)
+    train_images = image[corrected]  # (n, H, W): one copy of the corrected slices, used twice
+    train_labels = labels[corrected]
     value_range = None
     if prep.modality == "mr":
         from napari_medseg.preprocess import intensity_range
@@ -285,15 +284,13 @@ def retrain_volume(
     yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices" + (f" + {n_replayed} replayed" if n_replayed else ""))
     gen = finetune(
         model,
-        images=[image[z] for z in corrected],
-        labels=[labels[z] for z in corrected],
+        images=list(train_images),
+        labels=list(train_labels),
         preprocessing=prep,
         scope=scope,
         steps=steps,
         time_budget_s=time_budget_s,
-        replay=replay_slices or None,
-        lr=lr or defaults["lr"],
-        batch_size=batch_size or defaults["batch_size"],
+        replay=replayed or None,
         device=device,
         seed=seed,
         value_range=value_range,
@@ -329,8 +326,8 @@ def retrain_volume(
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)
     store.add(
-        np.stack([image[z] for z in corrected]).astype(np.float32),
-        np.stack([labels[z] for z in corrected]),
+        train_images,
+        train_labels,
         corrected,
         spacing=spacing,
         source=source,

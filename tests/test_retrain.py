@@ -12,8 +12,9 @@ from napari_medseg.io import read_volume
 from napari_medseg.labels import SYNAPSE
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
+from napari_medseg.progress import drive
 from napari_medseg.retrain import (
-    StartFrom, drive, evenly_spaced_slices, next_version_path, rank_uncertain_slices, retrain_volume,
+    StartFrom, evenly_spaced_slices, next_version_path, rank_uncertain_slices, retrain_volume,
 )
 from training.metrics import dice
 

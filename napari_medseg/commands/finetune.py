@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_medseg.datastore import CorrectionStore
-    from napari_medseg.retrain import StartFrom, drive, retrain_volume
+    from napari_medseg.progress import drive
+    from napari_medseg.retrain import StartFrom, retrain_volume
 
     if args.model and not args.label_set:
         raise CommandError("--model needs --label-set (e.g. --label-set synapse)")
