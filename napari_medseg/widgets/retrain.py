@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
 
 SCRATCH = {"New DCAU-Net (from scratch)": "dcaunet", "New U-DFA (from scratch)": "udfa"}
@@ -33,6 +34,7 @@ class RetrainWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._stop = None
+        self._job: dict = {}
         self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
         self._uncertainty: dict[str, np.ndarray] = {}
         self._watched: set[str] = set()
@@ -44,6 +46,8 @@ class RetrainWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
+        from napari_medseg.device import available_devices
+
         form = QFormLayout()
         self.image_combo, self.labels_combo, self.start_combo = QComboBox(), QComboBox(), QComboBox()
         self.label_set_combo = QComboBox()
@@ -55,7 +59,7 @@ class RetrainWidget(QWidget):
         self.budget_unit.addItems(["seconds", "steps"])
         self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.addItems(["auto"] + available_devices())
         for label, w in [("Image", self.image_combo), ("Labels", self.labels_combo), ("Start from", self.start_combo),
                          ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
                          ("Device", self.device_combo)]:
@@ -131,7 +135,6 @@ class RetrainWidget(QWidget):
         layer = self.labels_layer()
         if layer is not None and _key(layer) not in self._watched:
             self._watched.add(_key(layer))
-            _ledger_sync.ledger_for(layer)
             layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view(layer))
             layer.events.set_data.connect(lambda e, layer=layer: self.update_ledger_view(layer))
         self._fill_start_combo(layer)
@@ -170,19 +173,23 @@ class RetrainWidget(QWidget):
         shape = tuple(image.data.shape[-3:])
         geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
         label_set = get_label_set(self.label_set_combo.currentText())
-        kwargs = labels_layer_kwargs(np.zeros(shape, np.uint8), geometry, label_set, name=f"{image.name} labels")
-        layer = self.viewer.add_labels(np.zeros(shape, np.uint8), **kwargs)
+        empty = np.zeros(shape, np.uint8)
+        layer = self.viewer.add_labels(empty, **labels_layer_kwargs(empty, geometry, label_set, labels_name(image.name)))
         self.labels_combo.setCurrentText(layer.name)
         self.status.setText(f"Paint {label_set.name} organs on a few slices of \u201c{layer.name}\u201d, then Fine-tune.")
 
     # ---------------------------------------------------------------- ledger
     def update_ledger_view(self, layer=None):
+        """Re-derive the layer's edited slices and show the ledger."""
         layer = layer if layer is not None else self.labels_layer()
-        self.slice_list.clear()
         if layer is None or np.asarray(layer.data).ndim != 3:
+            self.slice_list.clear()
             self.counts.setText("Choose a 3D labels layer.")
             return
-        ledger = _ledger_sync.refresh(layer)
+        self._show_ledger(_ledger_sync.refresh(layer))
+
+    def _show_ledger(self, ledger):
+        self.slice_list.clear()
         c = ledger.counts()
         self.counts.setText(f"edited {c['edited']} \u00b7 reviewed {c['reviewed']} \u00b7 predicted {c['predicted']}"
                             f" \u00b7 locked {len(ledger.locked)}")
@@ -250,9 +257,7 @@ class RetrainWidget(QWidget):
             self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
             return
         ledger = _ledger_sync.refresh(layer)
-        array = np.asarray(image.data[0] if image.multiscale else image.data)
-        if array.ndim == 4:
-            array = array[int(self.viewer.dims.current_step[self.viewer.dims.ndim - 4])]
+        array, _ = current_volume(self.viewer, image)
         if array.shape != layer.data.shape:
             self.status.setText(f"Image {array.shape} and labels {layer.data.shape} differ in shape.")
             return
@@ -268,7 +273,8 @@ class RetrainWidget(QWidget):
         meta = image.metadata.get("medseg", {})
         self._stop = threading.Event()
         labels_before = np.array(layer.data, dtype=np.uint8)
-        self._job = dict(layer=layer, start=start, labels_before=labels_before, locked=ledger.locked)
+        self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=labels_before,
+                         locked=ledger.locked)
         gen = retrain_volume(array, labels_before, ledger.locked, start=start, spacing=tuple(image.scale[-3:]),
                              source=str(meta.get("source_path") or image.name), scope=scope,
                              **self.budget_kwargs(), device=self.device_combo.currentText(),
@@ -323,7 +329,7 @@ class RetrainWidget(QWidget):
     def _on_done(self, result):
         job, layer = self._job, self._job["layer"]
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
-        self._history.setdefault(_key(layer), []).append((self.start_combo.currentText(), job["labels_before"]))
+        self._history.setdefault(_key(layer), []).append((job["start_choice"], job["labels_before"]))
         self._apply_labels(layer, result.labels, unlocked)
         self._uncertainty[_key(layer)] = result.uncertainty
         path = str(result.checkpoint.path)
@@ -340,12 +346,10 @@ class RetrainWidget(QWidget):
         self._set_running(False)
 
     def _apply_labels(self, layer, labels, slices):
-        data = layer.data
-        data[slices] = labels[slices]
-        layer.data = data  # emits set_data; the ledger then treats these slices as model output
-        _ledger_sync.record_prediction(layer, slices)
+        """Write model output into ``slices`` of the layer (in place) and tell the ledger it is not an edit."""
+        layer.data[slices] = labels[slices]
+        self._show_ledger(_ledger_sync.record_prediction(layer, slices))
         layer.refresh()
-        self.update_ledger_view(layer)
 
     def revert(self):
         """Back to the previous checkpoint version and its labels on the unlocked slices."""

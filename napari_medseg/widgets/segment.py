@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._organ_table import OrganTable
 
 NO_CHECKPOINT_TEXT = (
@@ -37,10 +38,6 @@ NO_CHECKPOINT_TEXT = (
     "from scratch on your own corrections in the \u201cCorrect and retrain\u201d widget. "
     "Untrained (random) weights are never shown as a prediction."
 )
-
-
-def _labels_name(image_name: str) -> str:
-    return f"{image_name} labels"
 
 
 class SegmentWidget(QWidget):
@@ -217,7 +214,7 @@ class SegmentWidget(QWidget):
     def _labels_layer(self, image):
         from napari.layers import Labels
 
-        name = _labels_name(image.name)
+        name = labels_name(image.name)
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         return layer if isinstance(layer, Labels) else None
 
@@ -243,13 +240,8 @@ class SegmentWidget(QWidget):
         except (OSError, ValueError) as err:
             self.status.setText(str(err))
             return
-        data = image.data[0] if image.multiscale else image.data
-        frame_note = ""
-        if data.ndim == 4:
-            t = int(self.viewer.dims.current_step[self.viewer.dims.ndim - data.ndim])  # the layer's time axis
-            data = data[t]
-            frame_note = f" (4D image: time frame t={t} only)"
-        array = np.asarray(data)
+        array, t = current_volume(self.viewer, image)
+        frame_note = "" if t is None else f" (4D image: time frame t={t} only)"
         target = self._labels_layer(image)
         locked, previous = [], None
         if target is not None and target.data.shape == array.shape:
@@ -347,7 +339,7 @@ class SegmentWidget(QWidget):
             self.viewer.layers.remove(layer)
         meta["locked_slices"] = []
         layer = self.viewer.add_labels(
-            result.labels, name=_labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
+            result.labels, name=labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
             metadata={"medseg": meta}, **display,
         )
         _ledger_sync.record_prediction(layer, result.segmented)

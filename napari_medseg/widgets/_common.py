@@ -1,0 +1,22 @@
+"""Small helpers shared by the dock widgets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def labels_name(image_name: str) -> str:
+    """Name of the Labels layer that belongs to an image layer."""
+    return f"{image_name} labels"
+
+
+def current_volume(viewer, image) -> tuple[np.ndarray, int | None]:
+    """The image layer's ``(z, y, x)`` data; for a 4D layer the frame on screen.
+
+    Returns ``(array, t)`` with ``t`` the time index, or ``None`` for 3D images.
+    """
+    data = image.data[0] if image.multiscale else image.data
+    if data.ndim != 4:
+        return np.asarray(data), None
+    t = int(viewer.dims.current_step[viewer.dims.ndim - 4])  # the layer's time axis
+    return np.asarray(data[t]), t
