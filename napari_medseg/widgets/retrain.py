@@ -238,10 +238,8 @@ class RetrainWidget(QWidget):
         from napari_medseg.retrain import StartFrom
 
         choice = self.start_combo.currentText()
-        if choice in SCRATCH:
-            weights = None if SCRATCH[choice] == "udfa" and _no_dinov2() else "auto"
-            return StartFrom(model_name=SCRATCH[choice], label_set=self.label_set_combo.currentText(),
-                             backbone_weights=weights)
+        if choice in SCRATCH:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
+            return StartFrom(model_name=SCRATCH[choice], label_set=self.label_set_combo.currentText())
         return StartFrom(checkpoint=choice)
 
     def fine_tune(self):
@@ -288,9 +286,7 @@ class RetrainWidget(QWidget):
         self.loss_plot.clear()
         self.progress.setValue(0)
         self._set_running(True)
-        note = (" U-DFA starts with a RANDOM DINOv2 backbone (no weights found; set MEDSEG_DINOV2_WEIGHTS):"
-                " expect poor results." if start.model_name == "udfa" and start.backbone_weights is None else "")
-        self.status.setText(f"Fine-tuning on {len(ledger.locked)} slice(s)\u2026{note}")
+        self.status.setText(f"Fine-tuning on {len(ledger.locked)} slice(s)\u2026")
         self.worker.start()
 
     def _on_budget_unit(self, unit: str):
@@ -380,11 +376,3 @@ def _row(*widgets) -> QHBoxLayout:
         row.addWidget(w)
     return row
 
-
-def _no_dinov2() -> bool:
-    """True when no DINOv2 weights can be found locally (U-DFA then starts with a random backbone)."""
-    import os
-
-    from napari_medseg.models.dinov2_weights import ENV_VAR, hub_cached_file
-
-    return not os.environ.get(ENV_VAR) and hub_cached_file() is None
