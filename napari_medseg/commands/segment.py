@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_volume_file(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and any(name.endswith(s) for s in VOLUME_SUFFIXES)
+    """A single-file volume (NIfTI, NRRD, MHA/MHD); DICOM slice files are not volumes on their own."""
+    from napari_medseg.io import detect_format
 
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return path.is_file() and detect_format(path) in ("nifti", "nrrd", "mha")
 
 
 def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -47,6 +40,8 @@ def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
     A folder holding volume files (or sub-folders, read as DICOM series) is a
     batch and ``output`` a folder; any other folder is one DICOM series.
     """
+    from napari_medseg.io.read import volume_name
+
     if not input_path.exists():
         raise FileNotFoundError(f"input {str(input_path)!r} does not exist")
     if input_path.is_dir():
@@ -56,7 +51,7 @@ def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
             items = files + [p for p in entries if p.is_dir()]
             if output.suffix in (".nii", ".gz") or (output.exists() and not output.is_dir()):
                 raise ValueError(f"INPUT {str(input_path)!r} is a folder of volumes, so --output must be a folder")
-            return [(p, output / f"{_stem(p)}.nii.gz") for p in items]
+            return [(p, output / f"{volume_name(p)}.nii.gz") for p in items]
     if not output.name.endswith((".nii.gz", ".nii")):
         raise ValueError(f"--output must end in .nii.gz or .nii, got {str(output)!r}")
     return [(input_path, output)]
