@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import cpu_name, matmul_flops  # bench/_machine.py (scripts run as python bench/NAME.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CANDIDATES = [REPO.parent / "shared" / "data" / "ct_abdomen.nii.gz", REPO / "napari_medseg" / "data" / "ct_abdomen.nii.gz"]
@@ -49,20 +50,6 @@ def load_volume(size: str, sample: Path | None):
     for k in range(z):
         vol[k][body] = (40 + rng.normal(0, 30, int(body.sum()))).astype(np.int16)
     return vol
-
-
-def matmul_flops(n: int = 2048, reps: int = 5) -> float:
-    """Achieved FLOP/s of an fp32 n x n matmul (best of ``reps``)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def model_flops_per_slice(model, size: tuple[int, int]) -> float:
@@ -126,16 +113,6 @@ def child(args) -> dict:
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "classes_found": int(len(set(res.labels[:: max(1, slices // 8)].ravel().tolist()))),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:

@@ -17,33 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import warnings
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def matmul_flops(torch, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an fp32 ``n x n`` matmul (median over repeats)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+from _machine import cpu_name, matmul_flops  # bench/_machine.py (scripts run as python bench/NAME.py)
 
 
 def count_macs(torch, name: str, size: int) -> tuple[float, int, int]:
@@ -105,7 +83,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore", RandomBackboneWarning)
     torch.manual_seed(0)
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    ref = matmul_flops(torch)
+    ref = matmul_flops()
     print(f"fp32 matmul 2048^3: {ref / 1e9:.1f} GFLOP/s")
     header = (
         f"| model | params total | params trainable | GMAC/slice | precision | slices/s (batch {args.batch}) "
@@ -125,7 +103,7 @@ def main(argv=None) -> None:
                 f"| {args.batch / seconds:.2f} | {ratio:.2f} ({ref_here / 1e9:.0f} GFLOP/s) |"
             )
         del model
-    ref_end = matmul_flops(torch)
+    ref_end = matmul_flops()
     print("\n".join(rows))
     if hasattr(os, "getloadavg"):
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes share the {os.cpu_count()} cores)")

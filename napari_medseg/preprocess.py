@@ -17,7 +17,7 @@ Resize policy (a documented choice, stored in every checkpoint):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
