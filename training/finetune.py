@@ -47,9 +47,10 @@ import torch
 
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.progress import drive
-from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size, labels_to_model_size
+from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size
 
 from training.augment import AugmentConfig, augment_batch
+from training.datasets import SliceDataset
 from training.losses import DiceCELoss
 from training.metrics import batch_dice, dice_from_counts
 from training.step import train_step
@@ -220,7 +221,7 @@ def finetune(
 
     # tensors, prepared once
     if value_range is None and preprocessing.modality == "mr":
-        value_range = intensity_range(np.stack([im.ravel() for im in images]) if _same_shape(images) else np.concatenate([im.ravel() for im in images]), preprocessing)
+        value_range = intensity_range(np.concatenate([im.ravel() for im in images]), preprocessing)
     norm = [normalize(im, preprocessing, value_range) for im in images]
     pool_images, pool_labels, weights = [], [], []
     for i in train_idx:
@@ -238,7 +239,7 @@ def finetune(
         weights = [(1 - replay_fraction) / n_new] * n_new + [replay_fraction / n_replay] * n_replay
     else:
         weights = [1.0] * len(pool_images)
-    x_train, y_train = _stack(pool_images, pool_labels, preprocessing, multiple, dev)
+    x_train, y_train = (t.to(dev) for t in SliceDataset(pool_images, pool_labels, preprocessing, multiple).tensors())
     if crop_size is not None and (crop_size < multiple or crop_size % multiple):
         raise ValueError(f"crop_size must be a positive multiple of {multiple}, got {crop_size}")
     if crop_size is not None and crop_size >= min(x_train.shape[-2:]):
@@ -408,28 +409,6 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
         xs.append(images[i, :, top:top + size, left:left + size])
         ys.append(labels[i, top:top + size, left:left + size])
     return torch.stack(xs), torch.stack(ys)
-
-
-def _same_shape(arrays) -> bool:
-    return len({a.shape for a in arrays}) == 1
-
-
-def _stack(images, labels, prep, multiple, device):
-    """Model-size tensors ``(N, 1, H', W')`` and ``(N, H', W')``, zero-padded to the largest slice."""
-    xs, ys = [], []
-    for im, lab in zip(images, labels):
-        x, info = to_model_size(torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None, None], prep, multiple)
-        y = labels_to_model_size(torch.from_numpy(np.asarray(lab).astype(np.int64))[None], info)
-        xs.append(x[0])
-        ys.append(y[0])
-    h = max(x.shape[-2] for x in xs)
-    w = max(x.shape[-1] for x in xs)
-    x_all = torch.zeros(len(xs), 1, h, w)
-    y_all = torch.zeros(len(ys), h, w, dtype=torch.int64)
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        x_all[i, :, : x.shape[-2], : x.shape[-1]] = x
-        y_all[i, : y.shape[-2], : y.shape[-1]] = y
-    return x_all.to(device), y_all.to(device)
 
 
 @torch.no_grad()
