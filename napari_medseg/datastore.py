@@ -10,8 +10,8 @@ Layout (no pickles anywhere)::
     <root>/<entry id>/slices.npz   images (n, H, W) float32 raw values, labels (n, H, W) uint8
     <root>/<entry id>/meta.json    indices, spacing, source, checkpoint, label set, preprocessing, date
 
-The default root is ``$MEDSEG_DATA_DIR/corrections`` or
-``~/.local/share/napari-medseg/corrections`` (``%APPDATA%`` on Windows).
+The default root is ``corrections`` in :func:`napari_medseg.userdirs.data_dir`
+(``$MEDSEG_DATA_DIR``, else ``~/.local/share/napari-medseg`` on Linux).
 """
 
 from __future__ import annotations
@@ -27,15 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def default_data_dir() -> Path:
-    """Where napari-medseg keeps corrections and fine-tuned checkpoints."""
-    env = os.environ.get("MEDSEG_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    if os.name == "nt":
-        return Path(os.environ.get("APPDATA", Path.home())) / "napari-medseg"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "napari-medseg"
+from napari_medseg.userdirs import data_dir
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,7 @@ class CorrectionStore:
     """
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root) if root is not None else default_data_dir() / "corrections"
+        self.root = Path(root) if root is not None else data_dir() / "corrections"
 
     def add(
         self,

@@ -11,21 +11,10 @@ import json
 import os
 from pathlib import Path
 
+from napari_medseg.userdirs import config_dir
+
 MAX_RECENT = 10
 _FILE = "recent_checkpoints.json"
-
-
-def config_dir() -> Path:
-    """The directory holding napari-medseg's user settings."""
-    env = os.environ.get("MEDSEG_CONFIG_DIR")
-    if env:
-        return Path(env).expanduser()
-    try:
-        from platformdirs import user_config_dir
-
-        return Path(user_config_dir("napari-medseg", appauthor=False))
-    except ImportError:  # platformdirs comes with napari; a plain fallback for the CLI
-        return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "napari-medseg"
 
 
 def _path() -> Path:

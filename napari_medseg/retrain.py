@@ -27,9 +27,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from napari_medseg.datastore import CorrectionStore, default_data_dir
+from napari_medseg.datastore import CorrectionStore
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
+from napari_medseg.userdirs import data_dir
 
 #: Configs for fine-tuning from no checkpoint on a CPU, chosen by measurement
 #: (bench/retrain_curve.py, docs/retrain.md).  The papers' full-size models
@@ -152,7 +153,7 @@ def next_version_path(parent: str | Path | None, directory: str | Path | None = 
         match = re.fullmatch(r"(.*)\.v(\d+)", name)
         stem, version = (match.group(1), int(match.group(2)) + 1) if match else (name, 2)
     else:
-        directory = Path(directory) if directory is not None else default_data_dir() / "checkpoints"
+        directory = Path(directory) if directory is not None else data_dir() / "checkpoints"
         version = 1
     directory = Path(directory)
     while (directory / f"{stem}.v{version}.safetensors").exists():
