@@ -20,13 +20,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .atomic import atomic_write
 from .labels import LabelSet, get_label_set
 from .preprocess import Preprocessing
 
@@ -226,18 +225,16 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    digest = []
+
+    def write(tmp: str) -> None:
         save_file(tensors, tmp, metadata={METADATA_KEY: meta_json})
-        digest = file_sha256(tmp)
+        digest.append(file_sha256(tmp))
         if not overwrite and path.exists():
             raise CheckpointError(f"{str(path)!r} appeared while saving; not overwritten")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return replace(read_checkpoint_info(path), known_sha256=digest)
+
+    atomic_write(path, write, suffix=".tmp")
+    return replace(read_checkpoint_info(path), known_sha256=digest[0])
 
 
 def _check_fit(info: CheckpointInfo, label_set, model_name) -> None:

@@ -8,9 +8,9 @@ variable is set (tests use it), else in the platform's user config directory
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from napari_medseg.atomic import atomic_write
 from napari_medseg.userdirs import config_dir
 
 MAX_RECENT = 10
@@ -38,7 +38,6 @@ def remember_checkpoint(path) -> list[Path]:
     paths = [path] + paths[: MAX_RECENT - 1]
     target = _path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"checkpoints": [str(p) for p in paths]}, indent=1))
-    os.replace(tmp, target)
+    text = json.dumps({"checkpoints": [str(p) for p in paths]}, indent=1)
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text), suffix=".json")
     return paths

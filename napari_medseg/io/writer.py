@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..labels import LabelSet
 from .geometry import Geometry
 from .volume import VolumeWarning
@@ -32,20 +31,6 @@ def _same_file(a: Path, b) -> bool:
         return a.resolve() == Path(b).resolve()
     except OSError:
         return False
-
-
-def _atomic_write(path: Path, suffix: str, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _label_array(labels) -> np.ndarray:
@@ -114,8 +99,8 @@ def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = 
     if geometry.source_path and _same_file(sidecar, geometry.source_path):
         raise ValueError(f"refusing to overwrite the source {sidecar} with the label sidecar")
 
-    _atomic_write(path, ext, lambda tmp: nib.save(img, tmp))
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=ext)
     side = dict(label_set.to_dict(), format=SIDECAR_FORMAT, labels_file=path.name, source=geometry.source_path)
     text = json.dumps(side, indent=2)
-    _atomic_write(sidecar, ".json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text), suffix=".json")
     return path
