@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # explicit UTF-8: GDCM (SimpleITK's DICOM writer, used by other tests) switches the C locale to ASCII
+    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
 
 
 def test_medseg_version_and_help():
