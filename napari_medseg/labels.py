@@ -87,6 +87,11 @@ class LabelSet:
         return cls(name=str(data.get("name", "custom")), names=names, colors=colors)
 
     @classmethod
+    def numbered(cls, max_value: int) -> "LabelSet":
+        """A custom set naming the values 1..``max_value`` ``"label 1"``, ``"label 2"``, ..."""
+        return cls.custom([f"label {v}" for v in range(1, int(max_value) + 1)])
+
+    @classmethod
     def custom(cls, organ_names: list[str], name: str = "custom") -> "LabelSet":
         """A label set from foreground names in label order (1, 2, ...)."""
         names = {0: "background"}

@@ -73,7 +73,7 @@ def layer_kwargs(vol: Volume) -> dict:
     kwargs = {"name": vol.name, **geometry_kwargs(vol.geometry, vol.is_4d)}
     extra = {"time_axis": True, "time_spacing": vol.time_spacing} if vol.is_4d else {}
     if vol.is_labels:
-        label_set = vol.label_set or LabelSet.custom([f"label {v}" for v in range(1, int(vol.array.max()) + 1)])
+        label_set = vol.label_set or LabelSet.numbered(vol.array.max())
         kwargs["metadata"] = {"medseg": medseg_metadata(vol.geometry, label_set=label_set, **extra)}
         kwargs.update(labels_display_kwargs(label_set))
     else:

@@ -117,7 +117,7 @@ def choose_label_set(path, values: np.ndarray) -> LabelSet:
             )
     if 1 < top <= SYNAPSE.num_classes - 1:  # a plain 0/1 mask is not "aorta"
         return SYNAPSE
-    return LabelSet.custom([f"label {v}" for v in range(1, top + 1)])
+    return LabelSet.numbered(top)
 
 
 def _modality(array: np.ndarray) -> str | None:

@@ -90,7 +90,7 @@ def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = 
 
     if label_set is None:
         top = int(data.max()) if data.size else 0
-        label_set = LabelSet.custom([f"label {v}" for v in range(1, top + 1)])
+        label_set = LabelSet.numbered(top)
     else:
         unknown = sorted(set(np.unique(data).tolist()) - set(label_set.names))
         if unknown:
