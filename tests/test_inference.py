@@ -17,7 +17,7 @@ from napari_medseg.inference import (
     segment_volume,
     validate_volume,
 )
-from napari_medseg.labels import ACDC, SYNAPSE
+from napari_medseg.labels import ACDC
 from napari_medseg.preprocess import intensity_range, normalize
 
 
