@@ -5,3 +5,7 @@ reader or command needs them.
 """
 
 __version__ = "0.1.0"
+
+from napari_medseg._torch_compat import cap_onednn_isa as _cap_onednn_isa
+
+_cap_onednn_isa()  # before any bf16 matmul: AMX advertised but not enabled -> SIGILL
