@@ -9,7 +9,9 @@ from its strokes (seeded watershed, no model); the table gives, per slice:
   i.e. what "accept" without touching up gives;
 * ``fix``: effort of then correcting the fill to the reference (changed / body);
 * ``total``: (stroked or changed) / body: scribble, fill, touch up to the reference;
-* ``fill s``: seconds of the fill (median over ``--repeats``).
+* ``fill s``: seconds of the fill (median over ``--repeats``);
+* ``guided s``: the same, guided by a ``(K+1, y, x)`` probability map (a random
+  softmax here: this column measures the cost of guidance, not its benefit).
 
 A full-slice correction costs 1 by definition.  Cases: the sample CT
 (3 mm, 122x101) and the same CT resampled to 0.8 mm in-plane and padded to
@@ -87,43 +89,88 @@ def slice_dice(pred: np.ndarray, ref: np.ndarray, organs) -> float:
 def fill_experiment(case: Case, args) -> list[dict]:
     """Per slice: scribble -> fill -> accept (and touch up to the reference)."""
     from napari_medseg.retrain import evenly_spaced_slices
-    from napari_medseg.scribbles import UNLABELLED, body_mask, effort, fill_from_scribbles, simulate_scribbles
+    from napari_medseg.scribbles import UNLABELLED, body_mask, effort, simulate_scribbles
 
     organs = [int(v) for v in np.unique(case.reference) if v > 0]
     body = body_mask(case.image, case.modality)
+    rng = np.random.default_rng(0)
     rows = []
     for z in evenly_spaced_slices(case.image.shape[0], args.k):
         strokes = simulate_scribbles(case.reference[z], body[z])
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            filled = fill_from_scribbles(case.image[z], strokes.partial, modality=case.modality)
-            times.append(time.perf_counter() - t0)
+        filled, seconds = _timed_fill(case.image[z], strokes.partial, case.modality, None, args.repeats)
+        logits = rng.normal(size=(len(organs) + 1, *filled.shape)).astype(np.float32)
+        _, guided_seconds = _timed_fill(case.image[z], strokes.partial, case.modality,
+                                        np.exp(logits) / np.exp(logits).sum(0), args.repeats)
         stroked = strokes.partial != UNLABELLED
         changed = filled != case.reference[z]
         n_body = int(body[z].sum())
         rows.append(dict(case=case.name, slice=z, scribble=strokes.effort, fill_dice=slice_dice(filled, case.reference[z], organs),
                          fix=effort(int(changed.sum()), n_body), total=effort(int((stroked | changed).sum()), n_body),
-                         fill_s=float(np.median(times)), shape=list(filled.shape), body_pixels=n_body,
+                         fill_s=seconds, guided_s=guided_seconds, shape=list(filled.shape), body_pixels=n_body,
                          stroked=int(stroked.sum())))
     return rows
+
+
+def _timed_fill(image, partial, modality, probabilities, repeats: int):
+    """The fill of one slice and its median seconds over ``repeats`` runs."""
+    from napari_medseg.scribbles import fill_from_scribbles
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        filled = fill_from_scribbles(image, partial, modality=modality, probabilities=probabilities)
+        times.append(time.perf_counter() - t0)
+    return filled, float(np.median(times))
 
 
 EXPERIMENTS = {"fill": fill_experiment}
 
 
+def plot_fill(cases: list[Case], z: int, path: Path) -> None:
+    """Per case, slice ``z``: the reviewer's strokes and the fill over the reference outlines (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+    except ImportError:
+        print("matplotlib not installed: no figure written")
+        return
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.scribbles import UNLABELLED, body_mask, fill_from_scribbles, simulate_scribbles
+
+    colours = ListedColormap([(1, 1, 1, 1)] + [SYNAPSE.colors[v] for v in range(1, 9)])  # background white
+    fig, axes = plt.subplots(len(cases), 2, figsize=(8, 3.6 * len(cases)), dpi=100, squeeze=False)
+    for row, case in zip(axes, cases):
+        body = body_mask(case.image[z], case.modality)
+        partial = simulate_scribbles(case.reference[z], body).partial
+        filled = fill_from_scribbles(case.image[z], partial, modality=case.modality)
+        for ax, labels, title in ((row[0], np.where(partial == UNLABELLED, np.nan, partial), "reviewer's strokes"),
+                                  (row[1], np.where(filled == 0, np.nan, filled), "fill (white: reference)")):
+            ax.imshow(np.clip(case.image[z], -160, 240), cmap="gray", interpolation="nearest")
+            ax.imshow(labels, cmap=colours, vmin=-0.5, vmax=8.5, alpha=0.9 if ax is row[0] else 0.55,
+                      interpolation="nearest")
+            ax.set_title(f"{case.name}, slice {z}: {title}", fontsize=8)
+            ax.axis("off")
+        row[1].contour(case.reference[z], levels=np.arange(0.5, 9), colors="white", linewidths=0.5)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"figure: {path}")
+
+
 def print_fill_table(rows: list[dict]) -> None:
-    print("| case | slice | scribble effort | fill Dice | fix effort | total effort | fill s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | slice | scribble effort | fill Dice | fix effort | total effort | fill s | guided s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['slice']} | {r['scribble']:.3f} | {r['fill_dice']:.3f} | {r['fix']:.3f} "
-              f"| {r['total']:.3f} | {r['fill_s']:.3f} |")
+              f"| {r['total']:.3f} | {r['fill_s']:.3f} | {r['guided_s']:.3f} |")
     for name in dict.fromkeys(r["case"] for r in rows):
         own = [r for r in rows if r["case"] == name]
         pooled = sum(r["stroked"] for r in own) / sum(r["body_pixels"] for r in own)
         print(f"| {name} | **all {len(own)}** | **{pooled:.3f}** (pooled) | **{np.mean([r['fill_dice'] for r in own]):.3f}** (mean) "
               f"| {np.mean([r['fix'] for r in own]):.3f} | {np.mean([r['total'] for r in own]):.3f} "
-              f"| {np.median([r['fill_s'] for r in own]):.3f} (median) |")
+              f"| {np.median([r['fill_s'] for r in own]):.3f} (median) | {np.median([r['guided_s'] for r in own]):.3f} (median) |")
 
 
 def main(argv=None) -> int:
@@ -132,7 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--experiments", default="fill", help=f"comma-separated, from {sorted(EXPERIMENTS)}")
     parser.add_argument("--k", type=int, default=5, help="evenly spaced slices the reviewer touches")
     parser.add_argument("--repeats", type=int, default=5, help="timed fills per slice (median reported)")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON of all rows")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON of all rows and the figure")
+    parser.add_argument("--figure-slice", type=int, default=14, help="slice drawn in effort-fill.png")
     args = parser.parse_args(argv)
     unknown = [n for n in args.cases.split(",") if n not in CASES] + [
         n for n in args.experiments.split(",") if n not in EXPERIMENTS]
@@ -156,6 +204,8 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(dict(machine=cpu_name(), cores=os.cpu_count(), load_after=load, argv=sys.argv[1:],
                                     results=results), indent=1))
     print(f"rows: {path}")
+    if "fill" in results:
+        plot_fill([CASES[name]() for name in args.cases.split(",")], args.figure_slice, out / "effort-fill.png")
     return 0
 
 
