@@ -280,8 +280,7 @@ def _thick(line: np.ndarray) -> np.ndarray:
 
 
 def fill_from_scribbles(image: np.ndarray, partial: np.ndarray, *, modality: str | None = None,
-                        probabilities: np.ndarray | None = None, method: str = "watershed",
-                        value_range: tuple[float, float] | None = None, guidance_weight: float = 1.0,
+                        probabilities: np.ndarray | None = None, value_range: tuple[float, float] | None = None, guidance_weight: float = 1.0,
                         smoothing_px: float = 0.5) -> np.ndarray:
     """A full labelling ``(y, x)`` uint8 (0..K) of one slice grown from its strokes.
 
@@ -291,12 +290,14 @@ def fill_from_scribbles(image: np.ndarray, partial: np.ndarray, *, modality: str
         modality: ``"ct"`` / ``"mr"``; guessed from the values when None.
         probabilities: optional ``(K+1, y, x)`` model softmax; its class boundaries
             become ridges the watershed prefers (``guidance_weight`` scales them).
-        method: ``"watershed"`` (seeded, on the gradient of the slice smoothed by
-            ``smoothing_px``).  scikit-image's random walker was measured at ~7 s
-            for a 122x101 slice with 9 labels, far from the 1 s target, so it is not offered.
-        value_range: raw ``(low, high)`` mapped to [0, 1] (pass the volume's for MR).
+        value_range: raw ``(low, high)`` mapped to [0, 1] (pass the volume's for MR;
+            by default the slice's own percentiles).
+        smoothing_px: Gaussian sigma applied before the Sobel gradient.
 
-    Strokes keep their labels; every other pixel gets the label of the seed it is grown from.
+    A seeded watershed on the image gradient: strokes keep their labels; every
+    other pixel gets the label of the seed it is flooded from.  (scikit-image's
+    random walker took ~7 s for a 122x101 slice with 9 labels, far from the 1 s
+    target, so it is not offered.)
     """
     from napari_medseg.preprocess import Preprocessing, guess_modality, normalize
 
@@ -313,10 +314,7 @@ def fill_from_scribbles(image: np.ndarray, partial: np.ndarray, *, modality: str
     prep = Preprocessing(modality=modality or guess_modality(image))
     unit = normalize(image, prep, value_range)
     markers = np.where(labelled, partial.astype(np.int32) + 1, 0)  # watershed's 0 means "unseeded"
-    if method == "watershed":
-        filled = _watershed(unit, markers, probabilities, guidance_weight, smoothing_px)
-    else:
-        raise ValueError(f"fill method must be 'watershed', got {method!r}")
+    filled = _watershed(unit, markers, probabilities, guidance_weight, smoothing_px)
     out = (filled - 1).astype(np.uint8)
     out[labelled] = partial[labelled]
     return out

@@ -226,7 +226,5 @@ def test_fill_errors():
         fill_from_scribbles(image, partial[:-1])
     with pytest.raises(ValueError, match=r"probabilities must be \(K\+1"):
         fill_from_scribbles(image, partial, probabilities=np.ones((3, 5, 5)))
-    with pytest.raises(ValueError, match="fill method"):
-        fill_from_scribbles(image, partial, method="magic")
     with pytest.warns(ScribbleWarning, match="no background stroke"):
         fill_from_scribbles(image, np.where(partial == BACKGROUND, UNLABELLED, partial).astype(np.uint8))
