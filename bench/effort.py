@@ -98,7 +98,7 @@ def fill_experiment(case: Case, args) -> list[dict]:
     for z in evenly_spaced_slices(case.image.shape[0], args.k):
         strokes = simulate_scribbles(case.reference[z], body[z])
         filled, seconds = _timed_fill(case.image[z], strokes.partial, case.modality, None, args.repeats)
-        logits = rng.normal(size=(len(organs) + 1, *filled.shape)).astype(np.float32)
+        logits = rng.normal(size=(int(case.reference.max()) + 1, *filled.shape)).astype(np.float32)  # (K+1, y, x)
         _, guided_seconds = _timed_fill(case.image[z], strokes.partial, case.modality,
                                         np.exp(logits) / np.exp(logits).sum(0), args.repeats)
         stroked = strokes.partial != UNLABELLED
