@@ -1,0 +1,213 @@
+"""The user's effort against Dice (issue 10's benchmark), first half: scribble -> fill -> accept.
+
+The simulated reviewer (``napari_medseg.scribbles.simulate_scribbles``, the
+issue's definition) scribbles k evenly spaced slices; each slice is filled
+from its strokes (seeded watershed, no model); the table gives, per slice:
+
+* ``scribble``: effort of the strokes (stroked pixels / body pixels);
+* ``fill Dice``: mean organ Dice of the filled slice against the reference,
+  i.e. what "accept" without touching up gives;
+* ``fix``: effort of then correcting the fill to the reference (changed / body);
+* ``total``: (stroked or changed) / body: scribble, fill, touch up to the reference;
+* ``fill s``: seconds of the fill (median over ``--repeats``);
+* ``guided s``: the same, guided by a ``(K+1, y, x)`` probability map (a random
+  softmax here: this column measures the cost of guidance, not its benefit).
+
+A full-slice correction costs 1 by definition.  Cases: the sample CT
+(3 mm, 122x101) and the same CT resampled to 0.8 mm in-plane and padded to
+512x512 (the size and pixel pitch of a clinical CT slice).
+
+    python bench/effort.py                      # both cases, k = 5
+    python bench/effort.py --cases sample --k 10
+
+Each comparison is one function ``experiment(case, args) -> list[dict]`` in
+``EXPERIMENTS``; the fine-tuning comparisons (full slices, scribbles only,
+rounds of corrections) join it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from _machine import cpu_name  # bench/_machine.py (scripts run as python bench/NAME.py)
+
+
+@dataclass
+class Case:
+    """A scan with reference labels, both ``(z, y, x)``; spacing in mm (z, y, x)."""
+
+    name: str
+    image: np.ndarray
+    reference: np.ndarray
+    spacing: tuple[float, float, float]
+    modality: str = "ct"
+
+
+def sample_case() -> Case:
+    from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
+    from napari_medseg.io import read_volume
+
+    vol = read_volume(SAMPLE_CT)
+    return Case("sample CT 3 mm", vol.array, read_volume(SAMPLE_LABELS).array.astype(np.uint8),
+                tuple(float(s) for s in vol.geometry.spacing))
+
+
+def resampled_case(base: Case, pixel_mm: float = 0.8, side: int = 512) -> Case:
+    """``base`` resampled in-plane to ``pixel_mm`` (linear / nearest for labels), centred in ``side``^2 of air."""
+    from scipy import ndimage
+
+    zoom = (1.0, base.spacing[1] / pixel_mm, base.spacing[2] / pixel_mm)
+    image = ndimage.zoom(base.image.astype(np.float32), zoom, order=1)
+    labels = ndimage.zoom(base.reference, zoom, order=0)
+    if max(image.shape[1:]) > side:
+        raise ValueError(f"resampled slice {image.shape[1:]} does not fit in {side}^2")
+    pad = [(0, 0)] + [((side - n) // 2, side - n - (side - n) // 2) for n in image.shape[1:]]
+    return Case(f"sample CT {pixel_mm} mm, {side}^2", np.pad(image, pad, constant_values=-1000.0).astype(np.int16),
+                np.pad(labels, pad), (base.spacing[0], pixel_mm, pixel_mm))
+
+
+CASES = {"sample": lambda: sample_case(), "512": lambda: resampled_case(sample_case())}
+
+
+def slice_dice(pred: np.ndarray, ref: np.ndarray, organs) -> float:
+    """Mean Dice over the organs present in ``pred`` or ``ref`` on one slice (nan when none)."""
+    from training.metrics import dice
+
+    scores = [dice(pred == v, ref == v) for v in organs]
+    scores = [s for s in scores if not np.isnan(s)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def fill_experiment(case: Case, args) -> list[dict]:
+    """Per slice: scribble -> fill -> accept (and touch up to the reference)."""
+    from napari_medseg.retrain import evenly_spaced_slices
+    from napari_medseg.scribbles import UNLABELLED, body_mask, effort, simulate_scribbles
+
+    organs = [int(v) for v in np.unique(case.reference) if v > 0]
+    body = body_mask(case.image, case.modality)
+    rng = np.random.default_rng(0)
+    rows = []
+    for z in evenly_spaced_slices(case.image.shape[0], args.k):
+        strokes = simulate_scribbles(case.reference[z], body[z])
+        filled, seconds = _timed_fill(case.image[z], strokes.partial, case.modality, None, args.repeats)
+        logits = rng.normal(size=(int(case.reference.max()) + 1, *filled.shape)).astype(np.float32)  # (K+1, y, x)
+        _, guided_seconds = _timed_fill(case.image[z], strokes.partial, case.modality,
+                                        np.exp(logits) / np.exp(logits).sum(0), args.repeats)
+        stroked = strokes.partial != UNLABELLED
+        changed = filled != case.reference[z]
+        n_body = int(body[z].sum())
+        rows.append(dict(case=case.name, slice=z, scribble=strokes.effort, fill_dice=slice_dice(filled, case.reference[z], organs),
+                         fix=effort(int(changed.sum()), n_body), total=effort(int((stroked | changed).sum()), n_body),
+                         fill_s=seconds, guided_s=guided_seconds, shape=list(filled.shape), body_pixels=n_body,
+                         stroked=int(stroked.sum())))
+    return rows
+
+
+def _timed_fill(image, partial, modality, probabilities, repeats: int):
+    """The fill of one slice and its median seconds over ``repeats`` runs."""
+    from napari_medseg.scribbles import fill_from_scribbles
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        filled = fill_from_scribbles(image, partial, modality=modality, probabilities=probabilities)
+        times.append(time.perf_counter() - t0)
+    return filled, float(np.median(times))
+
+
+EXPERIMENTS = {"fill": fill_experiment}
+
+
+def plot_fill(cases: list[Case], z: int, path: Path) -> None:
+    """Per case, slice ``z``: the reviewer's strokes and the fill over the reference outlines (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+    except ImportError:
+        print("matplotlib not installed: no figure written")
+        return
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.scribbles import UNLABELLED, body_mask, fill_from_scribbles, simulate_scribbles
+
+    colours = ListedColormap([(1, 1, 1, 1)] + [SYNAPSE.colors[v] for v in range(1, 9)])  # background white
+    fig, axes = plt.subplots(len(cases), 2, figsize=(8, 3.6 * len(cases)), dpi=100, squeeze=False)
+    for row, case in zip(axes, cases):
+        body = body_mask(case.image[z], case.modality)
+        partial = simulate_scribbles(case.reference[z], body).partial
+        filled = fill_from_scribbles(case.image[z], partial, modality=case.modality)
+        for ax, labels, title in ((row[0], np.where(partial == UNLABELLED, np.nan, partial), "reviewer's strokes"),
+                                  (row[1], np.where(filled == 0, np.nan, filled), "fill (white: reference)")):
+            ax.imshow(np.clip(case.image[z], -160, 240), cmap="gray", interpolation="nearest")
+            ax.imshow(labels, cmap=colours, vmin=-0.5, vmax=8.5, alpha=0.9 if ax is row[0] else 0.55,
+                      interpolation="nearest")
+            ax.set_title(f"{case.name}, slice {z}: {title}", fontsize=8)
+            ax.axis("off")
+        row[1].contour(case.reference[z], levels=np.arange(0.5, 9), colors="white", linewidths=0.5)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"figure: {path}")
+
+
+def print_fill_table(rows: list[dict]) -> None:
+    print("| case | slice | scribble effort | fill Dice | fix effort | total effort | fill s | guided s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['slice']} | {r['scribble']:.3f} | {r['fill_dice']:.3f} | {r['fix']:.3f} "
+              f"| {r['total']:.3f} | {r['fill_s']:.3f} | {r['guided_s']:.3f} |")
+    for name in dict.fromkeys(r["case"] for r in rows):
+        own = [r for r in rows if r["case"] == name]
+        pooled = sum(r["stroked"] for r in own) / sum(r["body_pixels"] for r in own)
+        print(f"| {name} | **all {len(own)}** | **{pooled:.3f}** (pooled) | **{np.mean([r['fill_dice'] for r in own]):.3f}** (mean) "
+              f"| {np.mean([r['fix'] for r in own]):.3f} | {np.mean([r['total'] for r in own]):.3f} "
+              f"| {np.median([r['fill_s'] for r in own]):.3f} (median) | {np.median([r['guided_s'] for r in own]):.3f} (median) |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="sample,512", help=f"comma-separated, from {sorted(CASES)}")
+    parser.add_argument("--experiments", default="fill", help=f"comma-separated, from {sorted(EXPERIMENTS)}")
+    parser.add_argument("--k", type=int, default=5, help="evenly spaced slices the reviewer touches")
+    parser.add_argument("--repeats", type=int, default=5, help="timed fills per slice (median reported)")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON of all rows and the figure")
+    parser.add_argument("--figure-slice", type=int, default=14, help="slice drawn in effort-fill.png")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.cases.split(",") if n not in CASES] + [
+        n for n in args.experiments.split(",") if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown case/experiment {unknown}; cases: {sorted(CASES)}, experiments: {sorted(EXPERIMENTS)}")
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    results: dict[str, list[dict]] = {}
+    for experiment in args.experiments.split(","):
+        rows = []
+        for name in args.cases.split(","):
+            rows += EXPERIMENTS[experiment](CASES[name](), args)
+        results[experiment] = rows
+    if "fill" in results:
+        print_fill_table(results["fill"])
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"effort-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(dict(machine=cpu_name(), cores=os.cpu_count(), load_after=load, argv=sys.argv[1:],
+                                    results=results), indent=1))
+    print(f"rows: {path}")
+    if "fill" in results:
+        plot_fill([CASES[name]() for name in args.cases.split(",")], args.figure_slice, out / "effort-fill.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
