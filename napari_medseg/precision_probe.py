@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,7 +131,12 @@ def measure_in_subprocess(family: str, config: dict) -> dict:
     error = None
     if proc.returncode:
         tail = (proc.stderr.strip().splitlines() or [""])[-1]
-        error = f"the probe died with signal {-proc.returncode}" if proc.returncode < 0 else f"the probe failed: {tail}"
+        if proc.returncode == -signal.SIGILL:
+            error = "bf16 died with SIGILL (AMX listed but unusable? ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 avoids it)"
+        elif proc.returncode < 0:
+            error = f"the probe died with signal {-proc.returncode}"
+        else:
+            error = f"the probe failed: {tail}"
     return {"fp32": timings.get("fp32"), "bf16": timings.get("bf16"), "error": error}
 
 
