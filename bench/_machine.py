@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import platform
 import time
 
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (else what ``platform`` knows)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+from napari_medseg.precision_probe import cpu_name  # noqa: F401  (re-exported for the bench scripts)
 
 
 def matmul_flops(n: int = 2048, repeats: int = 5) -> float:

@@ -2,8 +2,8 @@
 
 ``pick_device("auto")`` tries ``cuda`` -> ``mps`` -> ``cpu``.  ``autocast``
 returns the mixed-precision context that suits the device: fp16/bf16 on CUDA,
-bf16 on CPU (only when asked: CPUs without fast bf16 get slower), nothing on
-MPS unless asked.
+bf16 on CPU (for ``"auto"`` only where it measured faster for the model, see
+:mod:`napari_medseg.precision_probe`), nothing on MPS unless asked.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ def available_devices() -> list[str]:
     return names
 
 
-def resolve_precision(device, precision: str = "auto") -> str:
+def resolve_precision(device, precision: str = "auto", models=()) -> str:
     """``"fp32" | "bf16" | "fp16"`` to use on ``device``.
 
-    ``auto`` means fp16 on CUDA (bf16 where the GPU supports it), fp32 on CPU
-    and MPS: bf16 on CPU is opt-in because only CPUs with AMX/AVX512-BF16 gain.
+    ``auto`` means bf16 on CUDA where the GPU supports it, else fp16; fp32 on
+    MPS; on CPU, bf16 when every model in ``models`` ran faster in bf16 on this
+    CPU (measured once per CPU, torch version and architecture, cached, and
+    logged), else fp32 (also with no ``models``, e.g. for training).
     """
     import torch
 
@@ -66,6 +68,11 @@ def resolve_precision(device, precision: str = "auto") -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and models:
+        from napari_medseg.precision_probe import cpu_auto_precision
+
+        picks = {cpu_auto_precision(model).precision for model in models}
+        return "bf16" if picks == {"bf16"} else "fp32"
     return "fp32"
 
 

@@ -270,7 +270,7 @@ def segment_volume(
         raise ValueError("locked slices need the previous labels to copy them from")
 
     dev = device if isinstance(device, torch.device) else pick_device(str(device))
-    precision = resolve_precision(dev, precision)
+    precision = resolve_precision(dev, precision, models=[m for m, _ in checkpoints])  # CPU auto: measured once
     if channels_last is None:
         channels_last = dev.type == "cuda"
     for model, info in checkpoints:

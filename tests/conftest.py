@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# precision="auto" on CPU would time fp32 vs bf16 in a child process and cache it in the user's
+# config dir; tests keep the old fp32 (tests/test_device_precision.py unsets this)
+os.environ.setdefault("MEDSEG_CPU_PRECISION", "fp32")
 
 
 def _find_shared_data() -> Path | None:

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="auto = fp16/bf16 on CUDA, fp32 on CPU")
+                        help="auto = fp16/bf16 on CUDA; on CPU the faster of fp32/bf16 (timed once, cached)")
     parser.add_argument("--frame", type=int, default=None, help="time frame to segment in a 4D volume")
 
 

@@ -86,8 +86,23 @@ class CrossAttention(nn.Module):
         self.gamma = nn.Parameter(torch.full((query_dim,), float(init_scale)))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        kv = self.norm_kv(context)
-        out, _ = self.attn(self.norm_q(query), kv, kv, need_weights=False)
+        # Same maths and parameters as ``self.attn(q, kv, kv)``, but on contiguous (B, N, C)
+        # tensors: nn.MultiheadAttention transposes batch_first inputs to (N, B, C) views, and a
+        # linear layer on such a view ran ~60x slower in bf16 autocast on CPU (a batched matmul
+        # over expanded weights; docs/models.md, "bf16 on CPU").
+        attn, heads = self.attn, self.attn.num_heads
+        (b, n, _), m = query.shape, context.shape[1]
+        if attn._qkv_same_embed_dim:
+            w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        else:
+            w_q, w_k, w_v = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        kv = self.norm_kv(context).contiguous()
+        q = F.linear(self.norm_q(query).contiguous(), w_q, b_q).view(b, n, heads, -1).transpose(1, 2)
+        k = F.linear(kv, w_k, b_k).view(b, m, heads, -1).transpose(1, 2)
+        v = F.linear(kv, w_v, b_v).view(b, m, heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D / heads)
+        out = attn.out_proj(out.transpose(1, 2).reshape(b, n, -1))
         return query + self.gamma * out
 
 

@@ -78,7 +78,7 @@ class SegmentWidget(QWidget):
         self.device_combo.addItems(["auto"] + available_devices())
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
-        self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA, fp32 on CPU; bf16 helps only on CPUs with AMX/AVX512-BF16")
+        self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model family and cached")
         self.tta_check = QCheckBox("Flip TTA (4\u00d7 slower)")
         self.unc_check = QCheckBox("Uncertainty layer")
         self.hint = QLabel(NO_CHECKPOINT_TEXT)
