@@ -193,7 +193,14 @@ def read_dicom(folder, series_uid: str | None = None) -> SourceImage:
         image = reader.Execute()
     except Exception as exc:
         raise VolumeReadError(f"could not read DICOM series {_describe(series)} in {folder}: {exc}") from exc
-    header = {"series_uid": series.uid, "num_files": series.num_files, "description": series.description}
+    header = {
+        "series_uid": series.uid,
+        "num_files": series.num_files,
+        "description": series.description,
+        # per slice k (ITK index order): the file and its SOP Instance UID, for DICOM-SEG references
+        "files": [str(Path(f).resolve()) for f in series.files],
+        "sop_instance_uids": [_tag(reader, "0008|0018", i) for i in range(series.num_files)],
+    }
     source = sitk_source(image, folder, header)
     modality = _tag(reader, "0008|0060", 0).upper()
     source.modality = {"CT": "ct", "MR": "mr"}.get(modality)
