@@ -124,8 +124,6 @@ def segment_descriptions(values, label_set: LabelSet, algorithm: Algorithm) -> l
 
 def write_dicom_seg(source: np.ndarray, geometry: Geometry, label_set: LabelSet, path, algorithm: Algorithm | None) -> None:
     """Write labels ``source`` ``(i, j, k)`` (source voxel order of a DICOM series) as a binary DICOM-SEG."""
-    import highdicom as hd
-
     dicom_seg_ready(geometry)
     datasets = _source_datasets(geometry)
     values = [int(v) for v in np.unique(source) if v != 0]
@@ -137,7 +135,20 @@ def write_dicom_seg(source: np.ndarray, geometry: Geometry, label_set: LabelSet,
     from .. import __version__
 
     algorithm = algorithm or Algorithm(name="napari-medseg", version=__version__, parameters={"napari-medseg": __version__})
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(datasets, frames, values, label_set, algorithm)
+    except ValueError as exc:  # highdicom checks the source series (frame of reference, geometry...)
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"cannot build a DICOM-SEG on this series: {reason}") from exc
+    seg.save_as(str(path))
+
+
+def _segmentation(datasets, frames, values, label_set: LabelSet, algorithm: Algorithm):
+    import highdicom as hd
+
+    from .. import __version__
+
+    return hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -153,4 +164,3 @@ def write_dicom_seg(source: np.ndarray, geometry: Geometry, label_set: LabelSet,
         content_label="MEDSEG",
         content_description=f"Segmentation by {algorithm.name}"[:64],
     )
-    seg.save_as(str(path))
