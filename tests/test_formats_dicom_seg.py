@@ -150,3 +150,50 @@ def test_every_builtin_organ_has_snomed_codes():
 def test_cielab_of_known_colours():
     np.testing.assert_allclose(srgb_to_cielab((1.0, 1.0, 1.0)), (100.0, 0.0, 0.0), atol=0.1)
     np.testing.assert_allclose(srgb_to_cielab((1.0, 0.0, 0.0)), (53.24, 80.09, 67.20), atol=0.1)
+
+
+# ------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from _segment_helpers import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("seg_ckpt") / "dcau.safetensors", "dcaunet", seed=1)
+
+
+def test_cli_segment_dicom_to_dicom_seg_and_itksnap(dicom_dir, tiny_ckpt, tmp_path):
+    from napari_medseg.checkpoint import file_sha256
+    from napari_medseg.cli import main
+    from napari_medseg.io.itksnap import read_itksnap_labels
+
+    seg_out, nii_out, snap = tmp_path / "out.dcm", tmp_path / "out.nii.gz", tmp_path / "labels.txt"
+    assert main(["segment", str(dicom_dir), "-o", str(seg_out), "-c", str(tiny_ckpt), "--itksnap-labels", str(snap)]) == 0
+    assert main(["segment", str(dicom_dir), "-o", str(nii_out), "-c", str(tiny_ckpt), "--series", "0"]) == 0
+    assert_seg_matches_nifti(seg_out, nii_out, Path(dicom_dir), SYNAPSE)
+    seg = highdicom.seg.segread(str(seg_out))
+    ident = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    sha = file_sha256(tiny_ckpt)
+    assert ident.AlgorithmName == "napari-medseg dcaunet"
+    assert ident.AlgorithmVersion.startswith("0.") and sha[:12] in ident.AlgorithmVersion
+    assert sha in str(ident.AlgorithmParameters)  # the full sha256
+    assert {v: n for v, (n, _, _) in read_itksnap_labels(snap.read_text()).items() if v} == SYNAPSE.organs
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--series", "7"], "series '7' is not in"),
+    (["--series", "1.2.3"], "give a series UID or an index 0..0"),
+])
+def test_cli_bad_series_refused_before_work(dicom_dir, tiny_ckpt, tmp_path, capsys, args, match):
+    from napari_medseg.cli import main
+
+    code = main(["segment", str(dicom_dir), "-o", str(tmp_path / "x.nii.gz"), "-c", str(tiny_ckpt), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_cli_dicom_seg_from_nifti_refused_before_work(sample_ct, tiny_ckpt, tmp_path, capsys):
+    from napari_medseg.cli import main
+
+    code = main(["segment", str(sample_ct), "-o", str(tmp_path / "x.dcm"), "-c", str(tiny_ckpt)])
+    err = capsys.readouterr().err
+    assert code == 2 and "DICOM-SEG needs the source DICOM series" in err and len(err.strip().splitlines()) == 1
