@@ -197,3 +197,36 @@ def test_cli_dicom_seg_from_nifti_refused_before_work(sample_ct, tiny_ckpt, tmp_
     code = main(["segment", str(sample_ct), "-o", str(tmp_path / "x.dcm"), "-c", str(tiny_ckpt)])
     err = capsys.readouterr().err
     assert code == 2 and "DICOM-SEG needs the source DICOM series" in err and len(err.strip().splitlines()) == 1
+
+
+def test_napari_writer_saves_dicom_seg_and_slicer(dicom_dir, tiny_ckpt, tmp_path, make_napari_viewer):
+    from napari_medseg.io import labels_layer_kwargs
+
+    viewer = make_napari_viewer(show=False)  # loads the plugin's manifest (its writer)
+
+    vol = read_volume(dicom_dir)
+    labels = np.zeros(vol.array.shape, np.uint8)
+    labels[4:12, 200:300, 180:320] = 7
+    kwargs = labels_layer_kwargs(labels, vol.geometry, SYNAPSE, name="spleen")
+    kwargs["metadata"]["medseg"]["checkpoints"] = [str(tiny_ckpt)]
+    layer = viewer.add_labels(labels, **kwargs)
+    written = {ext: layer.save(str(tmp_path / f"out{ext}"), plugin="napari-medseg") for ext in (".dcm", ".seg.nrrd", ".nii.gz")}
+    assert all(written.values()), written
+    assert assert_seg_matches_nifti(tmp_path / "out.dcm", tmp_path / "out.nii.gz", Path(dicom_dir), SYNAPSE) == int(labels.sum() / 7)
+    ident = highdicom.seg.segread(str(tmp_path / "out.dcm")).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    from napari_medseg.checkpoint import file_sha256
+
+    assert file_sha256(tiny_ckpt) in str(ident.AlgorithmParameters)
+    back = read_volume(tmp_path / "out.seg.nrrd")
+    np.testing.assert_array_equal(back.array, labels)
+
+
+def test_napari_writer_refuses_dicom_seg_for_a_nifti_layer(sample_labels, tmp_path, make_napari_viewer):
+    from napari_medseg._writer import write_labels as napari_writer
+
+    viewer = make_napari_viewer(show=False)
+    layer, = viewer.open(str(sample_labels), plugin="napari-medseg")
+    with pytest.raises(ValueError, match="DICOM-SEG needs the source DICOM series"):
+        napari_writer(str(tmp_path / "x.dcm"), layer.data, {"metadata": layer.metadata, "name": layer.name})
+    assert not layer.save(str(tmp_path / "x.dcm"), plugin="napari-medseg")  # how napari shows it is _writer's policy
+    assert not (tmp_path / "x.dcm").exists()
