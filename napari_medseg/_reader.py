@@ -50,7 +50,7 @@ def read_layers(path) -> list[tuple]:
 def _read_paths(paths) -> list[tuple]:
     layers = []
     for p in paths:
-        layers.extend(layer for layer in read_layers(p) if layer != (None,))  # skip cancelled choices
+        layers.extend(layer for layer in read_layers(p) if layer[0] is not None)  # skip cancelled choices
     return layers or [(None,)]
 
 

@@ -166,3 +166,14 @@ def test_unknown_output_suffix_is_one_clear_line(ct_and_labels, tmp_path):
     with pytest.raises(ValueError, match=r"\.nii\.gz/\.nii \(NIfTI\), \.seg\.nrrd \(3D Slicer\) or \.dcm") as err:
         write_labels(lb.array, tmp_path / "x.png", ct.geometry, SYNAPSE)
     assert "\n" not in str(err.value)
+
+
+def test_packaged_sample_labels_carry_the_synapse_table(sample_labels, shared_data):
+    """The packaged sample's embedded table matches its (Synapse-ordered) values, voxel for voxel the shared copy."""
+    from napari_medseg.io.nifti import read_label_table
+
+    table = read_label_table(nib.load(sample_labels).header)
+    assert {v: name for v, (name, _) in table.items()} == SYNAPSE.organs
+    shared = nib.load(shared_data / "ct_abdomen_labels.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(sample_labels).dataobj), np.asarray(shared.dataobj))
+    assert read_volume(sample_labels).label_set.names == SYNAPSE.names

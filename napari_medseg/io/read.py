@@ -97,16 +97,11 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
 
 
 def choose_label_set(path, values: np.ndarray, embedded=None) -> LabelSet:
-    """The label table embedded in the file, else sidecar JSON, else synapse (values within 0..8,
-    more than a 0/1 mask), else ``label 1..K``.  ``embedded``: ``[[value, name, rgba], ...]``."""
+    """Sidecar JSON (when it names every value), else the label table embedded in the file, else
+    synapse (values within 0..8, more than a 0/1 mask), else ``label 1..K``.
+    ``embedded``: ``[[value, name, rgba], ...]``."""
     values = [int(v) for v in values]
     top = max(values) if values else 0
-    if embedded:
-        table = {int(v): (str(n), tuple(c)) for v, n, c in embedded}
-        table.update({v: (f"label {v}", (0.5, 0.5, 0.5, 1.0)) for v in values if v > 0 and v not in table})
-        embedded_set = LabelSet.from_table(table)
-        builtin = next((b for b in BUILTIN.values() if b.names == embedded_set.names), None)
-        return LabelSet(builtin.name, embedded_set.names, embedded_set.colors) if builtin else embedded_set
     side = sidecar_path(path) if path is not None and not Path(path).is_dir() else None
     if side is not None and side.is_file():
         try:
@@ -122,9 +117,20 @@ def choose_label_set(path, values: np.ndarray, embedded=None) -> LabelSet:
                 VolumeWarning,
                 stacklevel=3,
             )
+    if embedded:
+        return _embedded_label_set(embedded, values)
     if 1 < top <= SYNAPSE.num_classes - 1:  # a plain 0/1 mask is not "aorta"
         return SYNAPSE
     return LabelSet.numbered(top)
+
+
+def _embedded_label_set(embedded, values) -> LabelSet:
+    """A label set from a file's own table ``[[value, name, rgba], ...]``; unnamed values get ``label k``."""
+    table = {int(v): (str(n), tuple(c)) for v, n, c in embedded}
+    table.update({v: (f"label {v}", (0.5, 0.5, 0.5, 1.0)) for v in values if v > 0 and v not in table})
+    label_set = LabelSet.from_table(table)
+    builtin = next((b for b in BUILTIN.values() if b.names == label_set.names), None)
+    return LabelSet(builtin.name, label_set.names, label_set.colors) if builtin else label_set
 
 
 def _modality(array: np.ndarray) -> str | None:
