@@ -24,17 +24,34 @@ def volume_layer_data(vol) -> tuple:
 
 
 def read_layers(path) -> list[tuple]:
-    """Read one path (file or DICOM folder) into a list with one layer tuple."""
-    from .io import read_volume
+    """Read one path (file or DICOM folder) into a list with one layer tuple.
 
-    return [volume_layer_data(read_volume(path))]
+    A DICOM folder with several series opens a chooser when napari's window is
+    shown (cancel returns napari's "no layers" sentinel ``[(None,)]``); hidden or
+    headless, the largest opens with a warning.
+    """
+    from .io import detect_format, read_volume
+
+    series_uid = None
+    if detect_format(path) == "dicom":
+        from .io import list_dicom_series
+        from .widgets import series_chooser
+
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        series = list_dicom_series(folder)
+        if len(series) > 1 and series_chooser.can_ask():
+            chosen = series_chooser.choose_series(folder, series)
+            if chosen is None:
+                return [(None,)]
+            series_uid = chosen.uid
+    return [volume_layer_data(read_volume(path, series_uid=series_uid))]
 
 
 def _read_paths(paths) -> list[tuple]:
     layers = []
     for p in paths:
-        layers.extend(read_layers(p))
-    return layers
+        layers.extend(layer for layer in read_layers(p) if layer[0] is not None)  # skip cancelled choices
+    return layers or [(None,)]
 
 
 def napari_get_reader(path):

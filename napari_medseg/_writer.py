@@ -1,4 +1,4 @@
-"""napari writer: a Labels layer -> NIfTI in its source image's exact geometry."""
+"""napari writer: a Labels layer -> NIfTI, Slicer ``.seg.nrrd`` or DICOM-SEG in its source image's exact geometry."""
 
 from __future__ import annotations
 
@@ -38,4 +38,9 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
             stacklevel=2,
         )
     label_set = LabelSet.from_dict(meta["label_set"]) if meta.get("label_set") else None
-    return [str(write_nifti_labels(data, path, geometry, label_set))]
+    algorithm = None
+    if str(path).lower().endswith(".dcm"):
+        from .io.dicom_seg import Algorithm
+
+        algorithm = Algorithm.from_checkpoint_paths(meta.get("checkpoints") or [])
+    return [str(write_nifti_labels(data, path, geometry, label_set, algorithm=algorithm))]

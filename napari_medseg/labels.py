@@ -92,6 +92,19 @@ class LabelSet:
         return cls.custom([f"label {v}" for v in range(1, int(max_value) + 1)])
 
     @classmethod
+    def from_table(cls, table: dict, name: str = "embedded") -> "LabelSet":
+        """A set from ``{value: (name, rgba)}`` (e.g. a NIfTI label table); gaps get ``label k``."""
+        top = max((int(v) for v in table), default=0)
+        names = {0: "background"}
+        names.update({v: f"label {v}" for v in range(1, top + 1)})
+        colors = dict(cls.numbered(top).colors)
+        for value, (organ, rgba) in table.items():
+            if int(value) > 0:
+                names[int(value)] = organ or f"label {value}"
+                colors[int(value)] = tuple(float(c) for c in rgba)
+        return cls(name=name, names=names, colors=colors)
+
+    @classmethod
     def custom(cls, organ_names: list[str], name: str = "custom") -> "LabelSet":
         """A label set from foreground names in label order (1, 2, ...)."""
         names = {0: "background"}
@@ -148,3 +161,49 @@ def get_label_set(name: str) -> LabelSet:
             f"unknown label set {name!r}; built-in sets are {sorted(BUILTIN)}, "
             "or make one with LabelSet.custom([...])"
         ) from None
+
+
+# ------------------------------------------------------------ SNOMED CT codes
+@dataclass(frozen=True)
+class SegmentCode:
+    """SNOMED CT (``SCT``) coding of one segment, as DICOM-SEG and Slicer terminology want it.
+
+    ``category`` / ``type`` / ``modifier`` are ``(code value, code meaning)``; the
+    modifier (e.g. Left) is optional.
+    """
+
+    category: tuple[str, str]
+    type: tuple[str, str]
+    modifier: tuple[str, str] | None = None
+
+
+_ANATOMY = ("91723000", "Anatomical Structure")
+_TISSUE = ("85756007", "Tissue")
+_KIDNEY = ("64033007", "Kidney")
+
+SNOMED_CODES: dict[str, dict[int, SegmentCode]] = {
+    "synapse": {
+        1: SegmentCode(_ANATOMY, ("15825003", "Aorta")),
+        2: SegmentCode(_ANATOMY, ("28231008", "Gallbladder")),
+        3: SegmentCode(_ANATOMY, _KIDNEY, ("7771000", "Left")),
+        4: SegmentCode(_ANATOMY, _KIDNEY, ("24028007", "Right")),
+        5: SegmentCode(_ANATOMY, ("10200004", "Liver")),
+        6: SegmentCode(_ANATOMY, ("15776009", "Pancreas")),
+        7: SegmentCode(_ANATOMY, ("78961009", "Spleen")),
+        8: SegmentCode(_ANATOMY, ("69695003", "Stomach")),
+    },
+    "acdc": {
+        1: SegmentCode(_ANATOMY, ("53085002", "Right ventricle")),
+        2: SegmentCode(_ANATOMY, ("49848007", "Left Ventricle Myocardium")),
+        3: SegmentCode(_ANATOMY, ("87878005", "Left ventricle")),
+    },
+}
+
+
+def segment_code(label_set: LabelSet, value: int) -> SegmentCode:
+    """The SNOMED coding of ``value``: exact codes for the built-in sets (when the names
+    match), else the generic ``Tissue`` category and type."""
+    builtin = BUILTIN.get(label_set.name)
+    if builtin is not None and builtin.names == label_set.names:
+        return SNOMED_CODES[builtin.name][int(value)]
+    return SegmentCode(_TISSUE, _TISSUE)

@@ -37,7 +37,9 @@ def sample_ct(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_labels(shared_data) -> Path:
-    return shared_data / "ct_abdomen_labels.nii.gz"
+    # The packaged copy: the same voxels as shared_data's, but its header's label table names the
+    # Synapse order; the shared copy still carries TotalSegmentator's original (now stale) table.
+    return REPO / "napari_medseg" / "data" / "ct_abdomen_labels.nii.gz"
 
 
 @pytest.fixture(scope="session")

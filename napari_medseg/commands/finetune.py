@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--time-budget", type=float, help="seconds of fine-tuning (default 60)")
     budget.add_argument("--steps", type=int, help="optimiser steps instead of a time budget")
     parser.add_argument("--frame", type=int, help="time frame of a 4D image")
+    parser.add_argument("--series", metavar="UID|INDEX",
+                        help="--image is a DICOM folder with several series: its UID or 0-based index (largest first)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--backbone-weights", default="auto",
                         help="U-DFA from scratch: DINOv2 weights file, 'hub', 'auto' or 'none' (random, tests only)")
@@ -42,13 +44,13 @@ def parse_slices(text: str) -> list[int]:
     return slices
 
 
-def load_pair(image_path: str, labels_path: str, frame: int | None):
+def load_pair(image_path: str, labels_path: str, frame: int | None, series: str | None = None):
     """Image and labels volumes on one grid (canonical order), checked to describe the same space."""
     import numpy as np
 
     from napari_medseg.io import read_volume
 
-    image = read_volume(image_path)
+    image = read_volume(image_path, series_uid=series)
     if image.is_4d:
         if frame is None:
             raise CommandError(f"{image_path} is 4D ({image.num_frames} frames); choose one with --frame")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model and not args.label_set:
         raise CommandError("--model needs --label-set (e.g. --label-set synapse)")
     slices = parse_slices(args.slices)
-    image, labels = load_pair(args.image, args.labels, args.frame)
+    image, labels = load_pair(args.image, args.labels, args.frame, args.series)
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     start = StartFrom(checkpoint=args.checkpoint, model_name=args.model, label_set=args.label_set,
                       modality=args.modality, backbone_weights=weights)

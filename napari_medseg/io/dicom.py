@@ -20,16 +20,25 @@ TILT_TOLERANCE_DEG = 0.01
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """One series found in a folder."""
+    """One series found in a folder.
+
+    ``spacing`` is ``(row, column, slice)`` mm from the first two slices
+    (``None`` where a tag is missing); ``files`` are in GDCM's slice order.
+    """
 
     uid: str
     files: tuple[str, ...]
     description: str = ""
     modality: str = ""
+    spacing: tuple[float | None, float | None, float | None] = (None, None, None)
 
     @property
     def num_files(self) -> int:
         return len(self.files)
+
+    def spacing_text(self) -> str:
+        """``"0.98 x 0.98 x 2 mm"`` (``?`` for unknown values)."""
+        return " x ".join("?" if v is None else f"{v:.3g}" for v in self.spacing) + " mm"
 
 
 def is_dicom_file(path) -> bool:
@@ -71,8 +80,55 @@ def _tag(reader, tag: str, index: int | None = None) -> str:
         return ""
 
 
+def _numbers(text: str) -> list[float] | None:
+    try:
+        return [float(v) for v in text.split("\\")] if text else None
+    except ValueError:
+        return None
+
+
+def _series_info(files: tuple[str, ...]) -> tuple[str, str, tuple]:
+    """``(description, modality, spacing)`` from the first two files' headers (no pixel data)."""
+    import SimpleITK as sitk
+
+    headers = []
+    for file in files[:2]:
+        info = sitk.ImageFileReader()
+        info.SetFileName(file)
+        try:
+            info.ReadImageInformation()
+        except Exception:
+            break
+        headers.append(info)
+    if not headers:
+        return "", "", (None, None, None)
+    pixel = _numbers(_tag(headers[0], "0028|0030")) or [None, None]
+    gap = None
+    if len(headers) == 2:
+        a, b = (_numbers(_tag(h, "0020|0032")) for h in headers)
+        if a and b and len(a) == len(b) == 3:
+            gap = float(np.linalg.norm(np.subtract(b, a)))
+    if gap is None:
+        gap = (_numbers(_tag(headers[0], "0018|0050")) or [None])[0]
+    spacing = (pixel[0], pixel[1] if len(pixel) > 1 else None, gap)
+    return _tag(headers[0], "0008|103e"), _tag(headers[0], "0008|0060"), spacing
+
+
+def unreadable_dicom_files(folder, series: list[DicomSeries]) -> list[str]:
+    """Files of ``folder`` that look like DICOM (``.dcm`` name or ``DICM`` marker) but belong to no series."""
+    listed = {os.path.abspath(f) for s in series for f in s.files}
+    try:
+        entries = sorted(e.path for e in os.scandir(folder) if e.is_file())
+    except OSError:
+        return []
+    return [p for p in entries if os.path.abspath(p) not in listed and is_dicom_file(p)]
+
+
 def list_dicom_series(folder) -> list[DicomSeries]:
-    """All series in ``folder`` (not recursive), largest first."""
+    """All series in ``folder`` (not recursive), largest first.
+
+    Warns (:class:`VolumeWarning`) naming DICOM-looking files that GDCM could not read.
+    """
     import SimpleITK as sitk
 
     folder = Path(folder)
@@ -83,44 +139,55 @@ def list_dicom_series(folder) -> list[DicomSeries]:
         files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
         if not files:
             continue
-        info = sitk.ImageFileReader()
-        info.SetFileName(files[0])
-        description = modality = ""
-        try:
-            info.ReadImageInformation()
-            description, modality = _tag(info, "0008|103e"), _tag(info, "0008|0060")
-        except Exception:
-            pass
-        series.append(DicomSeries(uid=uid, files=files, description=description, modality=modality))
+        description, modality, spacing = _series_info(files)
+        series.append(DicomSeries(uid=uid, files=files, description=description, modality=modality, spacing=spacing))
     series.sort(key=lambda s: -s.num_files)
+    bad = unreadable_dicom_files(folder, series)
+    if bad:
+        names = ", ".join(Path(p).name for p in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        warnings.warn(
+            f"{folder.name}: skipped {len(bad)} unreadable DICOM file(s): {names} (corrupt, truncated or not an image)",
+            VolumeWarning,
+            stacklevel=3,
+        )
     return series
 
 
-def _describe(s: DicomSeries) -> str:
-    text = f"{s.uid or '<no UID>'} ({s.num_files} files"
+def _describe(s: DicomSeries, index: int | None = None) -> str:
+    text = (f"[{index}] " if index is not None else "") + f"{s.uid or '<no UID>'} ({s.num_files} files"
     if s.modality:
         text += f", {s.modality}"
     if s.description:
         text += f", {s.description!r}"
+    if any(v is not None for v in s.spacing):
+        text += f", {s.spacing_text()}"
     return text + ")"
 
 
-def pick_series(folder, series_uid: str | None = None) -> DicomSeries:
-    """The requested series, or the largest one (warning when there are several)."""
+def select_series(series: list[DicomSeries], choice: str | int, folder="") -> DicomSeries:
+    """The series whose UID is ``choice``, else the one at 0-based index ``choice`` (in listing order)."""
+    text = str(choice).strip()
+    for s in series:
+        if s.uid == text:
+            return s
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(series):
+        return series[int(text)]
+    found = "; ".join(_describe(s, i) for i, s in enumerate(series))
+    raise VolumeReadError(f"series {text!r} is not in {folder}: give a series UID or an index 0..{len(series) - 1}; found: {found}")
+
+
+def pick_series(folder, series_uid: str | int | None = None) -> DicomSeries:
+    """The requested series (UID or 0-based index), or the largest one (warning when there are several)."""
     series = list_dicom_series(folder)
     if not series:
         raise VolumeReadError(f"no DICOM series found in {folder} (empty folder or no readable DICOM files)")
     if series_uid is not None:
-        for s in series:
-            if s.uid == series_uid:
-                return s
-        raise VolumeReadError(
-            f"series {series_uid!r} is not in {folder}; found: " + "; ".join(_describe(s) for s in series)
-        )
+        return select_series(series, series_uid, folder)
     if len(series) > 1:
         warnings.warn(
-            f"{folder} holds {len(series)} DICOM series; opened the largest, {_describe(series[0])}. "
-            "Others: " + "; ".join(_describe(s) for s in series[1:]) + ". Pass series_uid to open another.",
+            f"{folder} holds {len(series)} DICOM series; opened the largest, {_describe(series[0], 0)}. "
+            "Others: " + "; ".join(_describe(s, i) for i, s in enumerate(series) if i) +
+            ". Choose one with --series UID|INDEX (or series_uid=).",
             VolumeWarning,
             stacklevel=3,
         )
@@ -175,8 +242,20 @@ def check_slices(positions: np.ndarray, normal: np.ndarray, name: str) -> tuple[
     return (step if tilt > TILT_TOLERANCE_DEG else None), tilt
 
 
-def read_dicom(folder, series_uid: str | None = None) -> SourceImage:
-    """Read one series of a DICOM folder (the largest by default) in ITK index order."""
+def _first_unreadable(files) -> str | None:
+    """The first file whose pixels SimpleITK cannot read (only called after a series read failed)."""
+    import SimpleITK as sitk
+
+    for file in files:
+        try:
+            sitk.ReadImage(file)
+        except Exception:
+            return file
+    return None
+
+
+def read_dicom(folder, series_uid: str | int | None = None) -> SourceImage:
+    """Read one series of a DICOM folder (``series_uid``: UID or 0-based index; default the largest) in ITK index order."""
     import SimpleITK as sitk
 
     folder = Path(folder)
@@ -192,8 +271,17 @@ def read_dicom(folder, series_uid: str | None = None) -> SourceImage:
     try:
         image = reader.Execute()
     except Exception as exc:
-        raise VolumeReadError(f"could not read DICOM series {_describe(series)} in {folder}: {exc}") from exc
-    header = {"series_uid": series.uid, "num_files": series.num_files, "description": series.description}
+        bad = _first_unreadable(series.files)
+        where = f": slice file {Path(bad).name} is unreadable (corrupt or truncated)" if bad else f": {exc}"
+        raise VolumeReadError(f"could not read DICOM series {_describe(series)} in {folder}{where}") from exc
+    header = {
+        "series_uid": series.uid,
+        "num_files": series.num_files,
+        "description": series.description,
+        # per slice k (ITK index order): the file and its SOP Instance UID, for DICOM-SEG references
+        "files": [str(Path(f).resolve()) for f in series.files],
+        "sop_instance_uids": [_tag(reader, "0008|0018", i) for i in range(series.num_files)],
+    }
     source = sitk_source(image, folder, header)
     modality = _tag(reader, "0008|0060", 0).upper()
     source.modality = {"CT": "ct", "MR": "mr"}.get(modality)

@@ -135,8 +135,64 @@ def read_nifti(path) -> SourceImage:
         "sform": None if sform is None else np.asarray(sform, float).tolist(),
         "qform": None if qform is None else np.asarray(qform, float).tolist(),
     }
+    table = read_label_table(hdr, path.name)
+    if table:  # JSON-safe: [[value, name, [r, g, b, a]], ...]
+        header["label_table"] = [[value, organ, list(rgba)] for value, (organ, rgba) in sorted(table.items())]
     time_spacing = None
     if len(shape) == 4:
         zooms = hdr.get_zooms()
         time_spacing = float(zooms[3]) if len(zooms) > 3 else None
     return SourceImage(array=array, affine_ras=np.asarray(img.affine, float), header=header, time_spacing=time_spacing)
+
+
+# ------------------------------------------------------------- label table
+# The label table travels inside the NIfTI as a CaretExtension XML header
+# extension, the layout TotalSegmentator writes and reads (ecode 0 as it uses;
+# code 30, "caret", is also accepted on reading).
+LABEL_TABLE_ECODES = (0, 30)
+
+
+def label_table_extension(label_set) -> "object":
+    """A nibabel ``Nifti1Extension`` holding ``label_set`` (value, name, RGBA floats) as CaretExtension XML."""
+    import xml.etree.ElementTree as ET
+
+    import nibabel as nib
+
+    root = ET.Element("CaretExtension")
+    info = ET.SubElement(root, "VolumeInformation", Index="0")
+    table = ET.SubElement(info, "LabelTable")
+    for value in sorted(label_set.organs):
+        r, g, b, a = (float(c) for c in label_set.colors.get(value, (0.5, 0.5, 0.5, 1.0)))
+        entry = ET.SubElement(table, "Label", Key=str(value), Red=f"{r:.6g}", Green=f"{g:.6g}", Blue=f"{b:.6g}", Alpha=f"{a:.6g}")
+        entry.text = label_set.names[value]
+    ET.SubElement(info, "VolumeType").text = "Label"
+    xml = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    return nib.nifti1.Nifti1Extension(0, xml)
+
+
+def read_label_table(header, name: str = "") -> dict[int, tuple[str, tuple[float, float, float, float]]] | None:
+    """``{value: (name, rgba)}`` from a CaretExtension label table in a nibabel header, or None.
+
+    A malformed table is ignored with a :class:`VolumeWarning` naming the file.
+    """
+    import xml.etree.ElementTree as ET
+
+    for ext in getattr(header, "extensions", []):
+        if ext.get_code() not in LABEL_TABLE_ECODES:
+            continue
+        content = ext.get_content()
+        raw = content if isinstance(content, bytes) else str(content).encode()
+        if b"CaretExtension" not in raw:
+            continue
+        try:
+            root = ET.fromstring(raw.rstrip(b"\x00 \n"))
+            table = {}
+            for entry in root.iter("Label"):
+                rgba = tuple(float(entry.get(c, default)) for c, default in
+                             (("Red", 0.5), ("Green", 0.5), ("Blue", 0.5), ("Alpha", 1.0)))
+                table[int(entry.get("Key"))] = ((entry.text or "").strip(), rgba)
+        except (ET.ParseError, TypeError, ValueError) as exc:
+            warnings.warn(f"{name}: ignoring an unreadable label table in the NIfTI header ({exc})", VolumeWarning, stacklevel=3)
+            continue
+        return table or None
+    return None

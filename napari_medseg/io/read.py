@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import SYNAPSE, LabelSet
+from ..labels import BUILTIN, SYNAPSE, LabelSet
 from .dicom import folder_has_dicom, is_dicom_file, read_dicom
 from .geometry import Geometry
 from .itk_formats import read_itk
@@ -96,8 +96,10 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
     return array.astype(dtype)
 
 
-def choose_label_set(path, values: np.ndarray) -> LabelSet:
-    """Sidecar JSON, else synapse (values within 0..8, more than a 0/1 mask), else ``label 1..K``."""
+def choose_label_set(path, values: np.ndarray, embedded=None) -> LabelSet:
+    """Sidecar JSON (when it names every value), else the label table embedded in the file, else
+    synapse (values within 0..8, more than a 0/1 mask), else ``label 1..K``.
+    ``embedded``: ``[[value, name, rgba], ...]``."""
     values = [int(v) for v in values]
     top = max(values) if values else 0
     side = sidecar_path(path) if path is not None and not Path(path).is_dir() else None
@@ -115,9 +117,20 @@ def choose_label_set(path, values: np.ndarray) -> LabelSet:
                 VolumeWarning,
                 stacklevel=3,
             )
+    if embedded:
+        return _embedded_label_set(embedded, values)
     if 1 < top <= SYNAPSE.num_classes - 1:  # a plain 0/1 mask is not "aorta"
         return SYNAPSE
     return LabelSet.numbered(top)
+
+
+def _embedded_label_set(embedded, values) -> LabelSet:
+    """A label set from a file's own table ``[[value, name, rgba], ...]``; unnamed values get ``label k``."""
+    table = {int(v): (str(n), tuple(c)) for v, n, c in embedded}
+    table.update({v: (f"label {v}", (0.5, 0.5, 0.5, 1.0)) for v in values if v > 0 and v not in table})
+    label_set = LabelSet.from_table(table)
+    builtin = next((b for b in BUILTIN.values() if b.names == label_set.names), None)
+    return LabelSet(builtin.name, label_set.names, label_set.colors) if builtin else label_set
 
 
 def _modality(array: np.ndarray) -> str | None:
@@ -186,7 +199,7 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
 
     if fmt != "dicom" and looks_like_labels(array):
         array = as_label_array(array)
-        label_set = choose_label_set(path, np.unique(array))
+        label_set = choose_label_set(path, np.unique(array), source.header.get("label_table"))
         return Volume(array, geometry, None, True, name, label_set, source.time_spacing)
 
     if np.issubdtype(array.dtype, np.floating):

@@ -1,4 +1,10 @@
-"""Write labels as NIfTI in the source image's exact geometry (atomic, never over the source)."""
+"""Write labels in the source image's exact geometry (atomic, never over the source).
+
+One call, :func:`write_labels`, picks the format from the file name:
+``.nii.gz``/``.nii`` NIfTI (label table in a header extension + ``.json``
+sidecar), ``.seg.nrrd`` 3D Slicer segmentation, ``.dcm`` DICOM-SEG (DICOM
+sources only).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,35 @@ def nifti_target(path) -> tuple[Path, str]:
     raise ValueError(f"labels are saved as NIfTI; give a file name ending in .nii.gz (or .nii), got {path.name!r}")
 
 
+LABEL_FORMATS = ((".nii.gz", "nifti"), (".nii", "nifti"), (".seg.nrrd", "slicer"), (".dcm", "dicom-seg"))
+
+
+def label_target(path) -> tuple[Path, str, str]:
+    """``(path, format, extension)`` with format ``nifti``/``slicer``/``dicom-seg``; refuses other names."""
+    path = Path(path)
+    lower = path.name.lower()
+    for ext, fmt in LABEL_FORMATS:
+        if lower.endswith(ext) and len(lower) > len(ext):
+            return path, fmt, ext
+    raise ValueError(
+        "labels are saved as .nii.gz/.nii (NIfTI), .seg.nrrd (3D Slicer) or .dcm (DICOM-SEG, DICOM sources only); "
+        f"got {path.name!r}"
+    )
+
+
+def check_label_output(path, geometry: Geometry | None = None) -> tuple[Path, str, str]:
+    """Validate an output name before any work: format by suffix, not the source, DICOM-SEG only for DICOM."""
+    path, fmt, ext = label_target(path)
+    if geometry is not None:
+        if geometry.source_path and _same_file(path, geometry.source_path):
+            raise ValueError(f"refusing to overwrite the source image {path}; choose another file name")
+        if fmt == "dicom-seg":
+            from .dicom_seg import dicom_seg_ready
+
+            dicom_seg_ready(geometry)
+    return path, fmt, ext
+
+
 def _same_file(a: Path, b) -> bool:
     try:
         return a.resolve() == Path(b).resolve()
@@ -49,21 +84,20 @@ def _label_array(labels) -> np.ndarray:
     return labels.astype(np.uint8 if high <= 255 else np.uint16, copy=False)
 
 
-def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = None) -> Path:
-    """Save canonical labels as NIfTI in the source voxel order and affine.
+def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = None, *, algorithm=None) -> Path:
+    """Save canonical labels in the source voxel order and geometry; the format follows the suffix.
 
     Args:
         labels: ``(z, y, x)`` integer array in canonical order, shape ``geometry.shape``.
-        path: target ``.nii.gz`` / ``.nii``; must not be the source file.
-        geometry: the source image's :class:`Geometry`.
-        label_set: names and colours for the sidecar JSON (default: ``label k``).
+        path: ``.nii.gz``/``.nii``, ``.seg.nrrd`` or ``.dcm``; must not be the source file.
+        geometry: the source image's :class:`Geometry` (a DICOM series for ``.dcm``).
+        label_set: names and colours (default: ``label k``).
+        algorithm: DICOM-SEG only: :class:`~napari_medseg.io.dicom_seg.Algorithm` (model, checkpoint sha256).
 
     Returns:
-        The written path.  ``<stem>.json`` (names, colours) is written next to it.
+        The written path.  NIfTI also gets ``<stem>.json`` (names, colours) next to it.
     """
-    path, ext = nifti_target(path)
-    if geometry.source_path and _same_file(path, geometry.source_path):
-        raise ValueError(f"refusing to overwrite the source image {path}; choose another file name")
+    path, fmt, ext = check_label_output(path, geometry)
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist")
     data = _label_array(labels)
@@ -72,10 +106,35 @@ def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = 
             f"labels have shape {data.shape} but the source geometry is {geometry.shape}; "
             "save labels drawn on that image (one frame for 4D)"
         )
+    if label_set is None:
+        top = int(data.max()) if data.size else 0
+        label_set = LabelSet.numbered(top)
+    else:
+        unknown = sorted(set(np.unique(data).tolist()) - set(label_set.names))
+        if unknown:
+            warnings.warn(f"label values {unknown} are not named in label set {label_set.name!r}", VolumeWarning, stacklevel=2)
+            label_set = LabelSet.from_table({v: (n, label_set.colors[v]) for v, n in label_set.names.items()}
+                                            | {v: (f"label {v}", (0.5, 0.5, 0.5, 1.0)) for v in unknown}, label_set.name)
+    source = np.asarray(geometry.to_source(data))
+    if fmt == "slicer":
+        from .slicer_seg import write_slicer_seg
+
+        return atomic_write(path, lambda tmp: write_slicer_seg(source, geometry.source_affine_ras, label_set, tmp), suffix=ext)
+    if fmt == "dicom-seg":
+        from .dicom_seg import write_dicom_seg
+
+        return atomic_write(path, lambda tmp: write_dicom_seg(source, geometry, label_set, tmp, algorithm), suffix=ext)
+    return _write_nifti(source, path, ext, geometry, label_set)
+
+
+def _write_nifti(source: np.ndarray, path: Path, ext: str, geometry: Geometry, label_set: LabelSet) -> Path:
+    """NIfTI with the source affine/codes, the label table extension, and the ``.json`` sidecar."""
     import nibabel as nib
 
+    from .nifti import label_table_extension
+
     affine = np.asarray(geometry.source_affine_ras, float)
-    img = nib.Nifti1Image(np.asarray(geometry.to_source(data)), affine)
+    img = nib.Nifti1Image(source, affine)
     header = geometry.source_header
     if geometry.source_format == "nifti" and "sform_code" in header:
         sform = header.get("sform") or affine
@@ -85,16 +144,10 @@ def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = 
     else:  # DICOM / ITK / layer: scanner coordinates
         img.set_sform(affine, code=1)
         img.set_qform(affine, code=1)
-    img.header.set_data_dtype(data.dtype)
+    img.header.set_data_dtype(source.dtype)
     img.header["descrip"] = b"napari-medseg labels"
+    img.header.extensions.append(label_table_extension(label_set))
 
-    if label_set is None:
-        top = int(data.max()) if data.size else 0
-        label_set = LabelSet.numbered(top)
-    else:
-        unknown = sorted(set(np.unique(data).tolist()) - set(label_set.names))
-        if unknown:
-            warnings.warn(f"label values {unknown} are not named in label set {label_set.name!r}", VolumeWarning, stacklevel=2)
     sidecar = path.with_name(path.name[: -len(ext)] + ".json")
     if geometry.source_path and _same_file(sidecar, geometry.source_path):
         raise ValueError(f"refusing to overwrite the source {sidecar} with the label sidecar")
