@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
     from napari_medseg.io import read_volume
-    from napari_medseg.protocol import run_protocol
+    from napari_medseg.retrain.protocol import run_protocol
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ import torch
 
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
-from training.finetune import FinetuneProgress, FinetuneResult, finetune, run_finetune
+from napari_medseg.retrain.finetune import FinetuneProgress, FinetuneResult, finetune, run_finetune
 
 from training_fixtures import sample_arrays
 
@@ -120,7 +120,7 @@ def test_bad_input_is_clear(ct):
 
 
 def test_random_crops_stay_aligned_and_find_small_organs():
-    from training.finetune import _random_crops
+    from napari_medseg.retrain.finetune import _random_crops
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.zeros(6, 128, 128, dtype=torch.int64)

@@ -7,16 +7,16 @@ import pytest
 
 from napari_medseg.checkpoint import file_sha256, read_checkpoint_info, save_checkpoint
 from napari_medseg.cli import main
-from napari_medseg.datastore import CorrectionStore
+from napari_medseg.retrain.datastore import CorrectionStore
 from napari_medseg.io import read_volume
 from napari_medseg.labels import SYNAPSE
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
 from napari_medseg.progress import drive
-from napari_medseg.retrain import (
+from napari_medseg.retrain.loop import (
     StartFrom, evenly_spaced_slices, next_version_path, rank_uncertain_slices, retrain_volume,
 )
-from training.metrics import dice
+from napari_medseg.retrain.dice import dice
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from napari_medseg.preprocess import Preprocessing
-from training.augment import AugmentConfig
+from napari_medseg.retrain.augment import AugmentConfig
 from training.engine import build_optimizer, load_recipe, recipe_label_set
-from training.losses import DiceCELoss
+from napari_medseg.retrain.losses import DiceCELoss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 

@@ -10,7 +10,7 @@ import torch
 from napari_medseg.checkpoint import load_checkpoint, read_checkpoint_info
 from napari_medseg.models import TINY_CONFIGS
 from training.engine import Trainer, dataset_dice, lr_factor, state_path_for
-from training.datasets import pad_collate
+from napari_medseg.retrain.slices import pad_collate
 from training.state import load_train_state
 
 from training_fixtures import make_nnunet, make_synapse

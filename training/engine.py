@@ -40,14 +40,15 @@ from torch.utils.data import DataLoader
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing
+from napari_medseg.retrain.augment import AugmentConfig, augment_batch
+from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
+from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.slices import pad_collate
+from napari_medseg.retrain.step import train_step
 
 from training import ddp
-from training.augment import AugmentConfig, augment_batch
-from training.datasets import build_dataset, pad_collate
-from training.losses import DiceCELoss
-from training.metrics import batch_dice, dice_from_counts
+from training.datasets import build_dataset
 from training.state import load_train_state, save_train_state
-from training.step import train_step
 
 Hook = Callable[..., None]
 
@@ -360,7 +361,7 @@ class Trainer:
         if self.is_main:
             loader = DataLoader(self.val_set, batch_size=self.batch_size, collate_fn=pad_collate)
             dice = dataset_dice(self.model, loader, self.label_set.num_classes, self.device, self.precision)
-            mean = float(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else math.nan
+            mean = mean_foreground(dice)
             logger.log(step=self.step, epoch=self.epoch, loss=losses[-1] if losses else math.nan, val_dice=round(mean, 4))
             self._emit("validate", step=self.step, dice=mean)
             if self.best_dice is None or mean > self.best_dice:

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medseg.io import read_volume, write_labels
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.overlay import overlay_grid, save_png
-    from napari_medseg.protocol import _unused, run_protocol
+    from napari_medseg.retrain.protocol import _unused, run_protocol
 
     t0 = time.monotonic()
     out = Path(args.output_dir)

@@ -69,9 +69,9 @@ def load_pair(image_path: str, labels_path: str, frame: int | None):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
-    from napari_medseg.retrain import StartFrom, retrain_volume
+    from napari_medseg.retrain.loop import StartFrom, retrain_volume
 
     if args.model and not args.label_set:
         raise CommandError("--model needs --label-set (e.g. --label-set synapse)")

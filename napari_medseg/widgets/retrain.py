@@ -221,7 +221,7 @@ class RetrainWidget(QWidget):
         self.update_ledger_view(layer)
 
     def suggest_next_slice(self):
-        from napari_medseg.retrain import rank_uncertain_slices
+        from napari_medseg.retrain.loop import rank_uncertain_slices
 
         layer = self.labels_layer()
         unc = self._uncertainty.get(_key(layer)) if layer is not None else None
@@ -235,7 +235,7 @@ class RetrainWidget(QWidget):
 
     # ------------------------------------------------------------ fine-tune
     def _start(self):
-        from napari_medseg.retrain import StartFrom
+        from napari_medseg.retrain.loop import StartFrom
 
         choice = self.start_combo.currentText()
         if choice in SCRATCH:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
@@ -247,7 +247,7 @@ class RetrainWidget(QWidget):
 
         from napari.qt.threading import create_worker
 
-        from napari_medseg.retrain import retrain_volume
+        from napari_medseg.retrain.loop import retrain_volume
 
         hide_triton()  # see napari_medseg._torch_compat: triton + Mesa's LLVM segfault
         image, layer = self.image_layer(), self.labels_layer()

@@ -37,7 +37,7 @@ class ProtocolResult:
 
 def untouched_dice(pred: np.ndarray, ref: np.ndarray, corrected, label_set: LabelSet) -> dict[str, float]:
     """Per-organ Dice over the slices not in ``corrected`` (z, y, x arrays)."""
-    from training.metrics import dice
+    from napari_medseg.retrain.dice import dice
 
     rest = [z for z in range(ref.shape[0]) if z not in set(corrected)]
     return {name: dice(pred[rest] == value, ref[rest] == value) for value, name in label_set.organs.items()}
@@ -62,10 +62,10 @@ def run_protocol(
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
     """
-    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.progress import drive
-    from napari_medseg.retrain import StartFrom, evenly_spaced_slices, retrain_volume
+    from napari_medseg.retrain.loop import StartFrom, evenly_spaced_slices, retrain_volume
 
     t0 = time.monotonic()
     corrected = evenly_spaced_slices(image.shape[0], k)
@@ -93,7 +93,7 @@ def _untrained_labels(start, image, device):
     from types import SimpleNamespace
 
     from napari_medseg.inference import run_segmentation, segment_volume
-    from napari_medseg.retrain import prepare_model
+    from napari_medseg.retrain.loop import prepare_model
 
     model, label_set, prep, _ = prepare_model(start, image)
     info = SimpleNamespace(label_set=label_set, preprocessing=prep, model_name=model.model_name, path="untrained")

@@ -49,11 +49,11 @@ from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.progress import drive
 from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size
 
-from training.augment import AugmentConfig, augment_batch
-from training.datasets import SliceDataset
-from training.losses import DiceCELoss
-from training.metrics import batch_dice, dice_from_counts
-from training.step import train_step
+from napari_medseg.retrain.augment import AugmentConfig, augment_batch
+from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
+from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.slices import SliceDataset
+from napari_medseg.retrain.step import train_step
 
 DEFAULT_SCOPE = {"udfa": "adapters", "dcaunet": "decoder"}
 LOSS_WEIGHTS = {"dcaunet": (0.4, 0.6), "udfa": (0.5, 0.5)}
@@ -273,9 +273,7 @@ def finetune(
 
     def evaluate():
         per_class = _native_dice(model, eval_set, preprocessing, multiple, num_classes, dev, precision)
-        fg = per_class[1:]
-        finite = fg[np.isfinite(fg)]
-        return (float(finite.mean()) if finite.size else math.nan), {k + 1: float(v) for k, v in enumerate(fg)}
+        return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
 
     start = time.monotonic()
     ema = None

@@ -10,7 +10,7 @@ One generator, :func:`retrain_volume`, serves the Retrain dock widget (inside a
     result = stop.value         # RetrainResult (or drive(gen))
 
 Steps: (1) the base model is loaded, or built from a scratch preset; (2) it is
-fine-tuned (``training.finetune``) on the corrected slices of this volume plus
+fine-tuned (``napari_medseg.retrain.finetune``) on the corrected slices of this volume plus
 earlier corrections replayed from the :class:`CorrectionStore`; (3) the
 result is saved as a **new checkpoint version** next to its parent (never
 overwriting it), with provenance; (4) the corrections are added to the store;
@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from napari_medseg.datastore import CorrectionStore
+from napari_medseg.retrain.datastore import CorrectionStore
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
 from napari_medseg.userdirs import data_dir
@@ -53,7 +53,7 @@ SCRATCH_SCOPE = {"dcaunet": "all", "udfa": "adapters"}
 SCRATCH_PREPROCESSING = dict(resize_policy="native")
 
 #: Fine-tuning settings from scratch, by model (keyword arguments of
-#: ``training.finetune.finetune``; ``augment`` as ``AugmentConfig`` fields or a bool).
+#: ``napari_medseg.retrain.finetune.finetune``; ``augment`` as ``AugmentConfig`` fields or a bool).
 #: Chosen by measurement on the sample CT, k = 5, 120 s budget, 2 CPU cores
 #: (docs/retrain.md): from scratch in a CPU minute or two the model *underfits*,
 #: so steps per second rule.  Random 64^2 crops (half of them centred on a
@@ -113,7 +113,7 @@ class RetrainResult:
     Attributes:
         checkpoint: :class:`CheckpointInfo` of the new version (``None`` if cancelled before saving).
         model: the fine-tuned model (best weights).
-        finetune: ``training.finetune.FinetuneResult`` (losses, Dice before/after, steps, seconds).
+        finetune: ``napari_medseg.retrain.finetune.FinetuneResult`` (losses, Dice before/after, steps, seconds).
         labels: uint8 ``(z, y, x)``: corrected slices unchanged, the rest re-segmented.
         uncertainty: float16 ``(z, y, x)`` (0 on corrected slices).
         corrected: the slice indices trained on (and kept).
@@ -245,12 +245,12 @@ def retrain_volume(
         should_stop: callable polled every step; when it returns True, fine-tuning
             stops early and the best weights so far are saved and used (a
             "stop now" button).  Closing the generator instead aborts everything.
-        finetune_options: keyword arguments for ``training.finetune.finetune``, over
+        finetune_options: keyword arguments for ``napari_medseg.retrain.finetune.finetune``, over
             the defaults of :data:`SCRATCH_TRAINING` / :data:`CHECKPOINT_TRAINING`.
     """
     from napari_medseg.checkpoint import save_checkpoint
     from napari_medseg.inference import segment_volume
-    from training.finetune import FinetuneResult, finetune
+    from napari_medseg.retrain.finetune import FinetuneResult, finetune
 
     t0 = time.monotonic()
     image = np.asarray(image)
@@ -265,7 +265,7 @@ def retrain_volume(
     options["lr"] = lr or options["lr"]
     options["batch_size"] = batch_size or options["batch_size"]
     if isinstance(options.get("augment"), dict):
-        from training.augment import AugmentConfig
+        from napari_medseg.retrain.augment import AugmentConfig
 
         options["augment"] = AugmentConfig.from_dict(options["augment"])
     scope = scope or (SCRATCH_SCOPE.get(model.model_name, "all") if scratch else None)
