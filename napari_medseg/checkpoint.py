@@ -65,14 +65,6 @@ class CheckpointInfo:
     def num_classes(self) -> int:
         return int(self.model_config["num_classes"])
 
-    def describe(self) -> str:
-        """One line for GUIs and logs."""
-        date = self.provenance.get("date", "?")
-        return (
-            f"{self.model_name} model, {self.num_classes} classes (label set {self.label_set.name!r}), "
-            f"{self.preprocessing.modality.upper()}, saved {date}, sha256 {self.sha256[:12]}"
-        )
-
 
 def file_sha256(path) -> str:
     """Hex SHA-256 of a file's bytes."""

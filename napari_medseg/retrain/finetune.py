@@ -4,8 +4,8 @@
 ``thread_worker``, the CLI in tqdm, tests call it directly::
 
     result = FinetuneResult()
-    gen = finetune(model, images=[...], labels=[...], preprocessing=prep,
-                   time_budget_s=60, result=result)
+    data = FinetuneData(images=[...], labels=[...], preprocessing=prep)
+    gen = finetune(model, data, FinetuneConfig(time_budget_s=60), result=result)
     for progress in gen:            # FinetuneProgress(step, total_steps, elapsed_s, budget_s, loss, lr)
         ...                         # gen.close() cancels
     # the model now holds the best weights; ``result`` says what happened.
@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -48,16 +49,34 @@ import torch
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.progress import drive
 from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size
-
 from napari_medseg.retrain.augment import AugmentConfig, augment_batch
+from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
 from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.schedule import warmup_cosine
 from napari_medseg.retrain.slices import SliceDataset
 from napari_medseg.retrain.step import train_step
 
-DEFAULT_SCOPE = {"udfa": "adapters", "dcaunet": "decoder"}
-LOSS_WEIGHTS = {"dcaunet": (0.4, 0.6), "udfa": (0.5, 0.5)}
-DEFAULT_STEPS = 200
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """What :func:`finetune` learns from.
+
+    Args:
+        images: raw ``(H, W)`` slices (HU for CT) of one volume.
+        labels: ``(H, W)`` integer label slices (the user's corrected truth).
+        preprocessing: the checkpoint's preprocessing (intensity and resize policy).
+        replay: earlier corrections, ``[(images (n,H,W) raw, labels (n,H,W), ...), ...]``
+            (e.g. ``CorrectionStore.replay``); mixed into every batch.
+        value_range: the whole volume's ``intensity_range`` (MR; ignored for CT);
+            default: computed from the given slices.
+    """
+
+    images: Sequence[np.ndarray]
+    labels: Sequence[np.ndarray]
+    preprocessing: Preprocessing
+    replay: Sequence = ()
+    value_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,212 +144,55 @@ class FinetuneResult:
                 named[name].copy_(value.to(named[name].device))
 
 
+def family_defaults(model):
+    """The model's :class:`~napari_medseg.models.spec.FamilySpec`, or ``None`` for an unregistered model."""
+    from napari_medseg.models import family_spec
+
+    try:
+        return family_spec(getattr(model, "model_name", ""))
+    except ValueError:
+        return None
+
+
 def default_scope(model) -> str:
-    return DEFAULT_SCOPE.get(getattr(model, "model_name", ""), "all")
+    spec = family_defaults(model)
+    return spec.finetune_scope if spec is not None else "all"
 
 
-def finetune(
-    model,
-    *,
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    preprocessing: Preprocessing,
-    scope: str | None = None,
-    steps: int | None = None,
-    time_budget_s: float | None = None,
-    replay: Sequence | None = None,
-    replay_fraction: float = 0.5,
-    augment: bool | AugmentConfig = True,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    warmup_fraction: float = 0.05,
-    loss_weights: tuple[float, float] | None = None,
-    grad_clip: float | None = 1.0,
-    device="auto",
-    precision: str = "auto",
-    seed: int = 0,
-    validation_fraction: float = 0.2,
-    min_slices_for_validation: int = 8,
-    eval_every: int | None = None,
-    value_range: tuple[float, float] | None = None,
-    crop_size: int | None = None,
-    crop_foreground: float = 0.5,
-    result: FinetuneResult | None = None,
-) -> Iterator[FinetuneProgress]:
-    """Fine-tune ``model`` in place on corrected slices; yields progress, returns ``result``.
+def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
+             result: FinetuneResult | None = None) -> Iterator[FinetuneProgress]:
+    """Fine-tune ``model`` in place on ``data``; yields :class:`FinetuneProgress`, returns ``result``.
 
     Args:
         model: a ``build_model`` / ``load_checkpoint`` model (``size_multiple``, ``model_name``).
-        images: raw ``(H, W)`` slices (HU for CT) of one volume.
-        labels: ``(H, W)`` integer label slices (the user's corrected truth).
-        preprocessing: the checkpoint's preprocessing (intensity and resize policy).
-        scope: ``"adapters" | "decoder" | "all"``; default by model family.
-        steps / time_budget_s: stop after whichever comes first (default: 200 steps).  The
-            time budget bounds the optimisation loop; the before/after Dice (one forward
-            pass over the evaluation slices each) comes on top.  At least one step runs.
-        replay: earlier corrections, ``[(images (n,H,W) raw, labels (n,H,W), ...), ...]``
-            (e.g. ``CorrectionStore.replay``); mixed into every batch.
-        replay_fraction: share of each batch drawn from ``replay`` (when given).
-        augment: ``True`` (:meth:`AugmentConfig.finetune`), ``False``, or a config.
-        batch_size, lr, weight_decay: AdamW settings; lr warms up over
-            ``warmup_fraction`` of the budget, then decays (cosine) to 0.
-        loss_weights: ``(ce, dice)``; default by family (DCAU-Net 0.4/0.6, U-DFA 0.5/0.5).
-        device, precision: see ``napari_medseg.device``; the model returns to its original device.
-        seed: seeds the split, sampling and augmentation.
-        validation_fraction, min_slices_for_validation: held-out split (see module docstring).
-        eval_every: steps between held-out evaluations / best-loss checks (default ~ budget / 20).
-        value_range: the whole volume's ``intensity_range`` (MR; ignored for CT);
-            default: computed from the given slices.
-        crop_size: train on random ``crop_size``^2 crops (a multiple of the model's
-            ``size_multiple``) of the model-size slices instead of whole slices: more
-            steps per second; ``None`` = whole slices.  Evaluation and inference stay whole.
-        crop_foreground: share of crops centred on a pixel of a random organ present in
-            the slice (class-balanced: small organs are picked as often as large ones).
+        data: :class:`FinetuneData` (corrected slices, preprocessing, replay).
+        config: :class:`~napari_medseg.retrain.config.FinetuneConfig` (default: its defaults).
+            The time budget bounds the optimisation loop; the before/after Dice (one forward
+            pass over the evaluation slices each) comes on top.  The model returns to its
+            original device, trainable flags and train/eval mode.
         result: a :class:`FinetuneResult` to fill (pass one to keep it across cancel).
     """
-    from napari_medseg.models import freeze_except
-
+    config = config if config is not None else FinetuneConfig()
     result = result if result is not None else FinetuneResult()
-    images = [np.asarray(im) for im in images]
-    labels = [np.asarray(lab) for lab in labels]
-    _check_slices(images, labels, model)
-    if steps is None and time_budget_s is None:
-        steps = DEFAULT_STEPS
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if time_budget_s is not None and time_budget_s <= 0:
-        raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
-    scope = scope or default_scope(model)
-    result.scope = scope
-    dev = pick_device(device) if not isinstance(device, torch.device) else device
-    precision = resolve_precision(dev, precision)
-    home = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    multiple = int(model.size_multiple)
-    num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
-
-    # split
-    n = len(images)
-    order = torch.randperm(n, generator=gen).tolist()
-    n_val = int(round(validation_fraction * n)) if n >= min_slices_for_validation else 0
-    val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-    result.train_indices, result.held_out_indices = train_idx, val_idx
-    result.dice_on = "held-out" if val_idx else "training"
-
-    # tensors, prepared once
-    if value_range is None and preprocessing.modality == "mr":
-        value_range = intensity_range(np.concatenate([im.ravel() for im in images]), preprocessing)
-    norm = [normalize(im, preprocessing, value_range) for im in images]
-    pool_images, pool_labels, weights = [], [], []
-    for i in train_idx:
-        pool_images.append(norm[i])
-        pool_labels.append(labels[i])
-    n_new = len(pool_images)
-    for item in replay or []:
-        r_images, r_labels = np.asarray(item[0]), np.asarray(item[1])
-        r_range = intensity_range(r_images, preprocessing) if preprocessing.modality == "mr" else None
-        for im, lab in zip(r_images, r_labels):
-            pool_images.append(normalize(im, preprocessing, r_range))
-            pool_labels.append(lab)
-    n_replay = len(pool_images) - n_new
-    if n_replay and n_new:
-        weights = [(1 - replay_fraction) / n_new] * n_new + [replay_fraction / n_replay] * n_replay
-    else:
-        weights = [1.0] * len(pool_images)
-    x_train, y_train = (t.to(dev) for t in SliceDataset(pool_images, pool_labels, preprocessing, multiple).tensors())
-    if crop_size is not None and (crop_size < multiple or crop_size % multiple):
-        raise ValueError(f"crop_size must be a positive multiple of {multiple}, got {crop_size}")
-    if crop_size is not None and crop_size >= min(x_train.shape[-2:]):
-        crop_size = None  # slices no larger than the crop: train on whole slices
-    sample_weights = torch.tensor(weights, dtype=torch.float64)
-    eval_set = [(norm[i], labels[i]) for i in (val_idx or train_idx)]
-    if num_classes is None:
-        num_classes = int(max(int(lab.max()) for lab in labels)) + 1
-    max_label = max(int(y_train.max()), max(int(lab.max()) for lab in labels))
-    if max_label >= num_classes:
-        raise ValueError(f"labels go up to {max_label} but the model predicts {num_classes} classes")
-
-    # model, optimiser, loss
+    run = _prepare(model, data, config, result)
     saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.to(dev)
-    trainable = freeze_except(model, scope)
-    trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 needs loss scaling
-    ce_w, dice_w = loss_weights or LOSS_WEIGHTS.get(getattr(model, "model_name", ""), (0.5, 0.5))
-    loss_fn = DiceCELoss(num_classes, ce_w, dice_w)
-    aug = AugmentConfig.finetune() if augment is True else (augment or None)
-    total = steps
-    budget_every = eval_every or max(5, (steps or 200) // 20)
-
-    def snapshot():
-        state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if name in trainable_names}
-        state.update({name: b.detach().to("cpu", copy=True) for name, b in model.named_buffers()})
-        return state
-
-    def evaluate():
-        per_class = _native_dice(model, eval_set, preprocessing, multiple, num_classes, dev, precision)
-        return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
-
+    was_training, home = model.training, next(model.parameters()).device
+    model.to(run.device)
+    _setup_training(model, config, run)
     start = time.monotonic()
-    ema = None
     try:
-        result.dice_before, result.per_class_before = evaluate()
-        result.best_state, result.best_step = snapshot(), 0
-        result.best_score = result.dice_before if val_idx else math.inf
-        model.train()
-        step = 0
-        train_start = time.monotonic()  # the budget bounds the optimisation loop (at least one step)
-        while True:
-            elapsed = time.monotonic() - train_start
-            fraction = _fraction(step, elapsed, steps, time_budget_s)
-            if fraction >= 1.0 and step > 0:
-                result.stopped_by = "steps" if steps is not None and step >= steps else "time"
-                break
-            idx = torch.multinomial(sample_weights, batch_size, replacement=True, generator=gen)
-            xb, yb = x_train[idx.to(dev)], y_train[idx.to(dev)]
-            if crop_size is not None:
-                xb, yb = _random_crops(xb, yb, crop_size, crop_foreground, gen)
-            if aug is not None:
-                xb, yb = augment_batch(xb, yb, aug, gen)
-            current_lr = lr * _schedule(fraction, warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = current_lr
-            value = train_step(model, xb, yb, loss_fn, optimizer, scaler=scaler, precision=precision,
-                               grad_clip=grad_clip, params=trainable)
-            step += 1
-            result.losses.append(value)
-            result.steps = step
-            result.final_loss = value
-            ema = value if ema is None else 0.9 * ema + 0.1 * value
-            if step % budget_every == 0:
-                if val_idx:
-                    score, _ = evaluate()
-                    model.train()
-                    if score > result.best_score:
-                        result.best_score, result.best_state, result.best_step = score, snapshot(), step
-                elif ema < result.best_score:
-                    result.best_score, result.best_state, result.best_step = ema, snapshot(), step
-            elapsed = time.monotonic() - train_start
-            yield FinetuneProgress(step, total, elapsed, time_budget_s, value, current_lr,
-                                   min(1.0, _fraction(step, elapsed, steps, time_budget_s)))
-        # the end of the budget: compare the last weights with the best so far
-        if val_idx:
-            score, _ = evaluate()
-            if score > result.best_score:
-                result.best_score, result.best_state, result.best_step = score, snapshot(), result.steps
-        elif ema is not None and ema <= result.best_score:
-            result.best_score, result.best_state, result.best_step = ema, snapshot(), result.steps
+        result.dice_before, result.per_class_before = _evaluate(model, run)
+        result.best_state, result.best_step = _snapshot(model, run), 0
+        result.best_score = result.dice_before if run.val_idx else math.inf
+        yield from _train(model, config, run, result)
+        _keep_if_better(model, run, result, result.steps, final=True)
     except GeneratorExit:
         result.stopped_by = "cancelled"
         raise
     finally:
         result.apply(model)
         try:
-            result.dice_after, result.per_class_after = evaluate()
+            result.dice_after, result.per_class_after = _evaluate(model, run)
         finally:
             for name, p in model.named_parameters():
                 p.requires_grad_(saved_flags[name])
@@ -339,6 +201,136 @@ def finetune(
             result.seconds = time.monotonic() - start
             result.done = True
     return result
+
+
+def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: FinetuneResult) -> SimpleNamespace:
+    """Check the slices, split them, and stack the training pool as tensors on the device (once)."""
+    images = [np.asarray(im) for im in data.images]
+    labels = [np.asarray(lab) for lab in data.labels]
+    _check_slices(images, labels, model)
+    prep = data.preprocessing
+    result.scope = config.scope or default_scope(model)
+    dev = pick_device(config.device) if not isinstance(config.device, torch.device) else config.device
+    run = SimpleNamespace(device=dev, precision=resolve_precision(dev, config.precision), prep=prep,
+                          multiple=int(model.size_multiple), scope=result.scope, steps=config.step_budget,
+                          gen=torch.Generator().manual_seed(config.seed))
+    torch.manual_seed(config.seed)
+    n = len(images)
+    order = torch.randperm(n, generator=run.gen).tolist()
+    n_val = int(round(config.validation_fraction * n)) if n >= config.min_slices_for_validation else 0
+    run.val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
+    result.train_indices, result.held_out_indices = train_idx, run.val_idx
+    result.dice_on = "held-out" if run.val_idx else "training"
+    value_range = data.value_range
+    if value_range is None and prep.modality == "mr":
+        value_range = intensity_range(np.concatenate([im.ravel() for im in images]), prep)
+    norm = [normalize(im, prep, value_range) for im in images]
+    pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple)
+    n_new = len(pool)
+    for item in data.replay or []:
+        r_images = np.asarray(item[0])
+        r_range = intensity_range(r_images, prep) if prep.modality == "mr" else None
+        replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range)
+        pool.images += replayed.images
+        pool.labels += replayed.labels
+    n_replay = len(pool) - n_new
+    if n_replay and n_new:
+        f = config.replay_fraction
+        weights = [(1 - f) / n_new] * n_new + [f / n_replay] * n_replay
+    else:
+        weights = [1.0] * len(pool)
+    run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
+    run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
+    run.sample_weights = torch.tensor(weights, dtype=torch.float64)
+    run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
+    num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
+    run.num_classes = num_classes if num_classes is not None else int(max(int(lab.max()) for lab in labels)) + 1
+    max_label = max(int(run.y_train.max()), max(int(lab.max()) for lab in labels))
+    if max_label >= run.num_classes:
+        raise ValueError(f"labels go up to {max_label} but the model predicts {run.num_classes} classes")
+    return run
+
+
+def _crop_size(crop_size: int | None, multiple: int, shape) -> int | None:
+    if crop_size is not None and (crop_size < multiple or crop_size % multiple):
+        raise ValueError(f"crop_size must be a positive multiple of {multiple}, got {crop_size}")
+    if crop_size is not None and crop_size >= min(shape):
+        return None  # slices no larger than the crop: train on whole slices
+    return crop_size
+
+
+def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None:
+    """Freeze outside the scope; AdamW over the trainable parameters, loss, scaler and augmentation."""
+    from napari_medseg.models import freeze_except
+
+    run.trainable = freeze_except(model, run.scope)
+    run.trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
+    run.optimizer = torch.optim.AdamW(run.trainable, lr=config.lr, weight_decay=config.weight_decay)
+    run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None  # fp16 needs loss scaling
+    spec = family_defaults(model)
+    ce_w, dice_w = config.loss_weights or (spec.loss_weights if spec is not None else (0.5, 0.5))
+    run.loss_fn = DiceCELoss(run.num_classes, ce_w, dice_w)
+    run.augment = AugmentConfig.finetune() if config.augment is True else (config.augment or None)
+    run.check_every = config.eval_every or max(5, (run.steps or 200) // 20)
+
+
+def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: FinetuneResult) -> Iterator[FinetuneProgress]:
+    """The optimisation loop: sample, crop, augment, step; keep the best weights every ``check_every``."""
+    model.train()
+    step, ema, budget = 0, None, config.time_budget_s
+    train_start = time.monotonic()  # the budget bounds the optimisation loop (at least one step)
+    while True:
+        fraction = _fraction(step, time.monotonic() - train_start, run.steps, budget)
+        if fraction >= 1.0 and step > 0:
+            result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
+            break
+        idx = torch.multinomial(run.sample_weights, config.batch_size, replacement=True, generator=run.gen)
+        xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
+        if run.crop_size is not None:
+            xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)
+        if run.augment is not None:
+            xb, yb = augment_batch(xb, yb, run.augment, run.gen)
+        current_lr = config.lr * warmup_cosine(fraction, config.warmup_fraction)
+        for group in run.optimizer.param_groups:
+            group["lr"] = current_lr
+        value = train_step(model, xb, yb, run.loss_fn, run.optimizer, scaler=run.scaler, precision=run.precision,
+                           grad_clip=config.grad_clip, params=run.trainable)
+        step += 1
+        result.losses.append(value)
+        result.steps, result.final_loss = step, value
+        ema = value if ema is None else 0.9 * ema + 0.1 * value
+        run.ema = ema
+        if step % run.check_every == 0:
+            _keep_if_better(model, run, result, step)
+            model.train()
+        elapsed = time.monotonic() - train_start
+        yield FinetuneProgress(step, run.steps, elapsed, budget, value, current_lr,
+                               min(1.0, _fraction(step, elapsed, run.steps, budget)))
+
+
+def _keep_if_better(model, run: SimpleNamespace, result: FinetuneResult, step: int, final: bool = False) -> None:
+    """Snapshot the weights when the held-out Dice rose (or, without held-out slices, the loss EMA fell)."""
+    if run.val_idx:
+        score, _ = _evaluate(model, run)
+        if score > result.best_score:
+            result.best_score, result.best_state, result.best_step = score, _snapshot(model, run), step
+        return
+    ema = getattr(run, "ema", None)
+    if ema is not None and (ema <= result.best_score if final else ema < result.best_score):
+        result.best_score, result.best_state, result.best_step = ema, _snapshot(model, run), step
+
+
+def _snapshot(model, run: SimpleNamespace) -> dict:
+    """CPU copies of the trainable parameters and of every buffer."""
+    state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if name in run.trainable_names}
+    state.update({name: b.detach().to("cpu", copy=True) for name, b in model.named_buffers()})
+    return state
+
+
+def _evaluate(model, run: SimpleNamespace) -> tuple[float, dict]:
+    """``(mean foreground Dice, {label: dice})`` on the evaluation slices, at native size."""
+    per_class = _native_dice(model, run.eval_set, run.prep, run.multiple, run.num_classes, run.device, run.precision)
+    return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
 
 
 def run_finetune(gen, callback=None) -> FinetuneResult:
@@ -356,14 +348,6 @@ def _fraction(step: int, elapsed: float, steps: int | None, budget: float | None
     if budget is not None:
         parts.append(elapsed / budget)
     return max(parts)
-
-
-def _schedule(fraction: float, warmup: float) -> float:
-    """Linear warm-up, then cosine decay to 0, as a function of budget fraction."""
-    if warmup > 0 and fraction < warmup:
-        return max(fraction / warmup, 0.05)
-    progress = (fraction - warmup) / max(1e-9, 1 - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _check_slices(images, labels, model) -> None:
