@@ -165,7 +165,7 @@ def test_config_rejects_unknown_keys_and_bad_budgets():
         FinetuneConfig(steps=0)
     with pytest.raises(ValueError, match="precision must be one of"):
         FinetuneConfig(precision="fp8")
-    config = FinetuneConfig.from_dict({"augment": {"flip": True}, "loss_weights": [0.4, 0.6]})
+    config = FinetuneConfig.from_dict({"augment": {"p_flip": 0.5}, "loss_weights": [0.4, 0.6]})
     assert type(config.augment).__name__ == "AugmentConfig" and config.loss_weights == (0.4, 0.6)
     assert FinetuneConfig().step_budget == 200 and FinetuneConfig(time_budget_s=5).step_budget is None
     with pytest.raises(ValueError, match="lr must be"):

@@ -111,8 +111,9 @@ def test_no_corrections_message(setup):
     assert "No corrected" in widget.status.text()
 
 
-def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch):
-    """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
+@pytest.fixture
+def scratch_dock(make_napari_viewer, tmp_path, monkeypatch):
+    """The dock on the sample CT (no checkpoint) with a new, empty labels layer: ``(image, widget, labels)``."""
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer()
     image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
@@ -120,7 +121,12 @@ def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch
     _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
     widget.image_combo.setCurrentText(image.name)
     widget.new_labels_btn.click()
-    labels = viewer.layers[f"{image.name} labels"]
+    return image, widget, viewer.layers[f"{image.name} labels"]
+
+
+def test_new_labels_layer_from_scratch(scratch_dock):
+    """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
+    image, widget, labels = scratch_dock
     assert labels.data.shape == image.data.shape and not labels.data.any()
     np.testing.assert_allclose(labels.scale, image.scale)
     np.testing.assert_allclose(labels.translate, image.translate)
@@ -131,7 +137,7 @@ def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch
     assert labels.metadata["medseg"]["locked_slices"] == [7]
 
 
-def test_options_come_from_the_specs_and_undo_is_capped(make_napari_viewer, tmp_path, monkeypatch):
+def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):
     """The dock lists what the CLI lists (family specs, labels.BUILTIN); undo keeps the last 3 volumes."""
     import argparse
 
@@ -140,14 +146,7 @@ def test_options_come_from_the_specs_and_undo_is_capped(make_napari_viewer, tmp_
     from napari_medseg.models.spec import PRECISIONS
     from napari_medseg.widgets.retrain import HISTORY_CAP
 
-    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
-    viewer = make_napari_viewer()
-    image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
-    viewer.layers.remove("organs")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
-    widget.image_combo.setCurrentText(image.name)
-    widget.new_labels_btn.click()
-    labels = viewer.layers[f"{image.name} labels"]
+    _, widget, labels = scratch_dock
 
     parser = argparse.ArgumentParser()
     finetune_command.add_arguments(parser)

@@ -45,6 +45,9 @@ class FamilySpec:
         checkpoint_recipe / scratch_recipe: ``FinetuneConfig`` fields over its defaults,
             fine-tuning from a checkpoint / from scratch (chosen by measurement, docs/retrain.md).
         precisions: mixed-precision modes.
+        external_weights: the config key naming weights loaded from outside the checkpoint
+            (U-DFA: ``"backbone_weights"``, DINOv2); a checkpoint stores them, so it rebuilds
+            with that key set to ``None``.
     """
 
     name: str
@@ -61,6 +64,7 @@ class FamilySpec:
     checkpoint_recipe: Mapping
     scratch_recipe: Mapping
     precisions: tuple[str, ...] = PRECISIONS
+    external_weights: str | None = None
 
     def __post_init__(self):
         for scope in (self.finetune_scope, self.scratch_scope):

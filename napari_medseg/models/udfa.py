@@ -242,4 +242,5 @@ SPEC = FamilySpec(
     loss_weights=(0.5, 0.5),
     checkpoint_recipe=frozen(dict(lr=3e-4, batch_size=8)),
     scratch_recipe=frozen(dict(lr=2e-3, batch_size=8, augment=False)),
+    external_weights="backbone_weights",
 )

@@ -143,11 +143,11 @@ def prepare_model(start: StartFrom, image: np.ndarray):
     prep = Preprocessing(modality=modality, resize_policy=spec.scratch_resize_policy)
     config = spec.scratch_config()
     config.update(start.model_config or {})
-    if start.model_name == "udfa":
-        config.setdefault("backbone_weights", start.backbone_weights)
+    if spec.external_weights:
+        config.setdefault(spec.external_weights, start.backbone_weights)
     model = build_model(start.model_name, label_set.num_classes, **config)
-    if start.model_name == "udfa":
-        model.config["backbone_weights"] = None  # the checkpoint carries the backbone itself
+    if spec.external_weights:
+        model.config[spec.external_weights] = None  # the checkpoint carries those weights itself
     return model, label_set, prep, None
 
 
@@ -200,7 +200,7 @@ def retrain_volume(
             mixes its earlier entries (same label set, other sources) into training.
         output: path of the new checkpoint; default :func:`next_version_path`.
             Never overwrites an existing file.
-        resegment: re-segment unlocked slices afterwards (on ``options["device"]``).
+        resegment: re-segment unlocked slices afterwards (with ``options``' device and precision).
         should_stop: callable polled every step; when it returns True, fine-tuning
             stops early and the best weights so far are saved and used (a
             "stop now" button).  Closing the generator instead aborts everything.
@@ -220,7 +220,7 @@ def retrain_volume(
     )
     _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result)
     if resegment:
-        yield from _resegment(model, image, labels, config.device, result)
+        yield from _resegment(model, image, labels, config, result)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -292,12 +292,12 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
               label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality)
 
 
-def _resegment(model, image, labels, device, result) -> Iterator[RetrainProgress]:
-    """Phase 3: re-segment the unlocked slices; the corrected ones are copied unchanged."""
+def _resegment(model, image, labels, config, result) -> Iterator[RetrainProgress]:
+    """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are copied."""
     from napari_medseg.inference import segment_volume
 
-    seg = segment_volume(image, [(model, result.checkpoint)], device=device, locked=result.corrected,
-                         previous=labels.astype(np.uint8, copy=False))
+    seg = segment_volume(image, [(model, result.checkpoint)], device=config.device, precision=config.precision,
+                         locked=result.corrected, previous=labels.astype(np.uint8, copy=False))
     try:
         while True:
             p = next(seg)
