@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
     from napari_medseg.io import read_volume
-    from napari_medseg.protocol import run_protocol
+    from napari_medseg.retrain.protocol import run_protocol
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(args.model_config) if args.model_config else None
-    options = json.loads(args.finetune_options) if args.finetune_options else None
+    options = json.loads(args.finetune_options) if args.finetune_options else {}
+    options.update({k: v for k, v in dict(lr=args.lr, batch_size=args.batch_size).items() if v is not None})
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); budget {args.time_budget:.0f} s of fine-tuning per run")
     repeat_ks = {int(v) for v in args.repeat_ks.split(",")} if args.repeat_ks else None
@@ -95,8 +96,7 @@ def main(argv=None) -> int:
             for seed in range(seeds):
                 load = os.getloadavg()[0]
                 r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
-                                 model_config=config, device="cpu", seed=seed, lr=args.lr, batch_size=args.batch_size,
-                                 finetune_options=options)
+                                 model_config=config, device="cpu", seed=seed, options=options)
                 row = dict(model=model, k=k, seed=seed, mean_dice=r.mean_dice, seconds=r.seconds, steps=r.steps,
                            dice=r.dice, corrected=r.corrected, load_before=load)
                 results.append(row)

@@ -65,14 +65,6 @@ class CheckpointInfo:
     def num_classes(self) -> int:
         return int(self.model_config["num_classes"])
 
-    def describe(self) -> str:
-        """One line for GUIs and logs."""
-        date = self.provenance.get("date", "?")
-        return (
-            f"{self.model_name} model, {self.num_classes} classes (label set {self.label_set.name!r}), "
-            f"{self.preprocessing.modality.upper()}, saved {date}, sha256 {self.sha256[:12]}"
-        )
-
 
 def file_sha256(path) -> str:
     """Hex SHA-256 of a file's bytes."""
@@ -270,18 +262,19 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models import build_model
+    from .models import build_model, family_spec
     from .models.dinov2_weights import RandomBackboneWarning
 
     info = read_checkpoint_info(path)
     _check_fit(info, label_set, model_name)
     config = dict(info.model_config)
     num_classes = int(config.pop("num_classes"))
-    if info.model_name == "udfa":
-        config["backbone_weights"] = None  # the backbone's weights are in this file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         try:
+            external = family_spec(info.model_name).external_weights
+            if external:
+                config[external] = None  # e.g. U-DFA's backbone: its weights are in this file
             model = build_model(info.model_name, num_classes, **config)
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{info.path.name}: cannot rebuild its {info.model_name!r} model: {err}") from None

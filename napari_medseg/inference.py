@@ -43,8 +43,6 @@ from napari_medseg.preprocess import intensity_range, normalize, to_model_size, 
 #: flips used by test-time augmentation: tensor dims of (B, K, H, W) to flip
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
-UNCERTAINTY_KIND = "normalised softmax entropy (0 = certain, 1 = uniform)"
-
 
 @dataclass(frozen=True)
 class Progress:

@@ -8,11 +8,10 @@ import torch
 
 from napari_medseg.labels import get_label_set
 from napari_medseg.preprocess import Preprocessing, normalize
+from napari_medseg.retrain.slices import SliceDataset, pad_collate
 from training.datasets import (
-    CorrectedSlices,
     acdc_dataset,
     nnunet_dataset,
-    pad_collate,
     patient_names,
     read_nnunet_folder,
     read_synapse_h5_volume,
@@ -135,10 +134,10 @@ def test_patient_names_ranges():
 
 def test_corrected_slices_and_pad_collate(sample_ct, sample_labels):
     image, labels, _ = sample_arrays(sample_ct, sample_labels)
-    ds = CorrectedSlices([image[5], image[20][:90, :100]], [labels[5], labels[20][:90, :100]], NATIVE, 32)
+    ds = SliceDataset.from_raw([image[5], image[20][:90, :100]], [labels[5], labels[20][:90, :100]], NATIVE, 32)
     assert ds[1]["image"].shape == (1, 96, 128)
     batch = pad_collate([ds[0], ds[1]])
     assert batch["image"].shape == (2, 1, 128, 128) and batch["label"].dtype == torch.int64
     assert batch["label"][1, 90:].sum() == 0
     with pytest.raises(ValueError, match="equal 2D"):
-        CorrectedSlices([image[5]], [labels[5][:10]], NATIVE, 32)
+        SliceDataset.from_raw([image[5]], [labels[5][:10]], NATIVE, 32)

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_medseg.datastore import CorrectionStore
+from napari_medseg.retrain.datastore import CorrectionStore
 from napari_medseg.labels import SYNAPSE, ACDC
 
 

@@ -8,7 +8,8 @@ import torch
 
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
-from training.finetune import FinetuneProgress, FinetuneResult, finetune, run_finetune
+from napari_medseg.retrain.config import FinetuneConfig
+from napari_medseg.retrain.finetune import FinetuneData, FinetuneProgress, FinetuneResult, finetune, run_finetune
 
 from training_fixtures import sample_arrays
 
@@ -23,6 +24,12 @@ def ct(sample_ct, sample_labels):
     return image, labels
 
 
+def tune(model, images, labels, preprocessing, replay=(), result=None, **config):
+    """``finetune`` with its data and config spelled as keywords."""
+    return finetune(model, FinetuneData(images, labels, preprocessing, replay=replay), FinetuneConfig(**config),
+                    result=result)
+
+
 def _dcaunet(seed=0):
     torch.manual_seed(seed)
     return build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
@@ -32,7 +39,7 @@ def test_finetune_from_scratch_raises_dice(ct):
     image, labels = ct
     idx = [6, 11, 16, 21, 26]
     model = _dcaunet()
-    gen = finetune(model, images=[image[i] for i in idx], labels=[labels[i] for i in idx], preprocessing=SMALL,
+    gen = tune(model, images=[image[i] for i in idx], labels=[labels[i] for i in idx], preprocessing=SMALL,
                    scope="all", steps=30, batch_size=4, lr=1e-2, device="cpu")
     reports = []
     result = run_finetune(gen, reports.append)
@@ -51,7 +58,7 @@ def test_decoder_scope_freezes_encoder_and_restores_flags(ct):
     model = _dcaunet()
     encoder = [p.detach().clone() for p in model.parameter_groups()["encoder"]]
     decoder = [p.detach().clone() for p in model.parameter_groups()["decoder"]]
-    result = run_finetune(finetune(model, images=[image[15]], labels=[labels[15]], preprocessing=SMALL,
+    result = run_finetune(tune(model, images=[image[15]], labels=[labels[15]], preprocessing=SMALL,
                                    steps=4, batch_size=2, device="cpu"))
     assert result.scope == "decoder"  # the DCAU-Net default
     assert all(torch.equal(a, b) for a, b in zip(encoder, model.parameter_groups()["encoder"]))
@@ -67,7 +74,7 @@ def test_cancel_keeps_best_weights(ct):
     image, labels = ct
     model = _dcaunet()
     result = FinetuneResult()
-    gen = finetune(model, images=[image[10], image[20]], labels=[labels[10], labels[20]], preprocessing=SMALL,
+    gen = tune(model, images=[image[10], image[20]], labels=[labels[10], labels[20]], preprocessing=SMALL,
                    scope="all", steps=1000, eval_every=2, batch_size=2, lr=1e-2, device="cpu", result=result)
     for progress in gen:
         if progress.step == 7:
@@ -87,7 +94,7 @@ def test_held_out_split_and_replay(ct):
     image, labels = ct
     idx = list(range(5, 25, 2))  # 10 slices -> 2 held out
     replay = [(image[26:28].astype(np.float32), labels[26:28], "entry")]
-    result = run_finetune(finetune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
+    result = run_finetune(tune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
                                    preprocessing=SMALL, scope="all", steps=3, batch_size=2, device="cpu",
                                    replay=replay, eval_every=1))
     assert len(result.held_out_indices) == 2 and len(result.train_indices) == 8
@@ -99,7 +106,7 @@ def test_time_budget_and_udfa_adapters(ct):
     image, labels = ct
     model = build_model("udfa", 9, **TINY_CONFIGS["udfa"])
     backbone = [p.detach().clone() for p in model.parameter_groups()["backbone"]]
-    result = run_finetune(finetune(model, images=[image[15]], labels=[labels[15]], preprocessing=NATIVE,
+    result = run_finetune(tune(model, images=[image[15]], labels=[labels[15]], preprocessing=NATIVE,
                                    time_budget_s=1.0, batch_size=2, device="cpu"))
     assert result.scope == "adapters" and result.stopped_by == "time" and result.steps >= 1
     assert all(torch.equal(a, b) for a, b in zip(backbone, model.parameter_groups()["backbone"]))
@@ -111,16 +118,16 @@ def test_time_budget_and_udfa_adapters(ct):
 def test_bad_input_is_clear(ct):
     image, labels = ct
     with pytest.raises(ValueError, match="no corrected slices"):
-        next(finetune(_dcaunet(), images=[], labels=[], preprocessing=NATIVE))
+        next(tune(_dcaunet(), images=[], labels=[], preprocessing=NATIVE))
     with pytest.raises(ValueError, match="no labelled pixels"):
-        next(finetune(_dcaunet(), images=[image[0]], labels=[np.zeros_like(labels[0])], preprocessing=NATIVE))
+        next(tune(_dcaunet(), images=[image[0]], labels=[np.zeros_like(labels[0])], preprocessing=NATIVE))
     with pytest.raises(ValueError, match="classes"):
-        next(finetune(build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"]), images=[image[15]], labels=[labels[15]],
+        next(tune(build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"]), images=[image[15]], labels=[labels[15]],
                       preprocessing=NATIVE, steps=1, device="cpu"))
 
 
 def test_random_crops_stay_aligned_and_find_small_organs():
-    from training.finetune import _random_crops
+    from napari_medseg.retrain.finetune import _random_crops
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.zeros(6, 128, 128, dtype=torch.int64)
@@ -139,10 +146,41 @@ def test_random_crops_stay_aligned_and_find_small_organs():
 def test_finetune_on_crops(ct):
     image, labels = ct
     idx = [6, 16, 26]
-    result = run_finetune(finetune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
+    result = run_finetune(tune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
                                    preprocessing=NATIVE, scope="all", steps=3, batch_size=2, crop_size=64,
                                    augment=False, device="cpu"))
     assert result.steps == 3 and math.isfinite(result.dice_after)
     with pytest.raises(ValueError, match="multiple of 32"):
-        next(finetune(_dcaunet(), images=[image[15]], labels=[labels[15]], preprocessing=NATIVE, crop_size=48,
+        next(tune(_dcaunet(), images=[image[15]], labels=[labels[15]], preprocessing=NATIVE, crop_size=48,
                       steps=1, device="cpu"))
+
+
+def test_config_rejects_unknown_keys_and_bad_budgets():
+    with pytest.raises(ValueError, match=r"unknown fine-tuning keys \['lrate'\]; valid keys: .*'lr'"):
+        FinetuneConfig.from_dict({"lrate": 1e-3})
+    for bad in (math.nan, math.inf, 0, -5.0):
+        with pytest.raises(ValueError, match="time_budget_s must be a finite number > 0"):
+            FinetuneConfig(time_budget_s=bad)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        FinetuneConfig(steps=0)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FinetuneConfig(precision="fp8")
+    config = FinetuneConfig.from_dict({"augment": {"p_flip": 0.5}, "loss_weights": [0.4, 0.6]})
+    assert type(config.augment).__name__ == "AugmentConfig" and config.loss_weights == (0.4, 0.6)
+    assert FinetuneConfig().step_budget == 200 and FinetuneConfig(time_budget_s=5).step_budget is None
+    with pytest.raises(ValueError, match="lr must be"):
+        config.replace(lr=math.nan)
+
+
+def test_family_recipes_are_valid_configs():
+    from napari_medseg.models import family_spec, model_names
+    from napari_medseg.retrain.loop import finetune_config
+
+    for name in model_names():
+        spec = family_spec(name)
+        for scratch in (False, True):
+            config = finetune_config(name, from_scratch=scratch)
+            assert config.scope == (spec.scratch_scope if scratch else None) and config.time_budget_s == 60.0
+            assert config.lr == spec.recipe(scratch)["lr"]
+        assert finetune_config(name, from_scratch=True, options={"steps": 5, "lr": None}).time_budget_s is None
+    assert finetune_config("dcaunet", from_scratch=True).crop_size == 64

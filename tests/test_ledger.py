@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_medseg.ledger import SliceLedger, SliceState
+from napari_medseg.retrain.ledger import SliceLedger, SliceState
 
 
 def make(shape=(6, 8, 8)):

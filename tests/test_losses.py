@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import DiceCELoss, soft_dice_loss
+from napari_medseg.retrain.losses import DiceCELoss, soft_dice_loss
 
 
 def test_weights_combine_ce_and_dice():

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from napari_medseg.retrain.dice import batch_dice, dice, dice_from_counts
 from training.metrics import (
-    batch_dice,
-    dice,
-    dice_from_counts,
     hd95,
     surface,
     transunet_metric_percase,

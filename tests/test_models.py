@@ -227,3 +227,26 @@ def test_udfa_full_size_trainable_share():
     assert model.backbone.patch_embed.grid_size == (16, 16)
     assert [len(model.backbone.blocks), len(model.lgfa)] == [12, 3]
     assert _macs(model) > 22e9  # the ViT-B alone is ~23 GMAC at 224
+
+
+def test_family_specs_agree_with_their_models():
+    """Each family's spec (end of its model file) describes the model it sits beside."""
+    import dataclasses
+
+    from napari_medseg.models import family_spec, fine_tuning_scopes, model_names
+
+    assert model_names() == sorted(list_models())
+    for name in model_names():
+        spec = family_spec(name)
+        model = build_model(name, 3, **spec.tiny_config())
+        assert spec.name == name and spec.size_multiple == model.size_multiple
+        assert set(spec.scopes) <= set(model.parameter_groups()), (name, spec.scopes)
+        assert spec.tiny_config() == TINY_CONFIGS[name] and spec.tiny_config() is not spec.tiny_config()
+        with pytest.raises(TypeError):
+            spec.tiny["dims"] = []  # read-only: a caller cannot change the family's facts
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            spec.finetune_scope = "all"
+        with pytest.raises(ValueError, match="default scope"):
+            dataclasses.replace(spec, finetune_scope="nowhere")
+    assert fine_tuning_scopes() == ["adapters", "all", "decoder", "encoder"]
+    assert family_spec("udfa").external_weights == "backbone_weights" and family_spec("dcaunet").external_weights is None

@@ -7,16 +7,16 @@ import pytest
 
 from napari_medseg.checkpoint import file_sha256, read_checkpoint_info, save_checkpoint
 from napari_medseg.cli import main
-from napari_medseg.datastore import CorrectionStore
+from napari_medseg.retrain.datastore import CorrectionStore
 from napari_medseg.io import read_volume
 from napari_medseg.labels import SYNAPSE
 from napari_medseg.models import TINY_CONFIGS, build_model
 from napari_medseg.preprocess import Preprocessing
 from napari_medseg.progress import drive
-from napari_medseg.retrain import (
+from napari_medseg.retrain.loop import (
     StartFrom, evenly_spaced_slices, next_version_path, rank_uncertain_slices, retrain_volume,
 )
-from training.metrics import dice
+from napari_medseg.retrain.dice import dice
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
     labels[corrected] = ref[corrected]
     store = CorrectionStore(tmp_path / "store")
     gen = retrain_volume(image.array, labels, corrected, start=StartFrom(checkpoint=tiny_checkpoint.path),
-                         spacing=image.geometry.spacing, source="sample", steps=6, time_budget_s=None,
-                         store=store, device="cpu")
+                         spacing=image.geometry.spacing, source="sample", options=dict(steps=6, device="cpu"),
+                         store=store)
     phases = []
     result = drive(gen, lambda p: phases.append(p.phase))
     assert {"fine-tune", "segment"} <= set(phases)
@@ -92,7 +92,7 @@ def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path
     store = CorrectionStore(tmp_path / "store")
     store.add(image.array[[3, 4]], ref[[3, 4]], [3, 4], spacing=(3, 3, 3), source="patient-a", label_set=SYNAPSE.to_dict())
     result = drive(retrain_volume(image.array, ref, [12], start=StartFrom(checkpoint=tiny_checkpoint.path),
-                                  source="patient-b", steps=2, time_budget_s=None, store=store, device="cpu",
+                                  source="patient-b", options=dict(steps=2, device="cpu"), store=store,
                                   resegment=False))
     assert result.replayed_slices == 2
     assert "2 replayed" in result.checkpoint.provenance["data"]
@@ -103,7 +103,7 @@ def test_should_stop_keeps_best_weights_and_saves(sample, tiny_checkpoint, tmp_p
     image, ref = sample
     calls = []
     result = drive(retrain_volume(image.array, ref, [10, 15], start=StartFrom(checkpoint=tiny_checkpoint.path),
-                                  steps=500, time_budget_s=None, store=CorrectionStore(tmp_path / "s"), device="cpu",
+                                  options=dict(steps=500, device="cpu"), store=CorrectionStore(tmp_path / "s"),
                                   resegment=False, should_stop=lambda: calls.append(1) or len(calls) >= 3))
     assert result.finetune.stopped_by == "cancelled"
     assert result.finetune.steps == 3
@@ -150,6 +150,12 @@ def test_cli_finetune_refuses_overwrite_and_bad_slices(sample_ct, sample_labels,
     assert main(["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--model", "dcaunet",
                  "--slices", "3", "-o", str(tmp_path / "b.safetensors")]) == 2
     assert "--label-set" in capsys.readouterr().err
+    base = args[:-4] + ["--device", "cpu", "--slices", "3", "-o", str(tmp_path / "c.safetensors")]
+    for bad in ("nan", "inf", "0"):
+        assert main(base + ["--time-budget", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--time-budget must be a finite number > 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c.safetensors").exists()
 
 
 def test_cli_finetune_flipped_labels_file_is_aligned(sample_ct, sample_labels, sample, tiny_checkpoint, tmp_path, monkeypatch):

@@ -111,8 +111,9 @@ def test_no_corrections_message(setup):
     assert "No corrected" in widget.status.text()
 
 
-def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch):
-    """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
+@pytest.fixture
+def scratch_dock(make_napari_viewer, tmp_path, monkeypatch):
+    """The dock on the sample CT (no checkpoint) with a new, empty labels layer: ``(image, widget, labels)``."""
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer()
     image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
@@ -120,7 +121,12 @@ def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch
     _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
     widget.image_combo.setCurrentText(image.name)
     widget.new_labels_btn.click()
-    labels = viewer.layers[f"{image.name} labels"]
+    return image, widget, viewer.layers[f"{image.name} labels"]
+
+
+def test_new_labels_layer_from_scratch(scratch_dock):
+    """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
+    image, widget, labels = scratch_dock
     assert labels.data.shape == image.data.shape and not labels.data.any()
     np.testing.assert_allclose(labels.scale, image.scale)
     np.testing.assert_allclose(labels.translate, image.translate)
@@ -129,3 +135,33 @@ def test_new_labels_layer_from_scratch(make_napari_viewer, tmp_path, monkeypatch
     assert widget.start_combo.currentText() == "New DCAU-Net (from scratch)"
     labels.paint((7, 50, 40), 5)
     assert labels.metadata["medseg"]["locked_slices"] == [7]
+
+
+def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):
+    """The dock lists what the CLI lists (family specs, labels.BUILTIN); undo keeps the last 3 volumes."""
+    import argparse
+
+    from napari_medseg.commands import finetune as finetune_command
+    from napari_medseg.labels import BUILTIN
+    from napari_medseg.models.spec import PRECISIONS
+    from napari_medseg.widgets.retrain import HISTORY_CAP
+
+    _, widget, labels = scratch_dock
+
+    parser = argparse.ArgumentParser()
+    finetune_command.add_arguments(parser)
+    cli = {a.dest: list(a.choices) for a in parser._actions if a.choices}
+    items = lambda combo: [combo.itemText(i) for i in range(combo.count())]  # noqa: E731
+    assert items(widget.scope_combo) == ["default"] + cli["scope"]
+    assert sorted(items(widget.label_set_combo)) == sorted(cli["label_set"]) == sorted(BUILTIN)
+    assert items(widget.precision_combo) == cli["precision"] == list(PRECISIONS) and "fp16" in PRECISIONS
+    assert sorted(widget.scratch.values()) == sorted(cli["model"])
+
+    volumes = [np.full(labels.data.shape, v, dtype=np.uint8) for v in range(1, 6)]
+    for v, volume in enumerate(volumes):
+        widget.remember(labels, f"step {v}", volume)
+    history = widget._history[str(labels.unique_id)]
+    assert HISTORY_CAP == 3 and [choice for choice, _ in history] == ["step 2", "step 3", "step 4"]
+    widget.revert()
+    np.testing.assert_array_equal(np.asarray(labels.data), volumes[4])  # nothing locked: every slice comes back
+    assert len(history) == 2

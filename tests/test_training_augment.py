@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.augment import AugmentConfig, augment_batch
+from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 
 
 def _blob_batch():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from napari_medseg.preprocess import Preprocessing
-from training.augment import AugmentConfig
+from napari_medseg.retrain.augment import AugmentConfig
+from napari_medseg.retrain.losses import DiceCELoss
 from training.engine import build_optimizer, load_recipe, recipe_label_set
-from training.losses import DiceCELoss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
@@ -44,3 +44,34 @@ def test_recipe_matches_paper_and_parses(name):
 
 def test_builtin_recipe_found_by_name():
     assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "71-80"
+
+
+def test_recipe_sections_reject_unknown_keys_and_bad_budgets(tmp_path):
+    import math
+
+    import yaml
+
+    from training.recipe import OptimSection, TrainSection, recipe_sections
+
+    recipe = load_recipe("dcaunet_acdc.yaml")
+    sections = recipe_sections(recipe)
+    assert sections["train"].epochs == 400 and sections["optim"].betas == (0.9, 0.999)
+    assert sections["loss"].ce_weight == 0.4 and sections["schedule"].kind == "poly"
+    recipe["optim"]["learning_rate"] = 1e-3  # a typo must not be ignored
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match=r"unknown recipe 'optim' keys \['learning_rate'\]; valid keys: .*'lr'"):
+        load_recipe(path)
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(ValueError, match="train.time_budget_s must be a finite number > 0"):
+            TrainSection.from_dict({"time_budget_s": bad})
+    with pytest.raises(ValueError, match="optim.name must be"):
+        OptimSection.from_dict({"name": "lion"})
+
+
+def test_medseg_train_rejects_a_nan_budget(capsys):
+    from napari_medseg.cli import main
+
+    assert main(["train", "--config", "dcaunet_acdc.yaml", "--time-budget", "nan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--time-budget must be a finite number > 0" in err and len(err.splitlines()) == 1

@@ -10,7 +10,7 @@ import torch
 from napari_medseg.checkpoint import load_checkpoint, read_checkpoint_info
 from napari_medseg.models import TINY_CONFIGS
 from training.engine import Trainer, dataset_dice, lr_factor, state_path_for
-from training.datasets import pad_collate
+from napari_medseg.retrain.slices import pad_collate
 from training.state import load_train_state
 
 from training_fixtures import make_nnunet, make_synapse
@@ -157,3 +157,23 @@ def test_amp_on_cuda_trains_and_resumes(tmp_path, synapse_root):
     resumed = Trainer(recipe, tmp_path / "run", device="cuda", resume=tmp_path / "run" / "last.safetensors")
     assert resumed.scaler.get_scale() == first.scaler.get_scale()
     assert resumed.fit().steps == 8
+
+
+def test_dataset_smaller_than_one_batch_trains_with_a_smaller_batch(tmp_path):
+    """3 slices, batch 8: a warning and batches of 3, not an endless loop of empty epochs."""
+    from napari_medseg.preprocess import Preprocessing
+    from napari_medseg.retrain.slices import SliceDataset
+
+    rng = np.random.default_rng(0)
+    labels = [np.zeros((64, 64), np.uint8) for _ in range(3)]
+    for lab in labels:
+        lab[20:40, 20:40] = 1
+    images = [rng.random((64, 64)).astype(np.float32) for _ in range(3)]
+    prep = Preprocessing(modality="ct", resize_policy="fixed", input_size=64)
+    recipe = tiny_recipe(tmp_path, epochs=2)
+    recipe["train"]["batch_size"] = 8
+    recipe.pop("augment")
+    with pytest.warns(UserWarning, match="fewer than one batch of 8; training with batches of 3"):
+        trainer = Trainer(recipe, tmp_path / "run", device="cpu", datasets=(SliceDataset(images, labels, prep, 32), None))
+    summary = trainer.fit()
+    assert trainer.batch_size == 3 and summary.steps == 2 and summary.stopped_by == "epochs"

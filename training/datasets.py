@@ -24,7 +24,6 @@ Supported layouts:
   and ``_gt``; ED/ES from ``Info.cfg``; the 4D cine is not used).
 * :func:`nnunet_dataset` -- ``imagesTr/*_0000.nii.gz``, ``labelsTr/*.nii.gz``
   and ``dataset.json`` (label names).
-* :class:`CorrectedSlices` -- slices a user corrected in napari.
 
 NIfTI volumes are read with :func:`napari_medseg.io.read_volume`, so they are
 in the canonical ``(z, y, x)`` orientation.  Volumes are held in memory as
@@ -40,85 +39,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from napari_medseg.labels import LabelSet, get_label_set
-from napari_medseg.preprocess import (
-    Preprocessing,
-    intensity_range,
-    labels_to_model_size,
-    normalize,
-    to_model_size,
-)
-
-
-class SliceDataset(Dataset):
-    """2D slices ready for a model.
-
-    Args:
-        images: sequence of ``(H, W)`` float arrays normalised to [0, 1].
-        labels: sequence of ``(H, W)`` integer arrays (values < ``num_classes``).
-        preprocessing: resize policy / input size (intensities are already normalised).
-        size_multiple: the model's size multiple (14 for U-DFA, 32 for DCAU-Net).
-        names: optional name per slice (e.g. ``"case0005_slice042"``).
-
-    Item: ``{"image": float32 (1, H', W'), "label": int64 (H', W'), "index": int}``.
-    """
-
-    def __init__(
-        self,
-        images: Sequence[np.ndarray],
-        labels: Sequence[np.ndarray],
-        preprocessing: Preprocessing,
-        size_multiple: int,
-        names: Sequence[str] | None = None,
-    ):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} image slices but {len(labels)} label slices")
-        for i, (im, lab) in enumerate(zip(images, labels)):
-            if im.ndim != 2 or im.shape != lab.shape:
-                raise ValueError(f"slice {i}: image {im.shape} and labels {lab.shape} must be equal 2D shapes")
-        self.images = list(images)
-        self.labels = list(labels)
-        self.preprocessing = preprocessing
-        self.size_multiple = int(size_multiple)
-        self.names = list(names) if names is not None else [str(i) for i in range(len(self.images))]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        image = torch.from_numpy(np.ascontiguousarray(self.images[index], dtype=np.float32))[None, None]
-        label = torch.from_numpy(np.ascontiguousarray(self.labels[index]).astype(np.int64))[None]
-        image, info = to_model_size(image, self.preprocessing, self.size_multiple)
-        label = labels_to_model_size(label, info)
-        return {"image": image[0], "label": label[0], "index": index}
-
-    def max_label(self) -> int:
-        return int(max((int(lab.max()) for lab in self.labels if lab.size), default=0))
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All slices stacked: ``(N, 1, H', W')`` float and ``(N, H', W')`` int64 (padded to a common size)."""
-        batch = pad_collate([self[i] for i in range(len(self))])
-        return batch["image"], batch["label"]
-
-
-def pad_collate(items: list[dict]) -> dict:
-    """Collate items of possibly different sizes by zero-padding to the largest (bottom/right).
-
-    With the ``native`` policy every size is already a multiple of the model's,
-    so the padded size is too.
-    """
-    h = max(it["image"].shape[-2] for it in items)
-    w = max(it["image"].shape[-1] for it in items)
-    images = torch.zeros(len(items), items[0]["image"].shape[0], h, w, dtype=items[0]["image"].dtype)
-    labels = torch.zeros(len(items), h, w, dtype=torch.int64)
-    for i, it in enumerate(items):
-        ih, iw = it["image"].shape[-2:]
-        images[i, :, :ih, :iw] = it["image"]
-        labels[i, :ih, :iw] = it["label"]
-    return {"image": images, "label": labels, "index": torch.tensor([it["index"] for it in items])}
+from napari_medseg.preprocess import Preprocessing, intensity_range, normalize
+from napari_medseg.retrain.slices import SliceDataset
 
 
 def volume_slices(
@@ -404,37 +328,6 @@ def _nifti_pairs_dataset(pairs, preprocessing, size_multiple) -> SliceDataset:
 
     images, labels, names = volume_slices(gen(), preprocessing)
     return SliceDataset(images, labels, preprocessing, size_multiple, names)
-
-
-# ---------------------------------------------------------------- corrected slices
-
-
-class CorrectedSlices(SliceDataset):
-    """Slices a user corrected in napari.
-
-    Args:
-        images: raw ``(H, W)`` image slices (HU for CT).
-        labels: ``(H, W)`` integer label slices.
-        preprocessing: the checkpoint's preprocessing.
-        size_multiple: the model's size multiple.
-        value_ranges: the ``intensity_range`` of each slice's whole volume (one
-            tuple for all, or one per slice).  Needed for MR, where a single
-            slice's percentiles differ from the volume's; ignored for CT.
-        names: optional name per slice.
-    """
-
-    def __init__(self, images, labels, preprocessing: Preprocessing, size_multiple: int, value_ranges=None, names=None):
-        images = [np.asarray(im) for im in images]
-        if value_ranges is None:
-            ranges = [None] * len(images)
-        elif len(value_ranges) == 2 and np.isscalar(value_ranges[0]):
-            ranges = [tuple(value_ranges)] * len(images)
-        else:
-            ranges = list(value_ranges)
-            if len(ranges) != len(images):
-                raise ValueError(f"{len(ranges)} value ranges for {len(images)} slices")
-        normalised = [normalize(im, preprocessing, r) for im, r in zip(images, ranges)]
-        super().__init__(normalised, [np.asarray(lab) for lab in labels], preprocessing, size_multiple, names)
 
 
 # ---------------------------------------------------------------- from a config

@@ -29,6 +29,7 @@ import copy
 import csv
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,14 +41,18 @@ from torch.utils.data import DataLoader
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing
+from napari_medseg.retrain.config import check_positive
+from napari_medseg.retrain.augment import AugmentConfig, augment_batch
+from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
+from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.schedule import decay_factor
+from napari_medseg.retrain.slices import pad_collate
+from napari_medseg.retrain.step import train_step
 
 from training import ddp
-from training.augment import AugmentConfig, augment_batch
-from training.datasets import build_dataset, pad_collate
-from training.losses import DiceCELoss
-from training.metrics import batch_dice, dice_from_counts
+from training.datasets import build_dataset
+from training.recipe import OptimSection, ScheduleSection, recipe_sections
 from training.state import load_train_state, save_train_state
-from training.step import train_step
 
 Hook = Callable[..., None]
 
@@ -60,15 +65,14 @@ def build_optimizer(params, optim_cfg: dict) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: the chosen scope froze the whole model")
-    name = str(optim_cfg.get("name", "adamw")).lower()
-    lr = float(optim_cfg.get("lr", 1e-3))
-    wd = float(optim_cfg.get("weight_decay", 0.0))
+    optim_cfg = OptimSection.coerce(optim_cfg)
+    name, lr, wd = str(optim_cfg.name).lower(), float(optim_cfg.lr), float(optim_cfg.weight_decay)
     if name in ("adam", "adamw"):
-        betas = tuple(float(b) for b in optim_cfg.get("betas", (0.9, 0.999)))
+        betas = optim_cfg.betas
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
         return cls(params, lr=lr, weight_decay=wd, betas=betas)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(optim_cfg.get("momentum", 0.9)))
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(optim_cfg.momentum))
     raise ValueError(f"optim.name must be adam, adamw or sgd, got {name!r}")
 
 
@@ -78,21 +82,13 @@ def lr_factor(step: int, total_steps: int, schedule: dict | None) -> float:
     ``schedule``: ``{"kind": "poly" | "cosine" | "constant", "power": 0.9,
     "warmup_steps": 0, "min_factor": 0.0}``.
     """
-    schedule = schedule or {}
-    kind = schedule.get("kind", "poly")
-    warmup = int(schedule.get("warmup_steps", 0))
-    floor = float(schedule.get("min_factor", 0.0))
+    schedule = ScheduleSection.coerce(schedule)
+    kind, warmup, floor = schedule.kind, int(schedule.warmup_steps), float(schedule.min_factor)
     if warmup and step < warmup:
         return (step + 1) / warmup
     if kind == "constant" or total_steps <= warmup:
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    if kind == "poly":
-        value = (1.0 - progress) ** float(schedule.get("power", 0.9))
-    elif kind == "cosine":
-        value = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        raise ValueError(f"schedule.kind must be poly, cosine or constant, got {kind!r}")
+    value = decay_factor((step - warmup) / max(1, total_steps - warmup), kind, schedule.power)
     return floor + (1.0 - floor) * value
 
 
@@ -156,6 +152,10 @@ def load_recipe(path) -> dict:
     if missing:
         raise ValueError(f"recipe {path} lacks sections {missing}")
     recipe.setdefault("name", path.stem)
+    try:
+        recipe_sections(recipe)  # unknown keys and bad values fail here, before any data is read
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return recipe
 
 
@@ -205,14 +205,17 @@ class Trainer:
         self.dist = ddp.setup(device)
         self.device = self.dist.device if self.dist.enabled else pick_device(device)
         self.is_main = self.dist.rank == 0
-        tcfg = self.recipe["train"]
+        self.sections = recipe_sections(self.recipe)
+        tcfg = self.sections["train"]
         self.label_set = recipe_label_set(self.recipe)
         self.preprocessing = Preprocessing.from_dict(self.recipe.get("preprocessing", {}))
-        self.max_steps = max_steps if max_steps is not None else tcfg.get("max_steps")
-        self.time_budget_s = time_budget_s if time_budget_s is not None else tcfg.get("time_budget_s")
+        self.max_steps = max_steps if max_steps is not None else tcfg.max_steps
+        self.time_budget_s = time_budget_s if time_budget_s is not None else tcfg.time_budget_s
+        check_positive("max_steps", self.max_steps, integer=True)  # nan or 0 would never stop, or never start
+        check_positive("time_budget_s", self.time_budget_s)
         self.hooks = list(hooks)
         self.resume = resume
-        seed = int(tcfg.get("seed", 0))
+        seed = int(tcfg.seed)
         torch.manual_seed(seed + self.dist.rank)
         if datasets is None and not self.recipe["data"].get("root"):
             raise ValueError("data.root is not set; pass --data-root DIR or set data.root in the recipe")
@@ -232,7 +235,7 @@ class Trainer:
             self.model = build_model(mcfg["name"], self.label_set.num_classes, **(mcfg.get("config") or {}))
             self.parent_sha = None
         self.model.to(self.device)
-        self.trainable = self._freeze(tcfg.get("trainable", "all"))
+        self.trainable = self._freeze(tcfg.trainable)
 
         # data
         if datasets is None:
@@ -247,21 +250,20 @@ class Trainer:
                 f"training labels go up to {self.train_set.max_label()} but label set "
                 f"{self.label_set.name!r} has {self.label_set.num_classes} classes"
             )
-        self.global_batch = int(tcfg.get("batch_size", 8))
-        self.batch_size = max(1, self.global_batch // self.dist.world_size)
+        self.global_batch = int(tcfg.batch_size)
+        self.batch_size = self._fit_batch(max(1, self.global_batch // self.dist.world_size))
         self.steps_per_epoch = max(1, len(self.train_set) // (self.batch_size * self.dist.world_size))
         # the lr schedule always spans the recipe's epochs; step/time budgets only stop early,
         # so a run cut short and resumed follows the same schedule as an uninterrupted one
-        self.planned_steps = int(tcfg.get("epochs", 1)) * self.steps_per_epoch
+        self.planned_steps = int(tcfg.epochs) * self.steps_per_epoch
 
         # optimisation
-        self.optimizer = build_optimizer(self.trainable, self.recipe["optim"])
-        self.base_lr = float(self.recipe["optim"].get("lr", 1e-3))
-        self.precision = self._precision(tcfg.get("amp", "auto"))
+        self.optimizer = build_optimizer(self.trainable, self.sections["optim"])
+        self.base_lr = float(self.sections["optim"].lr)
+        self.precision = self._precision(tcfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        lcfg = self.recipe.get("loss", {})
-        self.loss_fn = DiceCELoss(self.label_set.num_classes, lcfg.get("ce_weight", 0.5), lcfg.get("dice_weight", 0.5),
-                                  lcfg.get("include_background", True))
+        lcfg = self.sections["loss"]
+        self.loss_fn = DiceCELoss(self.label_set.num_classes, lcfg.ce_weight, lcfg.dice_weight, lcfg.include_background)
         self.augment = AugmentConfig.from_dict(self.recipe.get("augment")) if self.recipe.get("augment") else None
         self.net = self.dist.wrap(self.model)
         self.step, self.epoch, self.best_dice = 0, 0, None
@@ -272,6 +274,19 @@ class Trainer:
         self.seed = seed
 
     # -- setup helpers
+    def _fit_batch(self, batch_size: int) -> int:
+        """The per-process batch, shrunk (with a warning) when the training set holds fewer slices than one batch."""
+        per_process = len(self.train_set) // self.dist.world_size
+        if per_process < 1:
+            raise ValueError(f"the training set holds {len(self.train_set)} slices, fewer than the "
+                             f"{self.dist.world_size} processes; add data or run fewer processes")
+        if per_process < batch_size:
+            warnings.warn(f"the training set holds {len(self.train_set)} slices, fewer than one batch of "
+                          f"{batch_size * self.dist.world_size}; training with batches of {per_process * self.dist.world_size}",
+                          stacklevel=3)
+            return per_process
+        return batch_size
+
     def _freeze(self, scope: str):
         from napari_medseg.models import freeze_except
 
@@ -290,7 +305,7 @@ class Trainer:
 
     # -- the loop
     def fit(self) -> TrainSummary:
-        tcfg = self.recipe["train"]
+        tcfg = self.sections["train"]
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self._write_recipe()
@@ -298,9 +313,9 @@ class Trainer:
         start = time.monotonic()
         losses: list[float] = []
         stopped_by = "epochs"
-        log_every = int(tcfg.get("log_every", 20))
-        save_every = int(tcfg.get("save_every_steps", 0) or 0)
-        val_every = int(tcfg.get("val_every_epochs", 0) or 0)
+        log_every = int(tcfg.log_every)
+        save_every = int(tcfg.save_every_steps or 0)
+        val_every = int(tcfg.val_every_epochs or 0)
         self.net.train()
         validated_at = None
         while self.step < self.planned_steps and stopped_by == "epochs":
@@ -310,9 +325,9 @@ class Trainer:
                 if self.augment is not None:  # one generator per (seed, rank, step): resumes reproduce it
                     gen = torch.Generator().manual_seed(hash((self.seed, self.dist.rank, self.step)) & 0x7FFFFFFF)
                     images, labels = augment_batch(images, labels, self.augment, gen)
-                lr = set_lr(self.optimizer, self.base_lr, lr_factor(self.step, self.planned_steps, self.recipe.get("schedule")))
+                lr = set_lr(self.optimizer, self.base_lr, lr_factor(self.step, self.planned_steps, self.sections["schedule"]))
                 loss = train_step(self.net, images, labels, self.loss_fn, self.optimizer, scaler=self.scaler,
-                                  precision=self.precision, grad_clip=tcfg.get("grad_clip"), params=self.trainable)
+                                  precision=self.precision, grad_clip=tcfg.grad_clip, params=self.trainable)
                 self.step += 1
                 losses.append(loss)
                 self._emit("step", step=self.step, loss=loss, lr=lr)
@@ -339,9 +354,9 @@ class Trainer:
                             final, time.monotonic() - start, path, self.best_dice, losses, stopped_by)
 
     def _loader(self, epoch: int, skip_batches: int = 0):
-        indices = self.dist.epoch_indices(len(self.train_set), epoch, int(self.recipe["train"].get("seed", 0)))
+        indices = self.dist.epoch_indices(len(self.train_set), epoch, int(self.sections["train"].seed))
         indices = indices[: self.steps_per_epoch * self.batch_size][skip_batches * self.batch_size :]
-        workers = int(self.recipe["train"].get("num_workers", 0)) if self.device.type == "cuda" else 0
+        workers = int(self.sections["train"].num_workers) if self.device.type == "cuda" else 0
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=indices, drop_last=True,
                           collate_fn=pad_collate, num_workers=workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
@@ -360,7 +375,7 @@ class Trainer:
         if self.is_main:
             loader = DataLoader(self.val_set, batch_size=self.batch_size, collate_fn=pad_collate)
             dice = dataset_dice(self.model, loader, self.label_set.num_classes, self.device, self.precision)
-            mean = float(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else math.nan
+            mean = mean_foreground(dice)
             logger.log(step=self.step, epoch=self.epoch, loss=losses[-1] if losses else math.nan, val_dice=round(mean, 4))
             self._emit("validate", step=self.step, dice=mean)
             if self.best_dice is None or mean > self.best_dice:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -217,6 +217,3 @@ def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplan
         gen = segment_volume(hu, checkpoints, device=device, batch_size=batch_size, tta=tta, uncertainty=False)
         yield name, run_segmentation(gen, progress).labels, label.astype(np.int64), None
 
-
-def as_dicts(rows: list[CaseMetric]) -> list[dict]:
-    return [asdict(r) for r in rows]

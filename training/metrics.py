@@ -27,16 +27,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean masks of the same shape; ``nan`` when both are empty."""
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    _check_shapes(pred, ref)
-    total = int(pred.sum()) + int(ref.sum())
-    if total == 0:
-        return math.nan
-    return 2.0 * int(np.logical_and(pred, ref).sum()) / total
+from napari_medseg.retrain.dice import dice
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
@@ -133,43 +124,6 @@ def volume_metrics(
         p, r = pred == label, ref == label
         out[int(label)] = transunet_metric_percase(p, r) if transunet_compatible else organ_metrics(p, r, spacing)
     return out
-
-
-def batch_dice(pred: "torch.Tensor", ref: "torch.Tensor", num_classes: int) -> "torch.Tensor":  # noqa: F821
-    """Per-class ``(intersection, pred_sum, ref_sum)`` counts for integer label tensors.
-
-    Args:
-        pred, ref: integer tensors of the same shape (any), values in [0, K).
-        num_classes: K including background.
-
-    Returns:
-        float64 tensor ``(3, K)``; accumulate over batches, then take
-        :func:`dice_from_counts`.
-    """
-    import torch
-
-    pred = pred.reshape(-1).long()
-    ref = ref.reshape(-1).long()
-    inter = torch.bincount(pred[pred == ref], minlength=num_classes)[:num_classes]
-    psum = torch.bincount(pred, minlength=num_classes)[:num_classes]
-    rsum = torch.bincount(ref, minlength=num_classes)[:num_classes]
-    return torch.stack([inter, psum, rsum]).double().cpu()
-
-
-def dice_from_counts(counts) -> np.ndarray:
-    """Per-class Dice ``(K,)`` from summed :func:`batch_dice` counts; ``nan`` where both sums are 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    inter, psum, rsum = counts
-    denom = psum + rsum
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2 * inter / np.maximum(denom, 1e-12), np.nan)
-
-
-def mean_foreground_dice(pred, ref, num_classes: int) -> float:
-    """Mean Dice over foreground classes present in ``pred`` or ``ref`` (pooled over all pixels)."""
-    scores = dice_from_counts(batch_dice(pred, ref, num_classes))[1:]
-    finite = scores[np.isfinite(scores)]
-    return float(finite.mean()) if finite.size else math.nan
 
 
 def _spacing(spacing, ndim: int):

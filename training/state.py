@@ -17,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from napari_medseg.atomic import atomic_write
+
 _KEY = "train_state"
 
 
@@ -63,10 +65,8 @@ def save_train_state(path, *, optimizer=None, scaler=None, extra: dict | None = 
         tensors.update(opt_tensors)
     if scaler is not None:
         meta["scaler"] = _jsonable(scaler.state_dict())
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_KEY: json.dumps(meta)})
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: json.dumps(meta)}),
+                        suffix=".safetensors")
 
 
 def load_train_state(path, *, optimizer=None, scaler=None, restore_rng: bool = True) -> dict:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain.datastore import CorrectionStore
 
     store = CorrectionStore(args.store) if args.store else CorrectionStore()
     if args.action == "list":

@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["dcaunet", "udfa"], default="dcaunet")
+    from napari_medseg.models import model_names
+
+    parser.add_argument("--model", choices=model_names(), default="dcaunet")
     parser.add_argument("--slices", type=int, default=5, help="number of corrected slices (default 5)")
     parser.add_argument("--time-budget", type=float, default=120.0, help="fine-tuning seconds (default 120)")
     parser.add_argument("--device", default="auto")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medseg.io import read_volume, write_labels
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.overlay import overlay_grid, save_png
-    from napari_medseg.protocol import _unused, run_protocol
+    from napari_medseg.retrain.protocol import run_protocol, unused_path
 
     t0 = time.monotonic()
     out = Path(args.output_dir)
@@ -61,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nDice on the {ref.shape[0] - len(result.corrected)} untouched slices "
           f"(trained on slices {result.corrected}, {result.steps} steps):")
     print_dice_table(result.dice)
-    labels_path = write_labels(result.labels, _unused(out / "demo_labels.nii.gz"), image.geometry, SYNAPSE)
+    labels_path = write_labels(result.labels, unused_path(out / "demo_labels.nii.gz"), image.geometry, SYNAPSE)
     rest = [z for z in range(ref.shape[0]) if z not in result.corrected]
     show = [rest[len(rest) // 4], rest[len(rest) // 2], rest[3 * len(rest) // 4]]
-    png = save_png(overlay_grid(image.array, [ref, result.labels], show, SYNAPSE), _unused(out / "demo_overlay.png"))
+    png = save_png(overlay_grid(image.array, [ref, result.labels], show, SYNAPSE), unused_path(out / "demo_overlay.png"))
     print(f"\nlabels:     {labels_path}\noverlay:    {png} (rows: slices {show}; columns: CT, reference, prediction)")
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint.path}")

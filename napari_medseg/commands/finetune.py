@@ -6,6 +6,15 @@ import argparse
 import sys
 
 from napari_medseg.cli import CommandError
+from napari_medseg.labels import BUILTIN
+from napari_medseg.models import family_spec, fine_tuning_scopes, model_names
+from napari_medseg.models.spec import PRECISIONS
+
+
+def scope_defaults() -> str:
+    """``"decoder for DCAU-Net, ..."``: each family's default scope, from its spec."""
+    specs = [family_spec(name) for name in model_names()]
+    return "; ".join(f"{s.finetune_scope} for {s.display} ({s.scratch_scope} from scratch)" for s in specs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,11 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corrected axial slices, comma-separated, counted from inferior to superior (e.g. 3,10,17)")
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--checkpoint", help="base checkpoint (.safetensors) to fine-tune")
-    start.add_argument("--model", choices=["dcaunet", "udfa"], help="start from scratch with this model")
-    parser.add_argument("--label-set", help="label set when starting from scratch (synapse, acdc)")
+    start.add_argument("--model", choices=model_names(), help="start from scratch with this model")
+    parser.add_argument("--label-set", choices=sorted(BUILTIN), help="label set when starting from scratch")
     parser.add_argument("--modality", choices=["ct", "mr"], help="from scratch: override the guess (HU -> ct)")
-    parser.add_argument("--scope", choices=["adapters", "decoder", "encoder", "all"],
-                        help="what to train (default: adapters for U-DFA, decoder for DCAU-Net, all from scratch)")
+    parser.add_argument("--scope", choices=fine_tuning_scopes(), help=f"what to train (default: {scope_defaults()})")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--time-budget", type=float, help="seconds of fine-tuning (default 60)")
     budget.add_argument("--steps", type=int, help="optimiser steps instead of a time budget")
@@ -27,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", metavar="UID|INDEX",
                         help="--image is a DICOM folder with several series: its UID or 0-based index (largest first)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="mixed precision (fp16: CUDA only)")
     parser.add_argument("--backbone-weights", default="auto",
                         help="U-DFA from scratch: DINOv2 weights file, 'hub', 'auto' or 'none' (random, tests only)")
     parser.add_argument("--store", help="corrections datastore folder (default: the user's data dir)")
@@ -71,23 +80,26 @@ def load_pair(image_path: str, labels_path: str, frame: int | None, series: str 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
-    from napari_medseg.retrain import StartFrom, retrain_volume
+    from napari_medseg.retrain.config import check_positive
+    from napari_medseg.retrain.loop import StartFrom, retrain_volume
 
     if args.model and not args.label_set:
         raise CommandError("--model needs --label-set (e.g. --label-set synapse)")
+    check_positive("--time-budget", args.time_budget)  # before reading anything: nan/inf/0 would never end
+    check_positive("--steps", args.steps, integer=True)
     slices = parse_slices(args.slices)
     image, labels = load_pair(args.image, args.labels, args.frame, args.series)
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     start = StartFrom(checkpoint=args.checkpoint, model_name=args.model, label_set=args.label_set,
                       modality=args.modality, backbone_weights=weights)
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 60.0)
+    options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
     gen = retrain_volume(
         image.array, labels.array.astype(np.uint8), slices, start=start, spacing=image.geometry.spacing,
-        source=str(args.image), scope=args.scope, steps=args.steps, time_budget_s=budget,
-        store=CorrectionStore(args.store) if args.store else None, replay=not args.no_replay,
-        output=args.output, device=args.device, resegment=False,
+        source=str(args.image), options=options, store=CorrectionStore(args.store) if args.store else None,
+        replay=not args.no_replay, output=args.output, resegment=False,
     )
     result = drive(gen, _progress_printer())
     ft = result.finetune

@@ -30,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import yaml
 
+    from napari_medseg.retrain.config import check_positive
     from training import ddp
     from training.engine import Trainer, load_recipe
 
+    check_positive("--time-budget", args.time_budget)  # nan/inf would train forever
+    check_positive("--max-steps", args.max_steps, integer=True)
     recipe = load_recipe(args.config)
     if args.data_root:
         recipe["data"]["root"] = str(args.data_root)

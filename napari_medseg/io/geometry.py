@@ -130,12 +130,6 @@ class Geometry:
         m[:3, 3] = self.origin
         return m
 
-    def display_affine(self) -> np.ndarray:
-        """4x4 of what napari shows: ``scale`` + ``translate`` only (de-obliqued)."""
-        m = np.diag([*self.spacing, 1.0])
-        m[:3, 3] = self.origin
-        return m
-
     def index_to_world(self, index) -> np.ndarray:
         """Canonical ``(..., 3)`` indices -> true world ``(S, P, L)`` mm."""
         index = np.asarray(index, dtype=float)

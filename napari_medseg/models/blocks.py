@@ -172,9 +172,6 @@ class SegModelMixin:
     def _frozen_units(self) -> list[nn.Module]:
         return []
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def freeze_except(model: nn.Module, group: str) -> list[nn.Parameter]:
     """Freeze every parameter outside ``model.parameter_groups()[group]``; return the trainable ones.

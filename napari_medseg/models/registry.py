@@ -1,4 +1,4 @@
-"""Model registry: ``build_model(name, num_classes, **config)`` and ``list_models()``.
+"""Model registry: ``build_model(name, num_classes, **config)``, ``list_models()``, ``family_spec(name)``.
 
 The model classes are imported lazily so that importing this module does not
 load torch/timm.
@@ -6,34 +6,39 @@ load torch/timm.
 
 from __future__ import annotations
 
-import copy
 import inspect
 
+#: Registry name -> (module, class).  Everything else about a family is in its ``SPEC``
+#: (a :class:`~napari_medseg.models.spec.FamilySpec` at the end of the module).
 _MODELS = {
-    "udfa": ("napari_medseg.models.udfa", "UDFA", "U-DFA: frozen DINOv2-base + SPA + 3 LGFA + U-Net decoder (sizes: multiples of 14)"),
-    "dcaunet": ("napari_medseg.models.dcaunet", "DCAUNet", "DCAU-Net: differential cross attention encoder + CSFF decoder (sizes: multiples of 32)"),
+    "udfa": ("napari_medseg.models.udfa", "UDFA"),
+    "dcaunet": ("napari_medseg.models.dcaunet", "DCAUNet"),
 }
 
-# Small random-init configs for tests and quick demos (pass as **config).
-TINY_CONFIGS: dict[str, dict] = {
-    "udfa": dict(
-        img_size=56,
-        backbone_overrides=dict(embed_dim=48, depth=3, num_heads=3),
-        backbone_weights=None,
-        spa_channels=[16, 32, 48],
-        spa_stem_channels=8,
-        lgfa_blocks=[1, 2, 3],
-        lgfa_heads=2,
-        decoder_channels=[32, 32, 16, 16, 8, 8],
-    ),
-    "dcaunet": dict(
-        dims=[16, 32, 48, 64],
-        depths=[1, 1, 1, 1],
-        heads=[1, 2, 3, 4],
-        decoder_channels=[16, 16, 8, 8],
-        reduction=4,
-    ),
-}
+
+def model_names() -> list[str]:
+    """Registered family names, for option lists (no torch import)."""
+    return sorted(_MODELS)
+
+
+def family_spec(name: str):
+    """The :class:`~napari_medseg.models.spec.FamilySpec` of family ``name`` (imports its module)."""
+    import importlib
+
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {sorted(_MODELS)}")
+    return importlib.import_module(_MODELS[name][0]).SPEC
+
+
+def fine_tuning_scopes() -> list[str]:
+    """Every trainable scope some family accepts (the GUI's and CLI's ``--scope`` list)."""
+    return sorted({scope for name in _MODELS for scope in family_spec(name).scopes})
+
+
+def __getattr__(name: str):
+    if name == "TINY_CONFIGS":  # built on first use: reading the specs imports the model modules (torch)
+        return {family: family_spec(family).tiny_config() for family in _MODELS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_class(name: str):
@@ -42,7 +47,7 @@ def model_class(name: str):
 
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {sorted(_MODELS)}")
-    module, cls, _ = _MODELS[name]
+    module, cls = _MODELS[name]
     return getattr(importlib.import_module(module), cls)
 
 
@@ -58,13 +63,13 @@ def _defaults(cls) -> dict:
 def list_models() -> dict[str, dict]:
     """``{name: {"description", "size_multiple", "default_config", "tiny_config"}}``."""
     out = {}
-    for name, (_, _, description) in _MODELS.items():
-        cls = model_class(name)
+    for name in _MODELS:
+        spec = family_spec(name)
         out[name] = dict(
-            description=description,
-            size_multiple=cls.size_multiple,
-            default_config=_defaults(cls),
-            tiny_config=copy.deepcopy(TINY_CONFIGS[name]),
+            description=spec.description,
+            size_multiple=spec.size_multiple,
+            default_config=_defaults(model_class(name)),
+            tiny_config=spec.tiny_config(),
         )
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_medseg.ledger import SliceLedger
+from napari_medseg.retrain.ledger import SliceLedger
 
 KEY = "medseg_ledger"
 

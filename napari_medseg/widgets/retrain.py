@@ -1,6 +1,6 @@
 """The "Correct and retrain" dock: see which slices were corrected, fine-tune on them, re-segment.
 
-Thin by design: the loop itself is :func:`napari_medseg.retrain.retrain_volume`
+Thin by design: the loop itself is :func:`napari_medseg.retrain.loop.retrain_volume`
 (Qt-free); this widget gathers the inputs, runs it in a ``thread_worker``, and
 shows progress, the loss curve, Dice before/after, and the result.
 """
@@ -21,9 +21,16 @@ from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
 
-SCRATCH = {"New DCAU-Net (from scratch)": "dcaunet", "New U-DFA (from scratch)": "udfa"}
 BROWSE = "Browse for a checkpoint\u2026"
-SCOPES = ["default", "adapters", "decoder", "all"]
+#: Undo steps kept per labels layer (each holds one full label volume).
+HISTORY_CAP = 3
+
+
+def scratch_choices() -> dict[str, str]:
+    """``{"New DCAU-Net (from scratch)": "dcaunet", ...}`` from the family specs."""
+    from napari_medseg.models import family_spec, model_names
+
+    return {f"New {family_spec(name).display} (from scratch)": name for name in model_names()}
 
 
 class RetrainWidget(QWidget):
@@ -47,13 +54,19 @@ class RetrainWidget(QWidget):
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
         from napari_medseg.device import available_devices
+        from napari_medseg.labels import BUILTIN
+        from napari_medseg.models import fine_tuning_scopes
+        from napari_medseg.models.spec import PRECISIONS
 
+        self.scratch = scratch_choices()
         form = QFormLayout()
         self.image_combo, self.labels_combo, self.start_combo = QComboBox(), QComboBox(), QComboBox()
         self.label_set_combo = QComboBox()
-        self.label_set_combo.addItems(["synapse", "acdc"])
+        self.label_set_combo.addItems(sorted(BUILTIN, key=lambda name: name != "synapse"))
         self.scope_combo = QComboBox()
-        self.scope_combo.addItems(SCOPES)
+        self.scope_combo.addItems(["default"] + fine_tuning_scopes())
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(list(PRECISIONS))
         self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
         self.budget_unit = QComboBox()
         self.budget_unit.addItems(["seconds", "steps"])
@@ -62,7 +75,7 @@ class RetrainWidget(QWidget):
         self.device_combo.addItems(["auto"] + available_devices())
         for label, w in [("Image", self.image_combo), ("Labels", self.labels_combo), ("Start from", self.start_combo),
                          ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
-                         ("Device", self.device_combo)]:
+                         ("Device", self.device_combo), ("Precision", self.precision_combo)]:
             form.addRow(label, w)
         form.addRow("Budget", _row(self.budget, self.budget_unit))
         for combo in (self.image_combo, self.labels_combo, self.start_combo):  # long paths must not widen the dock
@@ -145,7 +158,7 @@ class RetrainWidget(QWidget):
         select = select or self.start_combo.currentText()
         checkpoints = list((layer.metadata.get("medseg", {}) if layer is not None else {}).get("checkpoints", []))
         items = [select] if select and select != BROWSE else []
-        items += [c for c in checkpoints[:1] + list(SCRATCH) if c not in items] + [BROWSE]
+        items += [c for c in checkpoints[:1] + list(self.scratch) if c not in items] + [BROWSE]
         self.start_combo.clear()
         self.start_combo.addItems(items)
         if not select or select == BROWSE:
@@ -221,7 +234,7 @@ class RetrainWidget(QWidget):
         self.update_ledger_view(layer)
 
     def suggest_next_slice(self):
-        from napari_medseg.retrain import rank_uncertain_slices
+        from napari_medseg.retrain.loop import rank_uncertain_slices
 
         layer = self.labels_layer()
         unc = self._uncertainty.get(_key(layer)) if layer is not None else None
@@ -235,11 +248,11 @@ class RetrainWidget(QWidget):
 
     # ------------------------------------------------------------ fine-tune
     def _start(self):
-        from napari_medseg.retrain import StartFrom
+        from napari_medseg.retrain.loop import StartFrom
 
         choice = self.start_combo.currentText()
-        if choice in SCRATCH:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
-            return StartFrom(model_name=SCRATCH[choice], label_set=self.label_set_combo.currentText())
+        if choice in self.scratch:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
+            return StartFrom(model_name=self.scratch[choice], label_set=self.label_set_combo.currentText())
         return StartFrom(checkpoint=choice)
 
     def fine_tune(self):
@@ -247,7 +260,7 @@ class RetrainWidget(QWidget):
 
         from napari.qt.threading import create_worker
 
-        from napari_medseg.retrain import retrain_volume
+        from napari_medseg.retrain.loop import retrain_volume
 
         hide_triton()  # see napari_medseg._torch_compat: triton + Mesa's LLVM segfault
         image, layer = self.image_layer(), self.labels_layer()
@@ -274,8 +287,9 @@ class RetrainWidget(QWidget):
         self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=labels_before,
                          locked=ledger.locked)
         gen = retrain_volume(array, labels_before, ledger.locked, start=start, spacing=tuple(image.scale[-3:]),
-                             source=str(meta.get("source_path") or image.name), scope=scope,
-                             **self.budget_kwargs(), device=self.device_combo.currentText(),
+                             source=str(meta.get("source_path") or image.name),
+                             options=dict(scope=scope, device=self.device_combo.currentText(),
+                                          precision=self.precision_combo.currentText(), **self.budget_kwargs()),
                              should_stop=self._stop.is_set)
         self.worker = create_worker(lambda: (yield from gen), _progress={"total": 100, "desc": "Fine-tuning"},
                                     _start_thread=False)
@@ -325,7 +339,7 @@ class RetrainWidget(QWidget):
     def _on_done(self, result):
         job, layer = self._job, self._job["layer"]
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
-        self._history.setdefault(_key(layer), []).append((job["start_choice"], job["labels_before"]))
+        self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
         self._uncertainty[_key(layer)] = result.uncertainty
         path = str(result.checkpoint.path)
@@ -340,6 +354,12 @@ class RetrainWidget(QWidget):
             f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
             f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept.")
         self._set_running(False)
+
+    def remember(self, layer, start_choice: str, labels_before: np.ndarray):
+        """Push one undo step for :meth:`revert`; only the last :data:`HISTORY_CAP` are kept (a volume each)."""
+        history = self._history.setdefault(_key(layer), [])
+        history.append((start_choice, labels_before))
+        del history[:-HISTORY_CAP]
 
     def _apply_labels(self, layer, labels, slices):
         """Write model output into ``slices`` of the layer (in place) and tell the ledger it is not an edit."""
@@ -358,10 +378,10 @@ class RetrainWidget(QWidget):
         ledger = _ledger_sync.refresh(layer)
         self._apply_labels(layer, labels_before, ledger.unlocked)
         medseg = dict(layer.metadata.get("medseg", {}))
-        medseg["checkpoints"] = [] if checkpoint in SCRATCH else [checkpoint]
+        medseg["checkpoints"] = [] if checkpoint in self.scratch else [checkpoint]
         layer.metadata["medseg"] = medseg
         self._fill_start_combo(layer, select=checkpoint)
-        self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in SCRATCH else checkpoint}.")
+        self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in self.scratch else checkpoint}.")
         self._set_running(False)
 
 

@@ -10,7 +10,7 @@ One generator, :func:`retrain_volume`, serves the Retrain dock widget (inside a
     result = stop.value         # RetrainResult (or drive(gen))
 
 Steps: (1) the base model is loaded, or built from a scratch preset; (2) it is
-fine-tuned (``training.finetune``) on the corrected slices of this volume plus
+fine-tuned (``napari_medseg.retrain.finetune``) on the corrected slices of this volume plus
 earlier corrections replayed from the :class:`CorrectionStore`; (3) the
 result is saved as a **new checkpoint version** next to its parent (never
 overwriting it), with provenance; (4) the corrections are added to the store;
@@ -23,50 +23,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from napari_medseg.datastore import CorrectionStore
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
+from napari_medseg.retrain.datastore import CorrectionStore
 from napari_medseg.userdirs import data_dir
 
-#: Configs for fine-tuning from no checkpoint on a CPU, chosen by measurement
-#: (bench/retrain_curve.py, docs/retrain.md).  The papers' full-size models
-#: are too slow to learn from scratch in a CPU minute or two.
-SCRATCH_PRESETS: dict[str, dict] = {
-    "dcaunet": dict(
-        dims=[32, 64, 128, 256],
-        depths=[1, 1, 2, 1],
-        heads=[1, 2, 4, 8],
-        decoder_channels=[64, 32, 24, 16],
-        reduction=8,
-    ),
-    "udfa": dict(img_size=224),
-}
-
-#: Trainable scope from scratch: everything, except U-DFA's (random, frozen) DINOv2 backbone.
-SCRATCH_SCOPE = {"dcaunet": "all", "udfa": "adapters"}
-
-#: Resize policy of a model started from scratch (``Preprocessing`` fields).
-SCRATCH_PREPROCESSING = dict(resize_policy="native")
-
-#: Fine-tuning settings from scratch, by model (keyword arguments of
-#: ``training.finetune.finetune``; ``augment`` as ``AugmentConfig`` fields or a bool).
-#: Chosen by measurement on the sample CT, k = 5, 120 s budget, 2 CPU cores
-#: (docs/retrain.md): from scratch in a CPU minute or two the model *underfits*,
-#: so steps per second rule.  Random 64^2 crops (half of them centred on a
-#: randomly drawn organ, so the small ones are seen often) give ~4x more steps
-#: than whole 128^2 slices and raised mean Dice from 0.62 to 0.87; augmentation
-#: only slowed learning (0.49 vs 0.62 at 200 whole-slice steps); lr 5e-3 was
-#: unstable, 3e-3 not.
-SCRATCH_TRAINING: dict[str, dict] = {
-    "dcaunet": dict(lr=3e-3, batch_size=8, crop_size=64, crop_foreground=0.5, augment=False),
-    "udfa": dict(lr=2e-3, batch_size=8, augment=False),
-}
-#: Fine-tuning settings from a checkpoint (any model).
-CHECKPOINT_TRAINING = dict(lr=3e-4, batch_size=8)
+#: Fine-tuning seconds of a retrain run given neither ``steps`` nor ``time_budget_s``.
+DEFAULT_TIME_BUDGET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +45,7 @@ class StartFrom:
         model_name: ``"dcaunet"`` or ``"udfa"`` when starting from scratch.
         label_set: label set name or :class:`LabelSet` when starting from scratch.
         modality: ``"ct" | "mr"``; ``None`` guesses from the image (HU -> CT).
-        model_config: overrides of :data:`SCRATCH_PRESETS` (e.g. a tiny config in tests).
+        model_config: overrides of the family's scratch preset (``FamilySpec.scratch``; e.g. a tiny config in tests).
         backbone_weights: U-DFA from scratch: DINOv2 weights (path, ``"hub"``,
             ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
     """
@@ -113,7 +80,7 @@ class RetrainResult:
     Attributes:
         checkpoint: :class:`CheckpointInfo` of the new version (``None`` if cancelled before saving).
         model: the fine-tuned model (best weights).
-        finetune: ``training.finetune.FinetuneResult`` (losses, Dice before/after, steps, seconds).
+        finetune: ``napari_medseg.retrain.finetune.FinetuneResult`` (losses, Dice before/after, steps, seconds).
         labels: uint8 ``(z, y, x)``: corrected slices unchanged, the rest re-segmented.
         uncertainty: float16 ``(z, y, x)`` (0 on corrected slices).
         corrected: the slice indices trained on (and kept).
@@ -164,22 +131,23 @@ def next_version_path(parent: str | Path | None, directory: str | Path | None = 
 def prepare_model(start: StartFrom, image: np.ndarray):
     """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`."""
     from napari_medseg.checkpoint import load_checkpoint
-    from napari_medseg.models import build_model
+    from napari_medseg.models import build_model, family_spec
 
     if start.checkpoint is not None:
         label_set = start.label_set
         model, info = load_checkpoint(start.checkpoint, label_set=label_set, model_name=start.model_name)
         return model, info.label_set, info.preprocessing, info
     label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
+    spec = family_spec(start.model_name)
     modality = start.modality or guess_modality(image)
-    prep = Preprocessing(modality=modality, **SCRATCH_PREPROCESSING)
-    config = dict(SCRATCH_PRESETS.get(start.model_name, {}))
+    prep = Preprocessing(modality=modality, resize_policy=spec.scratch_resize_policy)
+    config = spec.scratch_config()
     config.update(start.model_config or {})
-    if start.model_name == "udfa":
-        config.setdefault("backbone_weights", start.backbone_weights)
+    if spec.external_weights:
+        config.setdefault(spec.external_weights, start.backbone_weights)
     model = build_model(start.model_name, label_set.num_classes, **config)
-    if start.model_name == "udfa":
-        model.config["backbone_weights"] = None  # the checkpoint carries the backbone itself
+    if spec.external_weights:
+        model.config[spec.external_weights] = None  # the checkpoint carries those weights itself
     return model, label_set, prep, None
 
 
@@ -208,19 +176,12 @@ def retrain_volume(
     start: StartFrom,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     source: str = "",
-    scope: str | None = None,
-    steps: int | None = None,
-    time_budget_s: float | None = 60.0,
-    lr: float | None = None,
-    batch_size: int | None = None,
+    options: Mapping | None = None,
     store: CorrectionStore | None = None,
     replay: bool = True,
     output: str | Path | None = None,
-    device: str = "auto",
     resegment: bool = True,
-    seed: int = 0,
     should_stop=None,
-    finetune_options: dict | None = None,
 ) -> Iterator[RetrainProgress]:
     """Fine-tune on ``corrected`` slices, save a new version and re-segment the rest.
 
@@ -231,73 +192,71 @@ def retrain_volume(
         start: :class:`StartFrom` (base checkpoint, or model + label set from scratch).
         spacing: ``(sz, sy, sx)`` mm (stored with the corrections).
         source: identity of the image (path, name) for provenance and the store.
-        scope: trainable group; default adapters (U-DFA) / decoder (DCAU-Net)
-            from a checkpoint; from scratch :data:`SCRATCH_SCOPE` (``"all"`` for
-            DCAU-Net, adapters for U-DFA: its DINOv2 stays frozen as the paper intends).
-        steps / time_budget_s: fine-tuning budget (whichever ends first).
-        lr / batch_size: default by start (:data:`SCRATCH_TRAINING` by model, :data:`CHECKPOINT_TRAINING`).
+        options: :class:`~napari_medseg.retrain.config.FinetuneConfig` fields (``scope``, ``steps``,
+            ``time_budget_s``, ``lr``, ``device``, ...) over the family's recipe
+            (``FamilySpec.recipe(from_scratch)``; from scratch its ``scratch_scope``) and a
+            60 s time budget; unknown keys raise.
         store: corrections datastore (``None`` = the default one); ``replay``
             mixes its earlier entries (same label set, other sources) into training.
         output: path of the new checkpoint; default :func:`next_version_path`.
             Never overwrites an existing file.
-        device: ``"auto" | "cpu" | "cuda" | "mps"``.
-        resegment: re-segment unlocked slices afterwards.
+        resegment: re-segment unlocked slices afterwards (with ``options``' device and precision).
         should_stop: callable polled every step; when it returns True, fine-tuning
             stops early and the best weights so far are saved and used (a
             "stop now" button).  Closing the generator instead aborts everything.
-        finetune_options: keyword arguments for ``training.finetune.finetune``, over
-            the defaults of :data:`SCRATCH_TRAINING` / :data:`CHECKPOINT_TRAINING`.
     """
-    from napari_medseg.checkpoint import save_checkpoint
-    from napari_medseg.inference import segment_volume
-    from training.finetune import FinetuneResult, finetune
-
     t0 = time.monotonic()
-    image = np.asarray(image)
-    labels = np.asarray(labels)
+    image, labels = np.asarray(image), np.asarray(labels)
     corrected = sorted({int(z) for z in corrected})
     model, label_set, prep, parent = prepare_model(start, image)
     _check_inputs(image, labels, corrected, label_set)
+    config = finetune_config(model.model_name, from_scratch=parent is None, options=options)
     store = store if store is not None else CorrectionStore()
-    scratch = parent is None
-    options = {**CHECKPOINT_TRAINING, **(SCRATCH_TRAINING.get(model.model_name, {}) if scratch else {})}
-    options.update(finetune_options or {})
-    options["lr"] = lr or options["lr"]
-    options["batch_size"] = batch_size or options["batch_size"]
-    if isinstance(options.get("augment"), dict):
-        from training.augment import AugmentConfig
-
-        options["augment"] = AugmentConfig.from_dict(options["augment"])
-    scope = scope or (SCRATCH_SCOPE.get(model.model_name, "all") if scratch else None)
     replayed = store.replay(label_set.name, exclude_source=source) if replay else []
-    n_replayed = sum(len(images) for images, _, _ in replayed)
-    train_images = image[corrected]  # (n, H, W): one copy of the corrected slices, used twice
-    train_labels = labels[corrected]
+    result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model)
+    yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop)
+    path = Path(output) if output is not None else next_version_path(
+        start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"
+    )
+    _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result)
+    if resegment:
+        yield from _resegment(model, image, labels, config, result)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def finetune_config(model_name: str, *, from_scratch: bool, options: Mapping | None = None):
+    """The :class:`FinetuneConfig` of a retrain run: family recipe, 60 s budget, then ``options``."""
+    from napari_medseg.models import family_spec
+    from napari_medseg.retrain.config import FinetuneConfig
+
+    spec = family_spec(model_name)
+    options = dict(options or {})
+    defaults = spec.recipe(from_scratch)
+    if from_scratch:
+        defaults["scope"] = spec.scratch_scope
+    if options.get("steps") is None and options.get("time_budget_s") is None:
+        defaults["time_budget_s"] = DEFAULT_TIME_BUDGET_S
+    defaults.update({k: v for k, v in options.items() if v is not None or k not in defaults})
+    return FinetuneConfig.from_dict(defaults)
+
+
+def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop) -> Iterator[RetrainProgress]:
+    """Phase 1: fine-tune on the corrected slices (+ replay); ``result.finetune`` fills as it runs."""
+    from napari_medseg.retrain.finetune import FinetuneData, FinetuneResult, finetune
+
+    corrected = result.corrected
     value_range = None
     if prep.modality == "mr":
         from napari_medseg.preprocess import intensity_range
 
         value_range = intensity_range(image, prep)
-
-    result = RetrainResult(corrected=corrected, replayed_slices=n_replayed, model=model)
-    ft = FinetuneResult()
-    result.finetune = ft
-    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices" + (f" + {n_replayed} replayed" if n_replayed else ""))
-    gen = finetune(
-        model,
-        images=list(train_images),
-        labels=list(train_labels),
-        preprocessing=prep,
-        scope=scope,
-        steps=steps,
-        time_budget_s=time_budget_s,
-        replay=replayed or None,
-        device=device,
-        seed=seed,
-        value_range=value_range,
-        result=ft,
-        **options,
-    )
+    data = FinetuneData(images=list(image[corrected]), labels=list(labels[corrected]), preprocessing=prep,
+                        replay=replayed or (), value_range=value_range)
+    result.finetune = FinetuneResult()
+    n = result.replayed_slices
+    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices" + (f" + {n} replayed" if n else ""))
+    gen = finetune(model, data, config, result=result.finetune)
     try:
         for p in gen:
             yield RetrainProgress("fine-tune", p.fraction, f"step {p.step}, loss {p.loss:.3f}", loss=p.loss, step=p.step)
@@ -306,12 +265,15 @@ def retrain_volume(
     finally:
         gen.close()  # early stop or abort: the best weights so far are loaded into the model
 
-    path = Path(output) if output is not None else next_version_path(
-        start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"
-    )
+
+def _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result) -> None:
+    """Phase 2: save the new checkpoint version with provenance; add the corrections to the store."""
+    from napari_medseg.checkpoint import save_checkpoint
+
+    ft, corrected, n = result.finetune, result.corrected, result.replayed_slices
     provenance = {
         "data": f"{len(corrected)} corrected slices of {source or 'an unnamed image'}"
-        + (f" + {n_replayed} replayed slices" if n_replayed else ""),
+        + (f" + {n} replayed slices" if n else ""),
         "image": source,
         "slices": corrected,
         "steps": ft.steps,
@@ -322,32 +284,27 @@ def retrain_volume(
         "dice_after": ft.dice_after,
         "dice_on": ft.dice_on,
         "stopped_by": ft.stopped_by,
-        "from_scratch": scratch,
+        "from_scratch": parent is None,
     }
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)
-    store.add(
-        train_images,
-        train_labels,
-        corrected,
-        spacing=spacing,
-        source=source,
-        label_set=label_set.to_dict(),
-        checkpoint=result.checkpoint.sha256,
-        modality=prep.modality,
-    )
-    if resegment:
-        seg = segment_volume(image, [(model, result.checkpoint)], device=device, locked=corrected,
-                             previous=labels.astype(np.uint8, copy=False))
-        try:
-            while True:
-                p = next(seg)
-                yield RetrainProgress("segment", p.done / max(p.total, 1), f"segmenting: {p.done}/{p.total} slices")
-        except StopIteration as stop:
-            result.labels = stop.value.labels
-            result.uncertainty = stop.value.uncertainty
-    result.seconds = time.monotonic() - t0
-    return result
+    store.add(image[corrected], labels[corrected], corrected, spacing=spacing, source=source,
+              label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality)
+
+
+def _resegment(model, image, labels, config, result) -> Iterator[RetrainProgress]:
+    """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are copied."""
+    from napari_medseg.inference import segment_volume
+
+    seg = segment_volume(image, [(model, result.checkpoint)], device=config.device, precision=config.precision,
+                         locked=result.corrected, previous=labels.astype(np.uint8, copy=False))
+    try:
+        while True:
+            p = next(seg)
+            yield RetrainProgress("segment", p.done / max(p.total, 1), f"segmenting: {p.done}/{p.total} slices")
+    except StopIteration as stop:
+        result.labels = stop.value.labels
+        result.uncertainty = stop.value.uncertainty
 
 
 def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) -> list[int]:

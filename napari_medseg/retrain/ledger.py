@@ -71,14 +71,6 @@ class SliceLedger:
         """Accept slice ``z`` as correct without edits (or take that back)."""
         self._reviewed[self._index(z)] = reviewed
 
-    def unlock(self, z: int, labels: np.ndarray | None = None) -> None:
-        """Forget the review mark; with ``labels``, also accept the current labels as model output."""
-        z = self._index(z)
-        self._reviewed[z] = False
-        if labels is not None:
-            self._model_output[z] = labels[z]
-            self._edited[z] = False
-
     # -- queries ---------------------------------------------------------------
     def state(self, z: int) -> SliceState:
         z = self._index(z)
@@ -108,12 +100,6 @@ class SliceLedger:
     def counts(self) -> dict[str, int]:
         states = [self.state(z) for z in range(self.shape[0])]
         return {s.value: states.count(s) for s in SliceState}
-
-    def model_output(self) -> np.ndarray:
-        """The last model output, read-only view ``(z, y, x)`` uint8."""
-        view = self._model_output.view()
-        view.flags.writeable = False
-        return view
 
     # -- persistence (layer metadata) -------------------------------------------
     def to_metadata(self) -> dict:

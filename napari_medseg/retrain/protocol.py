@@ -37,7 +37,7 @@ class ProtocolResult:
 
 def untouched_dice(pred: np.ndarray, ref: np.ndarray, corrected, label_set: LabelSet) -> dict[str, float]:
     """Per-organ Dice over the slices not in ``corrected`` (z, y, x arrays)."""
-    from training.metrics import dice
+    from napari_medseg.retrain.dice import dice
 
     rest = [z for z in range(ref.shape[0]) if z not in set(corrected)]
     return {name: dice(pred[rest] == value, ref[rest] == value) for value, name in label_set.organs.items()}
@@ -55,17 +55,19 @@ def run_protocol(
     seed: int = 0,
     output_dir: str | Path | None = None,
     callback=None,
-    **retrain_options,
+    options: dict | None = None,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
+
+    ``options``: more ``FinetuneConfig`` fields over the family's scratch recipe.
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
     """
-    from napari_medseg.datastore import CorrectionStore
+    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.progress import drive
-    from napari_medseg.retrain import StartFrom, evenly_spaced_slices, retrain_volume
+    from napari_medseg.retrain.loop import StartFrom, evenly_spaced_slices, retrain_volume
 
     t0 = time.monotonic()
     corrected = evenly_spaced_slices(image.shape[0], k)
@@ -79,10 +81,10 @@ def run_protocol(
     else:
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
+        options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
         gen = retrain_volume(image, reference, corrected, start=start, source=f"sample CT, {k} slices",
-                             time_budget_s=time_budget_s, store=CorrectionStore(work / "corrections"), replay=False,
-                             output=_unused(work / f"{model_name}-k{k}.safetensors"), device=device, seed=seed,
-                             **retrain_options)
+                             options=options, store=CorrectionStore(work / "corrections"), replay=False,
+                             output=unused_path(work / f"{model_name}-k{k}.safetensors"))
         result = drive(gen, callback)
         labels, steps, checkpoint = result.labels, result.finetune.steps, result.checkpoint
     scores = untouched_dice(labels, reference, corrected, SYNAPSE)
@@ -93,19 +95,21 @@ def _untrained_labels(start, image, device):
     from types import SimpleNamespace
 
     from napari_medseg.inference import run_segmentation, segment_volume
-    from napari_medseg.retrain import prepare_model
+    from napari_medseg.retrain.loop import prepare_model
 
     model, label_set, prep, _ = prepare_model(start, image)
     info = SimpleNamespace(label_set=label_set, preprocessing=prep, model_name=model.model_name, path="untrained")
     return run_segmentation(segment_volume(image, [(model.eval(), info)], device=device, uncertainty=False)).labels
 
 
-def _unused(path: Path) -> Path:
-    """``path``, or ``path`` with a counter, so earlier outputs are never overwritten."""
+def unused_path(path: Path) -> Path:
+    """``path``, or ``path`` with a counter before its suffix (``.nii.gz`` counts as one), never an existing file."""
+    from napari_medseg.io.nifti import nifti_stem
+
     if not path.exists():
         return path
-    name = path.name
-    stem, suffix = (name[: -len(".nii.gz")], ".nii.gz") if name.endswith(".nii.gz") else (path.stem, path.suffix)
+    stem = nifti_stem(path)
+    suffix = path.name[len(stem):]
     i = 2
     while path.with_name(f"{stem}-{i}{suffix}").exists():
         i += 1

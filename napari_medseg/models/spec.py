@@ -1,0 +1,82 @@
+"""``FamilySpec``: every fact about a model family in one frozen object (timm's ``default_cfgs`` idea).
+
+Each family's instance, ``SPEC``, sits at the end of its model file
+(``dcaunet.py``, ``udfa.py``); :func:`napari_medseg.models.registry.family_spec`
+finds it.  Registry, retrain loop, fine-tuning, protocol, checkpoint, the
+Retrain dock and the ``medseg`` commands read it, and the GUI's and CLI's option
+lists are generated from it.  This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+#: Mixed-precision modes every family runs in (``napari_medseg.device.resolve_precision``).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def frozen(mapping: Mapping) -> Mapping:
+    """A read-only view of a (deep-copied) dict, for spec fields."""
+    return MappingProxyType(copy.deepcopy(dict(mapping)))
+
+
+def thaw(mapping: Mapping) -> dict:
+    """A fresh, mutable deep copy of a spec mapping (nested mappings too)."""
+    return {k: thaw(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in mapping.items()}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the rest of the package needs to know about one model family.
+
+    Attributes:
+        name: registry name (``"dcaunet"``); display: human name (``"DCAU-Net"``).
+        description: one line for ``list_models()`` and help texts.
+        size_multiple: input ``H``, ``W`` must be multiples of this (px).
+        tiny: config of a small random-init model (tests, quick demos).
+        scratch: config of a model fine-tuned from no checkpoint on a CPU.
+        scopes: trainable groups ``freeze_except`` accepts for this family (``"all"`` included).
+        finetune_scope / scratch_scope: default trainable group from a checkpoint / from scratch.
+        scratch_resize_policy: ``Preprocessing.resize_policy`` of a model started from scratch.
+        loss_weights: ``(ce, dice)`` weights of ``DiceCELoss`` in fine-tuning.
+        checkpoint_recipe / scratch_recipe: ``FinetuneConfig`` fields over its defaults,
+            fine-tuning from a checkpoint / from scratch (chosen by measurement, docs/retrain.md).
+        precisions: mixed-precision modes.
+        external_weights: the config key naming weights loaded from outside the checkpoint
+            (U-DFA: ``"backbone_weights"``, DINOv2); a checkpoint stores them, so it rebuilds
+            with that key set to ``None``.
+    """
+
+    name: str
+    display: str
+    description: str
+    size_multiple: int
+    tiny: Mapping
+    scratch: Mapping
+    scopes: tuple[str, ...]
+    finetune_scope: str
+    scratch_scope: str
+    scratch_resize_policy: str
+    loss_weights: tuple[float, float]
+    checkpoint_recipe: Mapping
+    scratch_recipe: Mapping
+    precisions: tuple[str, ...] = PRECISIONS
+    external_weights: str | None = None
+
+    def __post_init__(self):
+        for scope in (self.finetune_scope, self.scratch_scope):
+            if scope not in self.scopes:
+                raise ValueError(f"{self.name}: default scope {scope!r} is not one of {self.scopes}")
+
+    def tiny_config(self) -> dict:
+        return thaw(self.tiny)
+
+    def scratch_config(self) -> dict:
+        return thaw(self.scratch)
+
+    def recipe(self, from_scratch: bool) -> dict:
+        """``FinetuneConfig`` fields for this family, from scratch or from a checkpoint."""
+        return {**thaw(self.checkpoint_recipe), **(thaw(self.scratch_recipe) if from_scratch else {})}

@@ -1,0 +1,132 @@
+"""Typed, frozen fine-tuning settings: :class:`FinetuneConfig` (torch-free).
+
+``from_dict`` rejects unknown keys with the list of valid ones, so a typo in a
+JSON/YAML override fails loudly; ``__post_init__`` checks every value (budgets
+finite and positive: ``time_budget_s=nan`` would otherwise train forever).
+Family defaults (lr, crops, ...) come from the model's
+:class:`~napari_medseg.models.spec.FamilySpec` (``spec.recipe(from_scratch)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+#: Optimiser steps when neither ``steps`` nor ``time_budget_s`` is given.
+DEFAULT_STEPS = 200
+
+
+def strict_from_dict(cls, data: Mapping | None, what: str):
+    """``cls(**data)`` for a dataclass, rejecting unknown keys with the valid ones listed."""
+    data = dict(data or {})
+    valid = [f.name for f in fields(cls) if f.init]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; valid keys: {sorted(valid)}")
+    return cls(**data)
+
+
+def check_positive(name: str, value, *, integer: bool = False, optional: bool = True) -> None:
+    """Raise a one-line ``ValueError`` unless ``value`` is a finite number > 0 (or None when optional)."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if ok and integer:
+        ok = float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "a finite number > 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def check_fraction(name: str, value, *, upper_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1 and not (upper_open and value == 1)
+    if not ok:
+        raise ValueError(f"{name} must be in [0, 1{')' if upper_open else ']'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How :func:`~napari_medseg.retrain.finetune.finetune` trains.
+
+    Attributes:
+        scope: trainable group (``"adapters" | "decoder" | "encoder" | "all"``); ``None`` = the family's default.
+        steps / time_budget_s: stop after whichever comes first (neither: :data:`DEFAULT_STEPS`).
+            The time budget (s) bounds the optimisation loop; at least one step runs.
+        replay_fraction: share of each batch drawn from replayed corrections (when there are some).
+        augment: ``True`` (``AugmentConfig.finetune()``), ``False``, an ``AugmentConfig``, or its fields as a dict.
+        batch_size, lr, weight_decay: AdamW settings; lr warms up over ``warmup_fraction`` of the
+            budget, then decays (cosine) to 0.
+        loss_weights: ``(ce, dice)``; ``None`` = the family's (DCAU-Net 0.4/0.6, U-DFA 0.5/0.5).
+        grad_clip: max gradient norm (``None`` = no clipping).
+        device, precision: see ``napari_medseg.device``.
+        seed: seeds the split, sampling and augmentation.
+        validation_fraction, min_slices_for_validation: held-out split (only with at least that many slices).
+        eval_every: steps between held-out evaluations / best-loss checks (``None``: ~ budget / 20).
+        crop_size: train on random ``crop_size``^2 crops (px, a multiple of the model's size multiple);
+            ``None`` = whole slices.  crop_foreground: share of crops centred on an organ.
+    """
+
+    scope: str | None = None
+    steps: int | None = None
+    time_budget_s: float | None = None
+    replay_fraction: float = 0.5
+    augment: object = True
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    loss_weights: tuple[float, float] | None = None
+    grad_clip: float | None = 1.0
+    device: object = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    validation_fraction: float = 0.2
+    min_slices_for_validation: int = 8
+    eval_every: int | None = None
+    crop_size: int | None = None
+    crop_foreground: float = 0.5
+
+    def __post_init__(self):
+        from napari_medseg.models.spec import PRECISIONS
+
+        check_positive("steps", self.steps, integer=True)
+        check_positive("time_budget_s", self.time_budget_s)
+        check_positive("batch_size", self.batch_size, integer=True, optional=False)
+        check_positive("lr", self.lr, optional=False)
+        check_positive("eval_every", self.eval_every, integer=True)
+        check_positive("crop_size", self.crop_size, integer=True)
+        check_positive("grad_clip", self.grad_clip)
+        check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)
+        for name in ("replay_fraction", "warmup_fraction", "crop_foreground"):
+            check_fraction(name, getattr(self, name))
+        check_fraction("validation_fraction", self.validation_fraction, upper_open=True)
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.loss_weights is not None:
+            weights = tuple(float(w) for w in self.loss_weights)
+            if len(weights) != 2 or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+                raise ValueError(f"loss_weights must be two finite weights (ce, dice) >= 0, not both 0; got {self.loss_weights!r}")
+            object.__setattr__(self, "loss_weights", weights)
+        if isinstance(self.augment, Mapping):
+            from napari_medseg.retrain.augment import AugmentConfig
+
+            object.__setattr__(self, "augment", AugmentConfig.from_dict(dict(self.augment)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> "FinetuneConfig":
+        return strict_from_dict(cls, data, "fine-tuning")
+
+    def replace(self, **changes) -> "FinetuneConfig":
+        """A copy with ``changes`` (validated like :meth:`from_dict`)."""
+        return self.from_dict({**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+    @property
+    def step_budget(self) -> int | None:
+        """``steps``, or :data:`DEFAULT_STEPS` when no budget at all is given."""
+        return DEFAULT_STEPS if self.steps is None and self.time_budget_s is None else self.steps
+
+
+__all__ = ["DEFAULT_STEPS", "FinetuneConfig", "check_positive", "strict_from_dict"]
