@@ -8,9 +8,11 @@ written in the input's geometry by ``napari_medseg.io.write_labels``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from napari_medseg.commands._outputs import LABEL_SUFFIXES, check_label_outputs, output_suffix, write_label_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="auto = fp16/bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--frame", type=int, default=None, help="time frame to segment in a 4D volume")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (never an input of this run)")
 
 
 def _is_volume_file(path: Path) -> bool:
@@ -34,26 +38,69 @@ def _is_volume_file(path: Path) -> bool:
     return path.is_file() and detect_format(path) in ("nifti", "nrrd", "mha")
 
 
-def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
-    """``[(input volume, output .nii.gz), ...]``.
+def _check_input(path: Path) -> None:
+    """A one-line reason for an input that cannot be read at all (missing, symlink loop, no permission)."""
+    from napari_medseg.cli import CommandError
 
-    A folder holding volume files (or sub-folders, read as DICOM series) is a
-    batch and ``output`` a folder; any other folder is one DICOM series.
-    """
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise CommandError(f"input {str(path)!r} is a broken symbolic link") from None
+        raise CommandError(f"input {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise CommandError(f"input {str(path)!r} cannot be opened: {err.strerror}") from None
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise CommandError(f"input {str(path)!r} is not readable (permission denied)")
+
+
+def _batch_entries(folder: Path) -> list[Path]:
+    """Visible entries of ``folder``, sorted; hidden names (temp files of interrupted writes, ``._x``) are skipped."""
+    from napari_medseg.cli import CommandError
+
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise CommandError(f"cannot list input folder {str(folder)!r}: {err.strerror}") from None
+    return [p for p in entries if not p.name.startswith(".")]
+
+
+def _unique_names(items: list[Path]) -> list[str]:
+    """Output stems, one per input; inputs sharing a stem (``a.nii`` / ``a.nii.gz``) keep their extension in it."""
     from napari_medseg.io.read import volume_name
 
-    if not input_path.exists():
-        raise FileNotFoundError(f"input {str(input_path)!r} does not exist")
+    stems = [volume_name(p) for p in items]
+    names = []
+    for p, stem in zip(items, stems):
+        if stems.count(stem) > 1:
+            ext = p.name[len(stem):] if p.name.startswith(stem) else p.suffix
+            stem = stem + ext.replace(".", "_") if ext else stem + "_folder"
+        names.append(stem)
+    return names
+
+
+def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
+    """``[(input volume, output .nii.gz), ...]``, with unique outputs.
+
+    A folder holding volume files or DICOM series sub-folders is a batch and
+    ``output`` a folder (other sub-folders and hidden files are skipped); any
+    other folder is one DICOM series.
+    """
+    from napari_medseg.cli import CommandError
+    from napari_medseg.io import detect_format
+
+    _check_input(input_path)
     if input_path.is_dir():
-        entries = sorted(input_path.iterdir())
+        entries = _batch_entries(input_path)
         files = [p for p in entries if _is_volume_file(p)]
-        if files or (entries and all(p.is_dir() for p in entries)):
-            items = files + [p for p in entries if p.is_dir()]
-            if output.suffix in (".nii", ".gz") or (output.exists() and not output.is_dir()):
-                raise ValueError(f"INPUT {str(input_path)!r} is a folder of volumes, so --output must be a folder")
-            return [(p, output / f"{volume_name(p)}.nii.gz") for p in items]
-    if not output.name.endswith((".nii.gz", ".nii")):
-        raise ValueError(f"--output must end in .nii.gz or .nii, got {str(output)!r}")
+        series = [p for p in entries if p.is_dir() and detect_format(p) == "dicom"]
+        if files or (series and detect_format(input_path) != "dicom"):
+            items = files + series
+            if output_suffix(output, LABEL_SUFFIXES) or (output.exists() and not output.is_dir()):
+                raise CommandError(f"INPUT {str(input_path)!r} is a folder of volumes, so --output must be a folder")
+            return [(p, output / f"{name}.nii.gz") for p, name in zip(items, _unique_names(items))]
+    if output_suffix(output, LABEL_SUFFIXES) is None:
+        raise CommandError(f"--output must end in {' or '.join(LABEL_SUFFIXES)}, got {str(output)!r}")
     return [(input_path, output)]
 
 
@@ -69,45 +116,69 @@ def _read_info(path: Path, reader):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from napari_medseg.checkpoint import read_checkpoint_info
+    from napari_medseg.cli import CommandError, one_line
     from napari_medseg.device import pick_device
-    from napari_medseg.inference import check_same_label_set, load_checkpoints, run_segmentation, segment_volume
-    from napari_medseg.io import read_volume, write_labels
-    from napari_medseg.organ_stats import format_table, organ_stats
+    from napari_medseg.inference import check_same_label_set, load_checkpoints
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     for ckpt in args.checkpoint:
         if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
+            raise CommandError(f"checkpoint {str(ckpt)!r} does not exist" + (" (it is a folder)" if ckpt.is_dir() else ""))
     jobs = plan_jobs(args.input, args.output)
+    if not jobs:
+        raise CommandError(f"{args.input} holds no volumes")
+    inputs = [src for src, _ in jobs] + list(args.checkpoint)
+    check_label_outputs([dst for _, dst in jobs], inputs=inputs, overwrite=args.overwrite)
     label_set = check_same_label_set([_read_info(p, read_checkpoint_info) for p in args.checkpoint])
     device = pick_device(args.device)
     checkpoints = load_checkpoints(args.checkpoint, device=device)
-    tty = sys.stderr.isatty()
+    if len(jobs) == 1:
+        _segment_one(*jobs[0], args, checkpoints, device, label_set, inputs)
+        return 0
+    failed = []
     for src, dst in jobs:
-        vol = read_volume(src)
-        if vol.array.ndim == 4:
-            if args.frame is None:
-                raise ValueError(f"{src.name} is 4D ({vol.array.shape[0]} frames); choose one with --frame T")
-            vol = vol.frame(args.frame)
-        for _, info in checkpoints:
-            if vol.modality and vol.modality != info.preprocessing.modality:
-                print(f"warning: {src.name} looks like {vol.modality.upper()} but the checkpoint was trained "
-                      f"on {info.preprocessing.modality.upper()}", file=sys.stderr)
-        gen = segment_volume(vol.array, checkpoints, device=device, precision=args.precision,
-                             batch_size=args.batch_size, tta=args.tta)
-        with tqdm(total=vol.array.shape[0], desc=src.name, unit="slice", disable=not tty, file=sys.stderr) as bar:
-            def report(p):
-                bar.update(p.done - bar.n)
-                bar.set_postfix_str(p.device)
-            result = run_segmentation(gen, report)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        written = write_labels(result.labels, dst, vol.geometry, label_set)
-        unit = "HU" if vol.modality == "ct" else "a.u."
-        print(f"{src} -> {written}  ({result.seconds:.1f} s, {result.slices_per_s:.1f} slices/s, "
-              f"{result.device} {result.precision})")
-        print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array), unit=unit))
+        try:
+            _segment_one(src, dst, args, checkpoints, device, label_set, inputs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # a batch tries every input and reports each failure
+            failed.append(f"{src.name} ({one_line(err)})")
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(jobs)} inputs failed: " + "; ".join(failed))
     return 0
+
+
+def _segment_one(src: Path, dst: Path, args, checkpoints, device, label_set, inputs) -> None:
+    """Read, segment and write one volume; prints the result line and organ table."""
+    from tqdm import tqdm
+
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.io import read_volume
+    from napari_medseg.organ_stats import format_table, organ_stats
+
+    vol = read_volume(src)
+    if vol.array.ndim == 4:
+        if args.frame is None:
+            raise ValueError(f"{src.name} is 4D ({vol.array.shape[0]} frames); choose one with --frame T")
+        vol = vol.frame(args.frame)
+    elif args.frame is not None:
+        raise ValueError(f"{src.name} is 3D; --frame applies to 4D volumes only")
+    for _, info in checkpoints:
+        if vol.modality and vol.modality != info.preprocessing.modality:
+            print(f"warning: {src.name} looks like {vol.modality.upper()} but the checkpoint was trained "
+                  f"on {info.preprocessing.modality.upper()}", file=sys.stderr)
+    gen = segment_volume(vol.array, checkpoints, device=device, precision=args.precision,
+                         batch_size=args.batch_size, tta=args.tta)
+    with tqdm(total=vol.array.shape[0], desc=src.name, unit="slice", disable=not sys.stderr.isatty(),
+              file=sys.stderr) as bar:
+        def report(p):
+            bar.update(p.done - bar.n)
+            bar.set_postfix_str(p.device)
+        result = run_segmentation(gen, report)
+    written = write_label_output(result.labels, dst, vol.geometry, label_set, inputs=inputs, overwrite=args.overwrite)
+    unit = "HU" if vol.modality == "ct" else "a.u."
+    print(f"{src} -> {written}  ({result.seconds:.1f} s, {result.slices_per_s:.1f} slices/s, "
+          f"{result.device} {result.precision})")
+    print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array), unit=unit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DOCKS = ("Segment", "Correct and retrain", "Organ legend")
 
@@ -13,7 +14,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-docks", action="store_true", help="do not open the plugin's dock widgets")
 
 
+def check_paths(paths) -> None:
+    """Refuse, before napari starts, a path that cannot be opened (one line naming it and why)."""
+    from napari_medseg.cli import CommandError
+    from napari_medseg.io.read import check_readable
+
+    for path in paths:
+        try:
+            check_readable(Path(path))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_paths(args.paths)
     import napari
 
     viewer = napari.Viewer(title="napari-medseg")
