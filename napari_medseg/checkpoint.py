@@ -131,7 +131,8 @@ def _read_header(path: Path) -> dict:
 
 
 def _parse_metadata(path: Path, header: dict) -> dict:
-    meta = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    meta = header.get("__metadata__") or {}
+    meta = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
     if meta is None:
         raise CheckpointError(
             f"{str(path)!r} is a safetensors file but not a napari-medseg checkpoint "

@@ -20,7 +20,7 @@ import pytest
 
 from _segment_helpers import save_tiny
 from napari_medseg.cli import main
-from napari_medseg.labels import SYNAPSE, check_label_values
+from napari_medseg.labels import SYNAPSE
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 needs_non_root = pytest.mark.skipif(ROOT, reason="root ignores file permissions")
@@ -156,6 +156,8 @@ def test_datastore_export_refusals_are_one_line(kind, tmp_path, capsys):
     [(np.uint16, 257, "257"), (np.float32, 4.995, "4.995"), (np.float32, np.nan, "NaN"), (np.int16, -1, "-1")],
 )
 def test_label_values_name_the_value_and_slice(dtype, value, shown):
+    from napari_medseg.labels import check_label_values
+
     labels = np.zeros((5, 4, 4), dtype)
     labels[3, 1, 2] = value
     with pytest.raises(ValueError, match=rf"slice 3 holds label value {shown}\b"):
@@ -164,6 +166,8 @@ def test_label_values_name_the_value_and_slice(dtype, value, shown):
 
 
 def test_label_values_outside_the_label_set():
+    from napari_medseg.labels import check_label_values
+
     labels = np.zeros((2, 4, 4), np.uint8)
     labels[1, 0, 0] = 9
     with pytest.raises(ValueError, match="slice 1 holds label value 9.*synapse"):
@@ -311,6 +315,15 @@ def test_segment_refusals_are_one_line_and_early(case, ck, tmp_path, capsys):
     _one_line_error(capsys, code)
     assert "->" not in capsys.readouterr().out
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_frame_out_of_range_is_one_line(ck, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    cine = rng.integers(-1000, 400, size=(64, 64, 6, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(cine, np.diag([0.8, 0.8, 3.0, 1.0])), str(tmp_path / "cine.nii.gz"))
+    code = main(["segment", str(tmp_path / "cine.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"), "-c", str(ck),
+                 "--frame", "99"])
+    assert "frame 99 out of range" in _one_line_error(capsys, code) and not (tmp_path / "seg.nii.gz").exists()
 
 
 @needs_non_root

@@ -28,7 +28,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_parent(path: Path, what: str) -> None:
+def check_parent_writable(path: Path, what: str) -> None:
     """The nearest existing ancestor is a writable folder (missing folders are created later)."""
     parent = path.parent
     while not parent.exists():
@@ -70,7 +70,7 @@ def check_output_file(path, *, inputs=(), overwrite: bool = False, suffixes=LABE
             raise CommandError(f"{what} {path} already exists; choose a new name or pass --overwrite")
         if not os.access(path, os.W_OK):
             raise CommandError(f"{what} {path} is write-protected; not replaced")
-    _check_parent(path, what)
+    check_parent_writable(path, what)
     return path
 
 

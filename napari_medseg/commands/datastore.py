@@ -45,7 +45,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def check_export_folder(out) -> None:
     """The export goes to a new or empty folder whose nearest existing parent is writable."""
-    import os
+    from napari_medseg.commands._outputs import check_parent_writable
 
     if out.is_symlink() and not out.exists():
         raise CommandError(f"--output {out} is a broken symbolic link")
@@ -57,13 +57,7 @@ def check_export_folder(out) -> None:
                 raise CommandError(f"--output {out} is not empty; choose a new folder for the export")
         except OSError as err:
             raise CommandError(f"--output {out} cannot be listed: {err.strerror}") from None
-    parent = out
-    while not parent.exists() and parent.parent != parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CommandError(f"--output {out} is under {parent}, which is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CommandError(f"--output {out}: folder {parent} is not writable; choose another place")
+    check_parent_writable(out / "dataset.json", "--output")
 
 
 def run(args: argparse.Namespace) -> int:

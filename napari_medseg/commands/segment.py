@@ -8,7 +8,6 @@ written in the input's geometry by ``napari_medseg.io.write_labels``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -36,22 +35,6 @@ def _is_volume_file(path: Path) -> bool:
     from napari_medseg.io import detect_format
 
     return path.is_file() and detect_format(path) in ("nifti", "nrrd", "mha")
-
-
-def _check_input(path: Path) -> None:
-    """A one-line reason for an input that cannot be read at all (missing, symlink loop, no permission)."""
-    from napari_medseg.cli import CommandError
-
-    try:
-        path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise CommandError(f"input {str(path)!r} is a broken symbolic link") from None
-        raise CommandError(f"input {str(path)!r} does not exist") from None
-    except OSError as err:
-        raise CommandError(f"input {str(path)!r} cannot be opened: {err.strerror}") from None
-    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
-        raise CommandError(f"input {str(path)!r} is not readable (permission denied)")
 
 
 def _batch_entries(folder: Path) -> list[Path]:
@@ -88,8 +71,9 @@ def plan_jobs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
     """
     from napari_medseg.cli import CommandError
     from napari_medseg.io import detect_format
+    from napari_medseg.io.read import check_readable
 
-    _check_input(input_path)
+    check_readable(input_path)
     if input_path.is_dir():
         entries = _batch_entries(input_path)
         files = [p for p in entries if _is_volume_file(p)]
@@ -120,12 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_medseg.cli import CommandError, one_line
     from napari_medseg.device import pick_device
     from napari_medseg.inference import check_same_label_set, load_checkpoints
+    from napari_medseg.io.read import check_readable
 
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     for ckpt in args.checkpoint:
+        check_readable(ckpt)
         if not ckpt.is_file():
-            raise CommandError(f"checkpoint {str(ckpt)!r} does not exist" + (" (it is a folder)" if ckpt.is_dir() else ""))
+            raise CommandError(f"checkpoint {str(ckpt)!r} is a folder, not a .safetensors file")
     jobs = plan_jobs(args.input, args.output)
     if not jobs:
         raise CommandError(f"{args.input} holds no volumes")
@@ -133,14 +119,15 @@ def run(args: argparse.Namespace) -> int:
     check_label_outputs([dst for _, dst in jobs], inputs=inputs, overwrite=args.overwrite)
     label_set = check_same_label_set([_read_info(p, read_checkpoint_info) for p in args.checkpoint])
     device = pick_device(args.device)
-    checkpoints = load_checkpoints(args.checkpoint, device=device)
-    if len(jobs) == 1:
-        _segment_one(*jobs[0], args, checkpoints, device, label_set, inputs)
+    if len(jobs) == 1:  # read (and pick the frame) before loading the models
+        vol = _read_input(jobs[0][0], args.frame)
+        _segment_one(vol, *jobs[0], args, load_checkpoints(args.checkpoint, device=device), device, label_set, inputs)
         return 0
+    checkpoints = load_checkpoints(args.checkpoint, device=device)
     failed = []
     for src, dst in jobs:
         try:
-            _segment_one(src, dst, args, checkpoints, device, label_set, inputs)
+            _segment_one(_read_input(src, args.frame), src, dst, args, checkpoints, device, label_set, inputs)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # a batch tries every input and reports each failure
@@ -150,21 +137,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_one(src: Path, dst: Path, args, checkpoints, device, label_set, inputs) -> None:
-    """Read, segment and write one volume; prints the result line and organ table."""
-    from tqdm import tqdm
-
-    from napari_medseg.inference import run_segmentation, segment_volume
+def _read_input(src: Path, frame: int | None):
+    """The 3D volume to segment: ``src`` itself, or its frame ``frame`` when it is 4D."""
     from napari_medseg.io import read_volume
-    from napari_medseg.organ_stats import format_table, organ_stats
 
     vol = read_volume(src)
     if vol.array.ndim == 4:
-        if args.frame is None:
+        if frame is None:
             raise ValueError(f"{src.name} is 4D ({vol.array.shape[0]} frames); choose one with --frame T")
-        vol = vol.frame(args.frame)
-    elif args.frame is not None:
+        try:
+            return vol.frame(frame)
+        except IndexError as err:
+            raise ValueError(f"--frame: {err}") from None
+    if frame is not None:
         raise ValueError(f"{src.name} is 3D; --frame applies to 4D volumes only")
+    return vol
+
+
+def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set, inputs) -> None:
+    """Segment one volume and write its labels; prints the result line and organ table."""
+    from tqdm import tqdm
+
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.organ_stats import format_table, organ_stats
+
     for _, info in checkpoints:
         if vol.modality and vol.modality != info.preprocessing.modality:
             print(f"warning: {src.name} looks like {vol.modality.upper()} but the checkpoint was trained "
