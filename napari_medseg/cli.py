@@ -39,7 +39,7 @@ def one_line(err: BaseException) -> str:
         target = f" {err.filename}" if err.filename else ""
         return f"{err.strerror}:{target}"
     text = " ".join(str(err).split())
-    if isinstance(err, (CommandError, ValueError, FileNotFoundError)) and text:
+    if isinstance(err, (CommandError, ValueError, OSError)) and text:
         return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

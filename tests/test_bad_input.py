@@ -377,8 +377,12 @@ def test_finetune_output_refused_before_training(name, ck, tmp_path, capsys):
     out = tmp_path / name
     if name.startswith("exists"):
         out.write_bytes(b"old")
+    img = nib.load(ct)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[20:40, 20:40, 2] = 5  # valid truth: without the early check, 60 s of training would run first
+    nib.save(nib.Nifti1Image(lab, img.affine), str(tmp_path / "lab.nii.gz"))
     t0 = time.monotonic()
-    code = main(["finetune", "--image", str(ct), "--labels", str(ct), "--slices", "2", "--checkpoint", str(ck),
+    code = main(["finetune", "--image", str(ct), "--labels", str(tmp_path / "lab.nii.gz"), "--slices", "2", "--checkpoint", str(ck),
                  "--time-budget", "60", "--store", str(tmp_path / "store"), "-o", str(out)])
     _one_line_error(capsys, code, "finetune")
     assert time.monotonic() - t0 < 30  # refused before the 60 s budget
@@ -466,3 +470,18 @@ def test_sigterm_during_a_write_removes_the_temp_file(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case, reason", [("empty", "0 bytes"), ("temp", "temporary file")])
+def test_viewer_open_says_why(case, reason, tmp_path):
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    path = {"empty": tmp_path / "a.nii.gz", "temp": tmp_path / ".s.nii.gz.partial-1.nii.gz"}[case]
+    if case == "empty":
+        path.write_bytes(b"")
+    else:
+        _small_ct(path)
+    with pytest.raises(Exception, match=reason):
+        ViewerModel().open(str(path), plugin="napari-medseg")
