@@ -485,3 +485,11 @@ def test_viewer_open_says_why(case, reason, tmp_path):
         _small_ct(path)
     with pytest.raises(Exception, match=reason):
         ViewerModel().open(str(path), plugin="napari-medseg")
+
+
+def test_evaluate_keeps_an_existing_csv(tmp_path, capsys):
+    out = tmp_path / "metrics.csv"
+    out.write_text("mine")
+    code = main(["evaluate", "--predictions", str(tmp_path), "--images", str(tmp_path), "--labels", str(tmp_path),
+                 "--label-set", "synapse", "--out", str(out)])
+    assert "already exists" in _one_line_error(capsys, code, "evaluate") and out.read_text() == "mine"
