@@ -37,22 +37,13 @@ def _read_paths(paths) -> list[tuple]:
     return layers
 
 
-_OWN_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def _claims(path) -> bool:
-    """A path this reader answers for: a detected format, or one of its extensions even when
-    unreadable (then the reader function raises the reason instead of napari's "no reader")."""
-    from .io import detect_format
-
-    return detect_format(path) is not None or str(path).lower().endswith(_OWN_EXTENSIONS)
-
-
 def napari_get_reader(path):
     """The reader function for ``path`` (str, Path or list of them), or None."""
     try:
+        from .io import detect_format
+
         paths = [path] if isinstance(path, (str, Path)) else list(path)
-        if not paths or not all(_claims(p) for p in paths):
+        if not paths or any(detect_format(p) is None for p in paths):
             return None
         return read_layers if len(paths) == 1 and isinstance(path, (str, Path)) else lambda _: _read_paths(paths)
     except Exception:  # a reader probe must never break napari
