@@ -62,7 +62,7 @@ def check_output_file(path, *, inputs=(), overwrite: bool = False, suffixes=LABE
     for src in inputs:
         src = Path(src)
         if _same_file(path, src) or (src.is_dir() and path.exists() and _inside(path, src)):
-            raise CommandError(f"{what} {path} is an input of this run; choose another name (--overwrite never replaces an input)")
+            raise CommandError(f"{what} {path} already exists and is an input of this run; choose another name (--overwrite never replaces an input)")
     if path.is_symlink() and not path.exists():
         raise CommandError(f"{what} {path} is a broken symbolic link; remove it or choose another name")
     if path.exists():
