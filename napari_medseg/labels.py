@@ -187,4 +187,5 @@ def check_label_values(labels, slices=None, label_set: LabelSet | None = None, m
             where = f"label set {label_set.name!r} (0..{top})" if label_set is not None else f"integer labels 0..{top}"
             raise ValueError(f"slice {z} holds label value {value}, not one of the {where}; fix the labels "
                              "(e.g. resample them with nearest neighbour) and try again")
-    return labels.astype(np.uint8 if top <= 255 else np.uint16)
+    with np.errstate(invalid="ignore"):  # slices outside ``slices`` are not truth; NaN there casts to 0
+        return labels.astype(np.uint8 if top <= 255 else np.uint16)
