@@ -88,7 +88,7 @@ def slice_dice(pred: np.ndarray, ref: np.ndarray, organs) -> float:
 
 def fill_experiment(case: Case, args) -> list[dict]:
     """Per slice: scribble -> fill -> accept (and touch up to the reference)."""
-    from napari_medseg.retrain import evenly_spaced_slices
+    from napari_medseg.retrain.loop import evenly_spaced_slices
     from napari_medseg.scribbles import UNLABELLED, body_mask, effort, simulate_scribbles
 
     organs = [int(v) for v in np.unique(case.reference) if v > 0]

@@ -1,10 +1,81 @@
-"""napari writer: a Labels layer -> NIfTI, Slicer ``.seg.nrrd`` or DICOM-SEG in its source image's exact geometry."""
+"""napari writer: a Labels layer -> NIfTI, Slicer ``.seg.nrrd`` or DICOM-SEG in its source image's exact geometry.
+
+It never replaces a file it did not write: an existing target must be a
+napari-medseg label file (and its ``.json`` a napari-medseg sidecar).
+Refusals raise :class:`SaveRefused`, which napari shows as a notification
+with the reason.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+_LABELS_DESCRIP = b"napari-medseg labels"
+
+
+class SaveRefused(Exception):
+    """The layer was not saved; the message says why.
+
+    Deliberately not a ``ValueError``: napari reports a writer's ``ValueError``
+    as "not a valid writer" and drops the reason.
+    """
+
+
+def _written_by_medseg(path: Path) -> bool:
+    """True when ``path`` is a NIfTI label file written by napari-medseg (header ``descrip``)."""
+    import nibabel as nib
+
+    try:
+        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\0").startswith(_LABELS_DESCRIP)
+    except Exception:  # unreadable or not NIfTI: not ours
+        return False
+
+
+def _is_medseg_sidecar(path: Path) -> bool:
+    from .io.writer import SIDECAR_FORMAT
+
+    try:
+        return json.loads(path.read_text()).get("format") == SIDECAR_FORMAT
+    except Exception:  # unreadable, not JSON, not a dict: not ours
+        return False
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing
+        return False
+
+
+def check_save_target(path: Path, source_path: str | None) -> None:
+    """Refuse a target that is a folder, the source image, or a file napari-medseg did not write."""
+    from .io.read import sidecar_path
+
+    if path.is_dir():
+        raise SaveRefused(f"{path} is a folder; give a file name ending in .nii.gz")
+    if source_path and _same_file(path, source_path):
+        raise SaveRefused(f"refusing to overwrite the source image {path.name}; choose another file name")
+    if path.exists():
+        if not _written_by_medseg(path):
+            raise SaveRefused(
+                f"refusing to replace {path.name}: it exists and was not written by napari-medseg "
+                "(it may be an image or someone's reference labels); choose a new file name"
+            )
+        if not os.access(path, os.W_OK):
+            raise SaveRefused(f"{path.name} is write-protected; not replaced")
+    side = sidecar_path(path)
+    if side.exists() and not _is_medseg_sidecar(side):
+        raise SaveRefused(f"refusing to replace {side.name}, which napari-medseg did not write; choose a new file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise SaveRefused(f"folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SaveRefused(f"folder {parent} is not writable; choose another place")
 
 
 def write_labels(path: str, data, attributes: dict) -> list[str]:
@@ -13,7 +84,7 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
     Uses ``attributes["metadata"]["medseg"]["geometry"]`` (set by the reader,
     the sample data and the segment widget).  A Labels layer without it is
     written in an LPS-canonical geometry built from its ``scale``/``translate``,
-    with a warning.
+    with a warning.  Raises :class:`SaveRefused` with the reason.
     """
     from .io import VolumeWarning, layer_geometry, write_labels as write_nifti_labels
     from .labels import LabelSet
@@ -23,24 +94,29 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
     if data.ndim == 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:
-        raise ValueError(
+        raise SaveRefused(
             f"napari-medseg saves 3D label volumes; this layer has shape {data.shape}"
             + (" (a 4D layer: save one frame as its own layer)" if data.ndim == 4 else "")
         )
-    geometry, from_metadata = layer_geometry(
-        attributes.get("metadata"), data.shape, attributes.get("scale", (1, 1, 1)), attributes.get("translate", (0, 0, 0))
-    )
-    if not from_metadata:
-        warnings.warn(
-            f"layer {attributes.get('name', '')!r} carries no source geometry (it was not opened or created "
-            "by napari-medseg); saving it with its scale/translate as LPS (S, P, L) millimetres",
-            VolumeWarning,
-            stacklevel=2,
+    try:
+        geometry, from_metadata = layer_geometry(
+            attributes.get("metadata"), data.shape, attributes.get("scale", (1, 1, 1)),
+            attributes.get("translate", (0, 0, 0)),
         )
-    label_set = LabelSet.from_dict(meta["label_set"]) if meta.get("label_set") else None
-    algorithm = None
-    if str(path).lower().endswith(".dcm"):
-        from .io.dicom_seg import Algorithm
+        check_save_target(Path(path), geometry.source_path)
+        if not from_metadata:
+            warnings.warn(
+                f"layer {attributes.get('name', '')!r} carries no source geometry (it was not opened or created "
+                "by napari-medseg); saving it with its scale/translate as LPS (S, P, L) millimetres",
+                VolumeWarning,
+                stacklevel=2,
+            )
+        label_set = LabelSet.from_dict(meta["label_set"]) if meta.get("label_set") else None
+        algorithm = None
+        if str(path).lower().endswith(".dcm"):
+            from .io.dicom_seg import Algorithm
 
-        algorithm = Algorithm.from_checkpoint_paths(meta.get("checkpoints") or [])
-    return [str(write_nifti_labels(data, path, geometry, label_set, algorithm=algorithm))]
+            algorithm = Algorithm.from_checkpoint_paths(meta.get("checkpoints") or [])
+        return [str(write_nifti_labels(data, path, geometry, label_set, algorithm=algorithm))]
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise SaveRefused(f"{Path(path).name} not saved: {' '.join(str(err).split())}") from err

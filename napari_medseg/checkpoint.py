@@ -98,7 +98,23 @@ def _read_header(path: Path) -> dict:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{str(path)!r} has a corrupt safetensors header; not a usable checkpoint") from None
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{str(path)!r} has a corrupt safetensors header (not a JSON object)")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, stop = (int(x) for x in entry["data_offsets"])
+            str(entry["dtype"]), list(entry["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{str(path)!r} has a damaged safetensors header: tensor {key!r} lacks a valid "
+                "dtype, shape or data_offsets; re-save or re-download the checkpoint"
+            ) from None
+        if not 0 <= start <= stop:
+            raise CheckpointError(f"{str(path)!r} has a damaged safetensors header: tensor {key!r} has offsets {start}..{stop}")
+        end = max(end, stop)
     if 8 + n + end != size:
         raise CheckpointError(
             f"{str(path)!r} is corrupt or truncated: header promises {8 + n + end} bytes, file has {size}"
@@ -107,7 +123,8 @@ def _read_header(path: Path) -> dict:
 
 
 def _parse_metadata(path: Path, header: dict) -> dict:
-    meta = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    meta = header.get("__metadata__") or {}
+    meta = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
     if meta is None:
         raise CheckpointError(
             f"{str(path)!r} is a safetensors file but not a napari-medseg checkpoint "
@@ -252,6 +269,28 @@ def _check_fit(info: CheckpointInfo, label_set, model_name) -> None:
         )
 
 
+def check_weights(name: str, tensors: dict, expected: dict) -> None:
+    """Refuse weights that would silently give wrong masks: a non-float dtype where the model has
+    floats (e.g. int8), or NaN/inf values.  Raises :class:`CheckpointError` naming the first tensor."""
+    import torch
+
+    for key, ref in expected.items():
+        t = tensors[key]
+        if not ref.is_floating_point():
+            continue
+        if not t.is_floating_point():
+            raise CheckpointError(
+                f"{name}: tensor {key!r} is {str(t.dtype).replace('torch.', '')}, not a float type; "
+                "the checkpoint is damaged or quantised (not supported)"
+            )
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{name}: tensor {key!r} holds {bad} NaN/infinite values; the checkpoint is damaged "
+                "(e.g. a fine-tune that diverged); use an earlier version"
+            )
+
+
 def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     """Rebuild the model stored in ``path``; returns ``(model in eval mode, CheckpointInfo)``.
 
@@ -294,6 +333,7 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if tensors[k].shape != v.shape]
     if bad:
         raise CheckpointError(f"{info.path.name} has tensors of the wrong shape: {bad[:10]}")
+    check_weights(info.path.name, tensors, expected)
     model.load_state_dict(tensors, strict=True)
     model.to(torch.device(device) if isinstance(device, str) else device)
     model.eval()

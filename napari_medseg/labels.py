@@ -207,3 +207,44 @@ def segment_code(label_set: LabelSet, value: int) -> SegmentCode:
     if builtin is not None and builtin.names == label_set.names:
         return SNOMED_CODES[builtin.name][int(value)]
     return SegmentCode(_TISSUE, _TISSUE)
+
+
+def check_label_values(labels, slices=None, label_set: LabelSet | None = None, max_value: int = 255):
+    """Integer label values, checked before any cast (a cast would wrap 257 to 1 and truncate 4.995 to 4).
+
+    Args:
+        labels: ``(z, y, x)`` array of any numeric dtype.
+        slices: axial slice indices to check (default: all).
+        label_set: when given, every value must be one of its labels.
+        max_value: the largest value allowed without a label set (uint8 label maps: 255).
+
+    Returns:
+        ``labels`` as ``uint8`` (``uint16`` if ``max_value`` > 255).  Raises ``ValueError``
+        naming the first bad value and its slice.
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be numbers, got dtype {labels.dtype}")
+    zs = range(labels.shape[0]) if slices is None else [int(z) for z in slices]
+    allowed = set(label_set.names) if label_set is not None else None
+    top = max(allowed) if allowed else max_value
+    for z in zs:
+        if not 0 <= z < labels.shape[0]:
+            continue  # the caller reports slices out of range
+        plane = labels[z]
+        bad = ~np.isfinite(plane) if plane.dtype.kind == "f" else np.zeros(plane.shape, bool)
+        if plane.dtype.kind == "f":
+            bad |= np.isfinite(plane) & (plane != np.round(plane))
+        bad |= (plane < 0) | (plane > top)
+        if allowed is not None and not bad.any():
+            bad |= ~np.isin(plane, list(allowed))
+        if bad.any():
+            value = plane[bad].flat[0]
+            value = "NaN" if value != value else (f"{value:g}" if plane.dtype.kind == "f" else str(int(value)))
+            where = f"label set {label_set.name!r} (0..{top})" if label_set is not None else f"integer labels 0..{top}"
+            raise ValueError(f"slice {z} holds label value {value}, not one of the {where}; fix the labels "
+                             "(e.g. resample them with nearest neighbour) and try again")
+    with np.errstate(invalid="ignore"):  # slices outside ``slices`` are not truth; NaN there casts to 0
+        return labels.astype(np.uint8 if top <= 255 else np.uint16)

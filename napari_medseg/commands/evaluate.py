@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--images/--labels; needs h5py and a checkpoint; HD95 in voxels")
     parser.add_argument("--label-set", help="synapse or acdc (default: the checkpoint's; required with --predictions)")
     parser.add_argument("--out", default="metrics.csv", help="CSV with per-case rows and means (default metrics.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--transunet-compatible", action="store_true",
                         help="TransUNet/Swin-Unet metric conventions: HD95 in voxels, (1, 0) for a prediction where the reference is empty, (0, 0) otherwise")
     parser.add_argument("--device", default="auto")
@@ -36,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from napari_medseg.commands._outputs import check_output_file
     from napari_medseg.labels import get_label_set
     from training.evaluate import evaluate_cases, format_table, iter_cases, pair_files, summarise, write_csv
 
     if bool(args.checkpoint) == bool(args.predictions):
         raise ValueError("give either --checkpoint (segment now) or --predictions DIR (already segmented)")
+    check_output_file(args.out, overwrite=args.overwrite, suffixes=(".csv",), what="--out")
     checkpoints = None
     if args.checkpoint:
         from napari_medseg.inference import load_checkpoints

@@ -70,16 +70,15 @@ def load_pair(image_path: str, labels_path: str, frame: int | None, series: str 
     if labels.array.shape != image.array.shape or not np.allclose(
         labels.geometry.world_affine(), image.geometry.world_affine(), atol=1e-3
     ):
-        raise CommandError(
-            f"labels {labels_path} (shape {labels.array.shape}) are not on the image's grid "
-            f"(shape {image.array.shape}); resample them to the image first"
-        )
+        what = (f"shape {labels.array.shape} vs {image.array.shape}" if labels.array.shape != image.array.shape
+                else "same shape, different position, spacing or orientation")
+        raise CommandError(f"labels {labels_path} are not on the image's grid ({what}); resample them to the image first")
     return image, labels
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from napari_medseg.commands._outputs import check_new_checkpoint
+    from napari_medseg.labels import check_label_values
     from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
     from napari_medseg.retrain.config import check_positive
@@ -90,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--time-budget", args.time_budget)  # before reading anything: nan/inf/0 would never end
     check_positive("--steps", args.steps, integer=True)
     slices = parse_slices(args.slices)
+    check_new_checkpoint(args.output, inputs=[args.image, args.labels] + ([args.checkpoint] if args.checkpoint else []))
     image, labels = load_pair(args.image, args.labels, args.frame, args.series)
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     start = StartFrom(checkpoint=args.checkpoint, model_name=args.model, label_set=args.label_set,
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 60.0)
     options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
     gen = retrain_volume(
-        image.array, labels.array.astype(np.uint8), slices, start=start, spacing=image.geometry.spacing,
+        image.array, check_label_values(labels.array, slices), slices, start=start, spacing=image.geometry.spacing,
         source=str(args.image), options=options, store=CorrectionStore(args.store) if args.store else None,
         replay=not args.no_replay, output=args.output, resegment=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DOCKS = ("Segment", "Correct and retrain", "Organ legend")
 
@@ -15,7 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DICOM folders with several series: open this one (UID or 0-based index, largest first)")
 
 
+def check_paths(paths) -> None:
+    """Refuse, before napari starts, a path that cannot be opened (one line naming it and why)."""
+    from napari_medseg.cli import CommandError
+    from napari_medseg.io.read import check_readable
+
+    for path in paths:
+        try:
+            check_readable(Path(path))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_paths(args.paths)
     import napari
 
     chosen = []  # with --series: read (and refuse a bad choice) before any window opens

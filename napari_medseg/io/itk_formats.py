@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .nifti import SourceImage, check_shape
+from .nifti import SourceImage, check_shape, check_voxel_bytes
 from .orientation import RAS_TO_LPS
 from .volume import VolumeReadError
 
@@ -41,6 +41,16 @@ def sitk_source(image, path, header: dict | None = None) -> SourceImage:
     return SourceImage(array=array, affine_ras=affine_ras, header=dict(header or {}))
 
 
+def check_itk_bytes(reader, path: Path) -> None:
+    """Refuse a header whose voxels cannot fit its file (single-file formats) or the free memory."""
+    import SimpleITK as sitk
+
+    one = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+    itemsize = one.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    detached = path.suffix.lower() in (".nhdr", ".mhd")
+    check_voxel_bytes(path, reader.GetSize(), np.dtype(f"V{itemsize}"), layout="detached" if detached else "compressed")
+
+
 def read_itk(path) -> SourceImage:
     """Read ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` (3D scalar)."""
     import SimpleITK as sitk
@@ -51,6 +61,7 @@ def read_itk(path) -> SourceImage:
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
         check_shape(reader.GetSize(), path)
+        check_itk_bytes(reader, path)
         image = reader.Execute()
     except VolumeReadError:
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,74 @@ def check_shape(shape, path) -> tuple[int, ...]:
     return shape
 
 
+# deflate cannot compress better than about 1032:1, so a .nii.gz holds at most this many bytes per file byte
+GZIP_MAX_RATIO = 1100
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_voxel_bytes(path: Path, shape, dtype, data_offset: int = 0, layout: str | None = None) -> None:
+    """Refuse, before any allocation, a header claiming more voxel bytes than the file or memory can hold.
+
+    ``layout``: ``"raw"`` (voxels stored uncompressed after ``data_offset``), ``"compressed"``
+    (at most ``GZIP_MAX_RATIO`` bytes per file byte), or ``"detached"`` (data in another file:
+    memory check only).  Default: compressed for ``.gz`` names, else raw.
+    """
+    needed = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    layout = layout or ("compressed" if path.name.lower().endswith(".gz") else "raw")
+    if layout == "compressed" and needed > GZIP_MAX_RATIO * size:
+        kind = f"{np.dtype(dtype).itemsize}-byte" if np.dtype(dtype).kind == "V" else np.dtype(dtype).name
+        raise VolumeReadError(
+            f"{path.name}: the header claims shape {tuple(int(s) for s in shape)} {kind} voxels "
+            f"({needed / 1e9:.3g} GB), more than a {size}-byte compressed file can hold; the header is corrupt"
+        )
+    if layout == "raw" and size < data_offset + needed:
+        raise VolumeReadError(f"{path} is truncated: the header needs {data_offset + needed} bytes, the file has {size}")
+    free = available_memory()
+    if free is not None and needed > free:
+        raise VolumeReadError(
+            f"{path.name} needs {needed / 1e9:.3g} GB of memory for its voxels, more than the "
+            f"{free / 1e9:.3g} GB available; close other programs or crop the volume"
+        )
+
+
+def stored_pixdim(path: Path, header_class) -> np.ndarray:
+    """``pixdim`` as stored in the file (``nib.load`` silently replaces zeros with 1)."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        return np.asarray(header_class.from_fileobj(fh, check=False)["pixdim"], float)
+
+
+def warn_bad_pixdim(path: Path, pixdim, ndim: int, qform_code: int, sform_code: int) -> None:
+    """Warn when a spatial pixdim is zero, negative or not finite (nibabel then assumes 1 mm or |value|)."""
+    pixdim = np.asarray(pixdim[1 : 1 + min(ndim, 3)], float)
+    bad = [f"pixdim[{i + 1}]={v:g}" for i, v in enumerate(pixdim) if not np.isfinite(v) or v <= 0]
+    if not bad:
+        return
+    used = "the sform, so the spacing comes from it" if sform_code > 0 else "1 mm for a zero value and the absolute value of a negative one"
+    warnings.warn(
+        f"{path.name}: voxel size {', '.join(bad)} is zero, negative or not finite; using {used}. "
+        "Check the spacing before measuring volumes",
+        VolumeWarning,
+        stacklevel=4,
+    )
+
+
 def _scaled_voxels(img) -> np.ndarray:
     """Voxels with scl_slope/scl_inter applied, in a compact dtype (int16 CT stays integer)."""
     slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
@@ -89,6 +158,10 @@ def read_nifti(path) -> SourceImage:
     path = Path(path)
     try:
         img = nib.load(str(path))
+    except OSError as exc:
+        if exc.strerror and not isinstance(exc, EOFError):  # permission, I/O or a folder: not "corrupt"
+            raise VolumeReadError(f"cannot open {path}: {exc.strerror}") from exc
+        raise VolumeReadError(f"could not read {path} as NIfTI: {exc}. The file is corrupt or truncated.") from exc
     except Exception as exc:  # nibabel raises many types for bad files
         raise VolumeReadError(
             f"could not read {path} as NIfTI: {type(exc).__name__}: {exc}. "
@@ -98,12 +171,10 @@ def read_nifti(path) -> SourceImage:
         raise VolumeReadError(f"{path} is a {type(img).__name__}, not a NIfTI-1/2 image")
     shape = check_shape(img.shape, path)
     hdr = img.header
-    if path.suffix.lower() == ".nii":  # uncompressed: the size must fit the header
-        needed = int(hdr.get_data_offset()) + int(np.prod(img.shape)) * np.dtype(hdr.get_data_dtype()).itemsize
-        if path.stat().st_size < needed:
-            raise VolumeReadError(
-                f"{path} is truncated: the header needs {needed} bytes, the file has {path.stat().st_size}"
-            )
+    dtype = np.dtype(hdr.get_data_dtype())
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise VolumeReadError(f"{path.name} stores {dtype} voxels (RGB/complex); napari-medseg reads scalar volumes")
+    check_voxel_bytes(path, img.shape, hdr.get_data_dtype(), int(hdr.get_data_offset()))
     try:
         array = _scaled_voxels(img)
     except Exception as exc:
@@ -116,6 +187,7 @@ def read_nifti(path) -> SourceImage:
     sform, sform_code = hdr.get_sform(coded=True)
     qform, qform_code = hdr.get_qform(coded=True)
     sform_code, qform_code = int(sform_code), int(qform_code)
+    warn_bad_pixdim(path, stored_pixdim(path, type(hdr)), len(shape), qform_code, sform_code)
     if sform_code == 0 and qform_code == 0:
         warnings.warn(
             f"{path.name} stores no orientation (qform and sform codes are 0); using the voxel sizes "

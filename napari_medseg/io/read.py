@@ -17,11 +17,13 @@ Choices (documented here because users meet them):
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import is_temp_name
 from ..labels import BUILTIN, SYNAPSE, LabelSet
 from .dicom import folder_has_dicom, is_dicom_file, read_dicom
 from .geometry import Geometry
@@ -51,6 +53,23 @@ def detect_format(path) -> str | None:
     except Exception:
         return None
     return None
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`VolumeReadError` naming why ``path`` cannot be opened (missing, symlink loop, permission)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        reason = "is a broken symbolic link" if path.is_symlink() else "does not exist"
+        raise VolumeReadError(f"{path} {reason}") from None
+    except OSError as exc:  # ELOOP, EACCES on a parent, ...
+        raise VolumeReadError(f"cannot open {path}: {exc.strerror or exc}") from None
+    if is_temp_name(path):
+        raise VolumeReadError(f"{path.name} is a temporary file left by an interrupted save, not a volume; delete it")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise VolumeReadError(f"cannot open {path}: permission denied")
+    if path.is_file() and path.stat().st_size == 0:
+        raise VolumeReadError(f"{path} is empty (0 bytes); it was not saved completely")
 
 
 def volume_name(path) -> str:
@@ -154,8 +173,7 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
         (a ``ValueError``) with a plain reason for anything it cannot read.
     """
     path = Path(path)
-    if not path.exists():
-        raise VolumeReadError(f"{path} does not exist")
+    check_readable(path)
     fmt = detect_format(path)
     if fmt is None:
         if path.is_dir():
@@ -182,7 +200,7 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
             source_header=source.header,
         )
     except ValueError as exc:
-        raise VolumeReadError(f"{path.name}: unusable geometry: {exc}") from exc
+        raise VolumeReadError(f"{path.name}: unusable geometry: {' '.join(str(exc).split())}") from exc
     canonical = geometry.from_source(source.array)
     array = np.ascontiguousarray(canonical, dtype=canonical.dtype.newbyteorder("="))  # native, at most one copy
     name = volume_name(path)
