@@ -94,8 +94,8 @@ def run_one(target, seed, steps, image, ref, spacing, a_img, a_ref, a_spacing, d
 
     res = run_protocol(img_t, ref_t, 5, model_name="dcaunet", time_budget_s=None, steps=steps, device="cpu",
                        seed=seed, output_dir=outdir / f"T{target}-s{seed}", callback=on_progress)
-    (t_a, s_a), (t_b, s_b) = stamps[0], stamps[-1]
-    steps_per_s = (s_b - s_a) / (t_b - t_a) if t_b > t_a else float("nan")
+    (t_a, s_a), (t_b, s_b) = (stamps[0], stamps[-1]) if stamps else ((0.0, 0), (0.0, 0))
+    steps_per_s = (s_b - s_a) / (t_b - t_a) if t_b > t_a else float("nan")  # between progress reports
     ckpt = spacing_checkpoint(res.checkpoint.path, target)
     own, _ = segment(image, ckpt, spacing)
     a_pred, a_sps = segment(a_img, ckpt, a_spacing)
