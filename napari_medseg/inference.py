@@ -16,9 +16,10 @@ How a slice is processed (per checkpoint, see ``napari_medseg.preprocess``):
    computed once);
 2. brought to model size by the checkpoint's ``resize_policy``: ``"fixed"``
    resizes bilinearly to ``input_size`` (the papers' 224), ``"native"``
-   zero-pads to the model's size multiple;
-3. logits are brought back to the native in-plane size (bilinear resize or
-   crop) *before* the softmax/argmax, never the label map;
+   zero-pads to the model's size multiple, ``"spacing"`` resamples to
+   ``target_spacing`` mm pixels (needs the volume's ``spacing``) and pads;
+3. logits are brought back to the native in-plane size (bilinear resize,
+   crop, or crop + resample) *before* the softmax/argmax, never the label map;
 4. softmax probabilities are averaged over flip TTA and over the checkpoints
    of an ensemble; argmax gives the labels.
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from napari_medseg.labels import LabelSet
 from napari_medseg.progress import drive
-from napari_medseg.preprocess import intensity_range, normalize, to_model_size, logits_to_native
+from napari_medseg.preprocess import inplane_spacing, intensity_range, logits_to_native, normalize, to_model_size
 
 #: flips used by test-time augmentation: tensor dims of (B, K, H, W) to flip
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -154,19 +155,23 @@ def load_checkpoints(paths: Iterable, device="cpu") -> list:
     return loaded
 
 
-def _prepare_batch(raw: np.ndarray, prep, value_range, multiple: int, device, channels_last: bool):
-    """Raw slices ``(B, H, W)`` -> model input ``(B, 1, H', W')`` on ``device`` and its ResizeInfo."""
+def _prepare_batch(raw: np.ndarray, prep, value_range, multiple: int, device, channels_last: bool, spacing=None):
+    """Raw slices ``(B, H, W)`` -> model input ``(B, 1, H', W')`` on ``device`` and its ResizeInfo.
+
+    ``spacing``: in-plane ``(sy, sx)`` mm, used by the ``"spacing"`` policy.
+    """
     import torch
 
     x = torch.from_numpy(normalize(raw, prep, value_range))[:, None]
     x = x.to(device, non_blocking=True)
-    x, info = to_model_size(x, prep, multiple)
+    x, info = to_model_size(x, prep, multiple, spacing)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, info
 
 
-def _predict_probs(models, raw: np.ndarray, ranges, device, precision: str, tta: bool, channels_last: bool):
+def _predict_probs(models, raw: np.ndarray, ranges, device, precision: str, tta: bool, channels_last: bool,
+                   spacing=None):
     """Mean softmax ``(B, K, H, W)`` float32 over checkpoints and flips, at native size."""
     import torch
 
@@ -179,7 +184,7 @@ def _predict_probs(models, raw: np.ndarray, ranges, device, precision: str, tta:
         for (model, info), value_range in zip(models, ranges):
             prep = info.preprocessing
             multiple = int(getattr(model, "size_multiple", 1))
-            x, rinfo = _prepare_batch(raw, prep, value_range, multiple, device, channels_last)
+            x, rinfo = _prepare_batch(raw, prep, value_range, multiple, device, channels_last, spacing)
             for dims in flips:
                 xin = torch.flip(x, dims) if dims else x
                 with autocast(device, precision):
@@ -221,6 +226,7 @@ def segment_volume(
     previous: np.ndarray | None = None,
     uncertainty: bool = True,
     channels_last: bool | None = None,
+    spacing=None,
 ) -> Iterator[Progress]:
     """Segment a ``(z, y, x)`` volume slice by slice along axis 0 (axial).
 
@@ -239,6 +245,9 @@ def segment_volume(
         uncertainty: also compute the float16 uncertainty map.
         channels_last: use channels_last memory format; ``None`` = only on CUDA
             (on CPU it was slower in bench/inference.py, see docs/inference.md).
+        spacing: in-plane pixel size ``(sy, sx)`` in mm, or the volume's
+            ``(sz, sy, sx)``; required (positive, finite) when a checkpoint
+            uses the ``"spacing"`` resize policy, ignored by the others.
 
     Yields:
         :class:`Progress` after each batch (and once before the first).
@@ -278,6 +287,8 @@ def segment_volume(
                 f"{_ckpt_name(info)} has {n_out} output classes but its label set "
                 f"{label_set.name!r} has {label_set.num_classes}"
             )
+    for _, info in checkpoints:  # a spacing-aware checkpoint needs a usable spacing: fail before any work
+        inplane_spacing(spacing, info.preprocessing)
     # MR percentiles come from the whole volume, once per checkpoint preprocessing
     ranges = [intensity_range(array, info.preprocessing) for _, info in checkpoints]
 
@@ -302,7 +313,7 @@ def segment_volume(
             idx = todo[b : b + batch_size]
             contiguous = idx[-1] - idx[0] == len(idx) - 1
             raw = array[idx[0] : idx[-1] + 1] if contiguous else array[idx]
-            probs = _predict_probs(checkpoints, raw, ranges, dev, precision, tta, channels_last)
+            probs = _predict_probs(checkpoints, raw, ranges, dev, precision, tta, channels_last, spacing)
             lab, ent = _labels_and_entropy(probs, uncertainty)
             del probs
             if contiguous:

@@ -13,16 +13,29 @@ Resize policy (a documented choice, stored in every checkpoint):
   (after normalisation, so padding is "air"/darkest) up to the next size the
   model accepts (a multiple of 14 for U-DFA, 32 for DCAU-Net).  Logits are
   cropped back.  Small images and fine-tuning on a few slices do better here.
+* ``"spacing"``: every slice is resampled (bilinear, antialiased when
+  shrinking, after normalisation) to square pixels of ``target_spacing`` mm,
+  then zero-padded like ``"native"``.  Logits are cropped and resampled back
+  to the native grid before the argmax.  Organs then have the same size in
+  pixels whatever the scan's resolution; it needs the slice's in-plane
+  spacing ``(sy, sx)`` in mm (non-square pixels are fine).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 
 CT_WINDOW = (-125.0, 275.0)  # TransUNet's Synapse preprocessing (HU)
 MR_PERCENTILES = (0.5, 99.5)
+RESIZE_POLICIES = ("fixed", "native", "spacing")
+#: In-plane pixel size (mm) of the ``"spacing"`` policy for new models.  Provisional:
+#: issue 9's measurements favour 3 mm (the sweep bench/spacing_target.py did not
+#: finish on the shared machine; see docs/inference.md, "Choosing the target spacing").
+DEFAULT_TARGET_SPACING = 3.0
 
 
 @dataclass(frozen=True)
@@ -34,8 +47,10 @@ class Preprocessing:
             (clip to volume percentiles, scale to [0, 1]).
         window: CT window ``(low, high)`` in HU.
         percentiles: MR percentiles ``(low, high)`` in percent.
-        resize_policy: ``"fixed"`` or ``"native"`` (see module docstring).
-        input_size: side length in pixels for ``"fixed"``; ignored for ``"native"``.
+        resize_policy: ``"fixed"``, ``"native"`` or ``"spacing"`` (see module docstring).
+        input_size: side length in pixels for ``"fixed"``; ignored otherwise.
+        target_spacing: in-plane pixel size in mm for ``"spacing"`` (required
+            there, ``None`` for the other policies).
     """
 
     modality: str = "ct"
@@ -43,12 +58,24 @@ class Preprocessing:
     percentiles: tuple[float, float] = MR_PERCENTILES
     resize_policy: str = "fixed"
     input_size: int = 224
+    target_spacing: float | None = None
 
     def __post_init__(self):
         if self.modality not in ("ct", "mr"):
             raise ValueError(f"modality must be 'ct' or 'mr', got {self.modality!r}")
-        if self.resize_policy not in ("fixed", "native"):
-            raise ValueError(f"resize_policy must be 'fixed' or 'native', got {self.resize_policy!r}")
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}, got {self.resize_policy!r}")
+        if self.resize_policy == "spacing":
+            t = self.target_spacing
+            if t is None or isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+                raise ValueError(
+                    f"resize_policy 'spacing' needs target_spacing > 0 in mm (e.g. {DEFAULT_TARGET_SPACING}), got {t!r}"
+                )
+            object.__setattr__(self, "target_spacing", float(t))
+        elif self.target_spacing is not None:
+            raise ValueError(
+                f"target_spacing is only used by resize_policy 'spacing', not {self.resize_policy!r}; drop it"
+            )
         lo, hi = self.window
         if not hi > lo:
             raise ValueError(f"CT window must have high > low, got {self.window}")
@@ -57,6 +84,8 @@ class Preprocessing:
         d = asdict(self)
         d["window"] = list(self.window)
         d["percentiles"] = list(self.percentiles)
+        if self.target_spacing is None:
+            del d["target_spacing"]  # "fixed"/"native" metadata stays as it was
         return d
 
     @classmethod
@@ -124,36 +153,91 @@ def valid_size(size: int, multiple: int) -> int:
     return int(-(-size // multiple) * multiple)
 
 
+def inplane_spacing(spacing: Sequence[float] | None, prep: Preprocessing | None = None) -> tuple[float, float] | None:
+    """Validated in-plane pixel size ``(sy, sx)`` in mm, or ``None`` when ``prep`` does not need one.
+
+    Args:
+        spacing: ``(sy, sx)`` or a volume's ``(sz, sy, sx)`` (its last two are
+            used), in mm; ``None`` when unknown.
+        prep: the checkpoint's preprocessing; only ``"spacing"`` needs a spacing.
+            Without ``prep`` the spacing is always required.
+
+    Raises:
+        ValueError: one line saying why, when the spacing is needed but
+            missing, zero, negative or not finite.
+    """
+    if prep is not None and prep.resize_policy != "spacing":
+        return None
+    why = None
+    if spacing is None:
+        why = "it has none"
+    else:
+        try:
+            values = [float(v) for v in spacing]
+        except (TypeError, ValueError):
+            values, why = [], f"{spacing!r} is not a list of numbers"
+        if why is None and len(values) not in (2, 3):
+            why = f"{tuple(values)} is neither (sy, sx) nor (sz, sy, sx)"
+        elif why is None:
+            values = values[-2:]
+            if not all(math.isfinite(v) and v > 0 for v in values):
+                why = f"its in-plane spacing (sy, sx) = {tuple(values)} mm is not positive and finite"
+    if why is not None:
+        target = f"{prep.target_spacing:g} mm" if prep is not None else "a fixed size in mm"
+        raise ValueError(
+            f"this checkpoint resamples slices to {target} pixels (resize policy 'spacing'), but the volume's "
+            f"voxel spacing is unusable: {why}; open it from a file that records the voxel size "
+            "(NIfTI, DICOM, NRRD, MHA) or pass the spacing in mm"
+        )
+    return values[0], values[1]
+
+
+def resampled_hw(native_hw: tuple[int, int], spacing: tuple[float, float], target_spacing: float) -> tuple[int, int]:
+    """Slice size in pixels after resampling ``(sy, sx)`` mm pixels to ``target_spacing`` mm (>= 1 each)."""
+    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(native_hw, spacing))
+
+
 @dataclass(frozen=True)
 class ResizeInfo:
     """How a batch was brought to model size, so it can be undone.
 
-    ``native_hw`` is the slice size before, ``model_hw`` after.
+    ``native_hw`` is the slice size before, ``model_hw`` after; ``resampled_hw``
+    (``"spacing"`` only) the size after resampling and before padding.
     """
 
     native_hw: tuple[int, int]
     model_hw: tuple[int, int]
     policy: str
+    resampled_hw: tuple[int, int] | None = None
 
 
-def model_input_hw(native_hw: tuple[int, int], prep: Preprocessing, multiple: int) -> tuple[int, int]:
-    """The (H, W) the model sees for a native slice size under ``prep``."""
+def model_input_hw(
+    native_hw: tuple[int, int], prep: Preprocessing, multiple: int, spacing: Sequence[float] | None = None
+) -> tuple[int, int]:
+    """The (H, W) the model sees for a native slice size under ``prep``.
+
+    ``spacing``: in-plane ``(sy, sx)`` mm (or ``(sz, sy, sx)``), needed by ``"spacing"`` only.
+    """
     if prep.resize_policy == "fixed":
         if prep.input_size % multiple:
             raise ValueError(
                 f"input_size {prep.input_size} is not a multiple of {multiple}, which this model needs"
             )
         return prep.input_size, prep.input_size
+    if prep.resize_policy == "spacing":
+        native_hw = resampled_hw(native_hw, inplane_spacing(spacing, prep), prep.target_spacing)
     return valid_size(native_hw[0], multiple), valid_size(native_hw[1], multiple)
 
 
-def to_model_size(batch, prep: Preprocessing, multiple: int):
+def to_model_size(batch, prep: Preprocessing, multiple: int, spacing: Sequence[float] | None = None):
     """Resize or pad a normalised batch for the model.
 
     Args:
         batch: torch tensor ``(B, C, H, W)`` float in [0, 1].
         prep: preprocessing (resize policy and size).
         multiple: the model's size multiple (14 or 32).
+        spacing: in-plane pixel size ``(sy, sx)`` in mm (or a volume's
+            ``(sz, sy, sx)``); required by ``"spacing"``, ignored otherwise.
 
     Returns:
         ``(tensor (B, C, H', W'), ResizeInfo)``.
@@ -161,14 +245,28 @@ def to_model_size(batch, prep: Preprocessing, multiple: int):
     import torch.nn.functional as F
 
     native = (int(batch.shape[-2]), int(batch.shape[-1]))
+    if prep.resize_policy == "spacing":
+        mid = resampled_hw(native, inplane_spacing(spacing, prep), prep.target_spacing)
+        info = ResizeInfo(native, (valid_size(mid[0], multiple), valid_size(mid[1], multiple)), "spacing", mid)
+        if mid != native:
+            shrink = mid[0] < native[0] or mid[1] < native[1]
+            batch = F.interpolate(batch, size=mid, mode="bilinear", align_corners=False, antialias=shrink)
+        return _pad_to(batch, info.model_hw), info
     target = model_input_hw(native, prep, multiple)
     info = ResizeInfo(native, target, prep.resize_policy)
     if target == native:
         return batch, info
     if prep.resize_policy == "fixed":
         return F.interpolate(batch, size=target, mode="bilinear", align_corners=False), info
-    pad_h, pad_w = target[0] - native[0], target[1] - native[1]
-    return F.pad(batch, (0, pad_w, 0, pad_h)), info
+    return _pad_to(batch, target), info
+
+
+def _pad_to(x, hw: tuple[int, int]):
+    """Zero-pad the last two dims of ``x`` at the bottom/right up to ``hw``."""
+    import torch.nn.functional as F
+
+    pad_h, pad_w = hw[0] - x.shape[-2], hw[1] - x.shape[-1]
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
 def labels_to_model_size(labels, info: ResizeInfo):
@@ -180,9 +278,11 @@ def labels_to_model_size(labels, info: ResizeInfo):
     if info.policy == "fixed":
         resized = F.interpolate(labels[:, None].float(), size=info.model_hw, mode="nearest")
         return resized[:, 0].to(labels.dtype)
-    pad_h = info.model_hw[0] - info.native_hw[0]
-    pad_w = info.model_hw[1] - info.native_hw[1]
-    return F.pad(labels, (0, pad_w, 0, pad_h))
+    if info.policy == "spacing" and info.resampled_hw != info.native_hw:
+        # nearest-exact: pixel centres line up with the bilinear (align_corners=False) image
+        resized = F.interpolate(labels[:, None].float(), size=info.resampled_hw, mode="nearest-exact")
+        labels = resized[:, 0].to(labels.dtype)
+    return _pad_to(labels, info.model_hw)
 
 
 def logits_to_native(logits, info: ResizeInfo):
@@ -196,5 +296,11 @@ def logits_to_native(logits, info: ResizeInfo):
     if info.model_hw == info.native_hw:
         return logits
     if info.policy == "fixed":
+        return F.interpolate(logits, size=info.native_hw, mode="bilinear", align_corners=False)
+    if info.policy == "spacing":
+        mid = info.resampled_hw
+        logits = logits[..., : mid[0], : mid[1]]
+        if mid == info.native_hw:
+            return logits
         return F.interpolate(logits, size=info.native_hw, mode="bilinear", align_corners=False)
     return logits[..., : info.native_hw[0], : info.native_hw[1]]

@@ -18,7 +18,7 @@ from napari_medseg.inference import (
     validate_volume,
 )
 from napari_medseg.labels import ACDC
-from napari_medseg.preprocess import intensity_range, normalize
+from napari_medseg.preprocess import Preprocessing, intensity_range, normalize
 
 
 def ct_volume(shape=(10, 40, 52), seed=0):
@@ -40,8 +40,11 @@ def ckpts(tmp_path_factory):
     }
 
 
-def reference_probs(model, info, array):
-    """Softmax at native size computed independently of the engine: (z, K, y, x) float32."""
+def reference_probs(model, info, array, spacing=None):
+    """Softmax at native size computed independently of the engine: (z, K, y, x) float32.
+
+    ``spacing`` ``(sy, sx)`` mm for the ``"spacing"`` policy.
+    """
     prep = info.preprocessing
     x = torch.from_numpy(normalize(array, prep, intensity_range(array, prep)))[:, None]
     h, w = array.shape[1:]
@@ -50,6 +53,12 @@ def reference_probs(model, info, array):
         if prep.resize_policy == "fixed":
             xin = F.interpolate(x, size=(prep.input_size,) * 2, mode="bilinear", align_corners=False)
             logits = F.interpolate(model(xin), size=(h, w), mode="bilinear", align_corners=False)
+        elif prep.resize_policy == "spacing":
+            mh, mw = round(h * spacing[0] / prep.target_spacing), round(w * spacing[1] / prep.target_spacing)
+            xin = F.interpolate(x, size=(mh, mw), mode="bilinear", align_corners=False, antialias=mh < h or mw < w)
+            H, W = -(-mh // m) * m, -(-mw // m) * m
+            logits = model(F.pad(xin, (0, W - mw, 0, H - mh)))[..., :mh, :mw]
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         else:
             H, W = -(-h // m) * m, -(-w // m) * m
             logits = model(F.pad(x, (0, W - w, 0, H - h)))[..., :h, :w]
@@ -197,3 +206,74 @@ def test_bf16_matches_fp32_on_sample_ct(sample_ct, sample_labels, tmp_path_facto
     assert len(classes) >= 3, f"fp32 prediction is degenerate ({classes}); the comparison would be trivial"
     agreement = (fp32.labels == bf16.labels).mean()
     assert agreement >= 0.99, agreement
+
+
+def save_spacing_tiny(path, target=2.0, seed=6):
+    """A tiny DCAU-Net checkpoint with the ``"spacing"`` resize policy."""
+    from _segment_helpers import tiny_model
+    from napari_medseg.checkpoint import save_checkpoint
+    from napari_medseg.labels import SYNAPSE
+
+    prep = Preprocessing(modality="ct", resize_policy="spacing", target_spacing=target)
+    save_checkpoint(path, tiny_model("dcaunet", seed=seed), label_set=SYNAPSE, preprocessing=prep, provenance={})
+    return path
+
+
+def test_spacing_policy_matches_reference_with_ensemble_and_tta(ckpts, tmp_path):
+    vol = ct_volume((5, 45, 38))
+    spacing = (3.0, 0.7, 1.3)  # non-square pixels, odd sizes
+    loaded = load_checkpoints([save_spacing_tiny(tmp_path / "sp.safetensors")])
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=spacing))
+    probs = reference_probs(*loaded[0], vol, spacing[1:])
+    assert (res.labels == probs.argmax(1)).mean() > 0.999
+    # a different spacing gives a different result: the spacing is really used
+    other = run_segmentation(segment_volume(vol, loaded, device="cpu", spacing=(3.0, 1.3, 0.7)))
+    assert not np.array_equal(other.uncertainty, res.uncertainty)
+    # ensemble with a native checkpoint: softmax averaged on the native grid
+    both = loaded + load_checkpoints([ckpts["dcaunet"]])
+    ens = run_segmentation(segment_volume(vol, both, device="cpu", spacing=spacing))
+    mean = (probs + reference_probs(*both[1], vol)) / 2
+    assert (ens.labels == mean.argmax(1)).mean() > 0.999
+    # flip TTA flips the resampled, padded model input and flips the logits back before resampling them
+    from napari_medseg.preprocess import logits_to_native, to_model_size
+
+    tta = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True, spacing=spacing))
+    model, info = loaded[0]
+    x, rinfo = to_model_size(torch.from_numpy(normalize(vol, info.preprocessing))[:, None], info.preprocessing,
+                             model.size_multiple, spacing)
+    with torch.no_grad():
+        acc = sum(torch.softmax(logits_to_native(torch.flip(model(torch.flip(x, d)), d), rinfo), 1) for d in TTA_FLIPS)
+    assert (tta.labels == acc.argmax(1).numpy()).mean() > 0.999
+    assert not np.array_equal(tta.uncertainty, res.uncertainty)
+
+
+@pytest.mark.parametrize("spacing", [None, (3.0, 0.0, 0.7), (3.0, np.nan, 0.7)])
+def test_spacing_checkpoint_without_usable_spacing_is_refused(ckpts, tmp_path, spacing):
+    vol = ct_volume((3, 32, 32))
+    loaded = load_checkpoints([ckpts["dcaunet"], save_spacing_tiny(tmp_path / "sp.safetensors")])
+    calls = []
+    hook = loaded[0][0].register_forward_hook(lambda m, i, o: calls.append(1))
+    with pytest.raises(ValueError, match="resize policy 'spacing'.*voxel spacing is unusable") as err:
+        next(segment_volume(vol, loaded, device="cpu", spacing=spacing))
+    hook.remove()
+    assert "\n" not in str(err.value) and not calls  # refused before any model ran
+    # checkpoints without the spacing policy need no spacing
+    assert run_segmentation(segment_volume(vol, loaded[:1], device="cpu")).labels.shape == vol.shape
+
+
+def test_batch_memory_bounded_for_clinical_ct(tmp_path, monkeypatch):
+    """512^2 slices at 0.6 mm reach the model as 160^2 (2 mm, padded to 32); probabilities exist one batch at a time."""
+    import napari_medseg.inference as inference
+
+    vol = np.full((5, 512, 512), -1000, np.int16)
+    vol[:, 100:400, 80:430] = 40
+    loaded = load_checkpoints([save_spacing_tiny(tmp_path / "sp.safetensors")])
+    inputs, probs = [], []
+    hook = loaded[0][0].register_forward_hook(lambda m, i, o: inputs.append(tuple(i[0].shape)))
+    real = inference._labels_and_entropy
+    monkeypatch.setattr(inference, "_labels_and_entropy", lambda p, u: (probs.append(tuple(p.shape)), real(p, u))[1])
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=(2.5, 0.6, 0.6)))
+    hook.remove()
+    assert res.labels.shape == vol.shape
+    assert inputs == [(2, 1, 160, 160), (2, 1, 160, 160), (1, 1, 160, 160)]
+    assert probs == [(2, 9, 512, 512), (2, 9, 512, 512), (1, 9, 512, 512)]

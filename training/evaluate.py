@@ -188,7 +188,7 @@ def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, t
             from napari_medseg.inference import run_segmentation, segment_volume
 
             gen = segment_volume(image.array, checkpoints, device=device, batch_size=batch_size, tta=tta,
-                                 uncertainty=False)
+                                 uncertainty=False, spacing=image.geometry.spacing)
             pred = run_segmentation(gen, progress).labels
         yield case, pred, ref, tuple(float(s) for s in image.geometry.spacing)
 

@@ -197,7 +197,7 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
             print(f"warning: {src.name} looks like {vol.modality.upper()} but the checkpoint was trained "
                   f"on {info.preprocessing.modality.upper()}", file=sys.stderr)
     gen = segment_volume(vol.array, checkpoints, device=device, precision=args.precision,
-                         batch_size=args.batch_size, tta=args.tta)
+                         batch_size=args.batch_size, tta=args.tta, spacing=vol.geometry.spacing)
     with tqdm(total=vol.array.shape[0], desc=src.name, unit="slice", disable=not sys.stderr.isatty(),
               file=sys.stderr) as bar:
         def report(p):

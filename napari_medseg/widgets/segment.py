@@ -253,6 +253,10 @@ class SegmentWidget(QWidget):
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
                       uncertainty=self.unc_check.isChecked())
         spacing = tuple(float(s) for s in image.scale[-3:])
+        # a layer without medseg geometry and unit scale has no known voxel size: None, so a
+        # spacing-aware checkpoint says so instead of assuming 1 mm pixels
+        known = "geometry" in image.metadata.get("medseg", {}) or spacing[-2:] != (1.0, 1.0)
+        kwargs["spacing"] = spacing if known else None
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked)
         self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
