@@ -203,6 +203,26 @@ def _macs(model, size=224) -> float:
     return counter.get_total_flops() / 2
 
 
+def _dead_parameters(model, num_classes: int) -> list[str]:
+    """Trainable parameters with no or an all-zero gradient after one CE backward on a 224^2 batch."""
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 1, 224, 224), torch.randint(0, num_classes, (2, 224, 224))
+    nn.functional.cross_entropy(model.train()(x), y).backward()
+    return [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+
+
+def test_every_trainable_parameter_learns_at_224(name):
+    """At 224 the tiny DCAU-Net's stage 4 is one 7x7 window (the case the paper reverts to plain attention)."""
+    model = tiny(name)
+    assert _dead_parameters(model, 4) == []
+
+
+@pytest.mark.slow
+def test_full_size_dcaunet_every_parameter_learns_at_224():
+    model = build_model("dcaunet", 9)
+    assert _dead_parameters(model, 9) == []
+
+
 def test_dcaunet_full_size_matches_paper():
     with torch.device("meta"):
         model = build_model("dcaunet", 9)

@@ -13,8 +13,10 @@ head, ``(softmax(Q1 K1^T / sqrt(d)) - lambda softmax(Q2 K2^T / sqrt(d))) V``,
 the block over the whole encoder; each head is RMS-normed and scaled by
 ``(1 - lambda_init)``, then an output projection.  Windows: a map whose side
 is not a multiple of 7 gets a partial last window that averages only its
-valid pixels; a map no larger than 7x7 has a single global token (plain
-differential attention against the global mean).
+valid pixels.  A map no larger than 7x7 would pool to a single token (the
+output would be the same at every pixel and q/k would get no gradient); as
+the paper says, the block then reverts to standard differential attention:
+the pixel tokens themselves are the keys and values (stage 4 at 224 input).
 
 Decoder: four upsampling steps (bilinear x2, x2, x2, then x4 to full
 resolution), each fusing with CSFF: skip and upsampled features each pass a
@@ -65,8 +67,21 @@ def window_tokens(x: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
     return pooled.flatten(2).transpose(1, 2)
 
 
+def key_tokens(x: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
+    """DCA keys/values source: ``(B, C, H, W)`` -> ``(B, M, C)``.
+
+    Window means (:func:`window_tokens`) when the map spans more than one
+    window; the ``H * W`` pixel tokens themselves when it fits in one window
+    (standard differential self-attention instead of a single global token).
+    """
+    h, w = x.shape[-2:]
+    if h <= window and w <= window:
+        return x.flatten(2).transpose(1, 2)
+    return window_tokens(x, window)
+
+
 class DifferentialCrossAttention(nn.Module):
-    """Pixel queries vs 7x7 window tokens, multi-head differential attention.
+    """Pixel queries vs 7x7 window tokens (or vs the pixels of a map <= 7x7), multi-head differential attention.
 
     Args:
         dim: channels C.
@@ -104,7 +119,7 @@ class DifferentialCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, hgt, wid, c = x.shape
         h, d = self.num_heads, self.head_dim
-        tokens = window_tokens(x.permute(0, 3, 1, 2))  # (B, M, C)
+        tokens = key_tokens(x.permute(0, 3, 1, 2))  # (B, M, C)
         # both softmax maps of all heads in one attention call: (B, h * 2, ., d)
         q = self.q(x.reshape(b, -1, c)).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, N, d)
         k = self.k(tokens).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, M, d)
