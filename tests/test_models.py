@@ -247,3 +247,46 @@ def test_udfa_full_size_trainable_share():
     assert model.backbone.patch_embed.grid_size == (16, 16)
     assert [len(model.backbone.blocks), len(model.lgfa)] == [12, 3]
     assert _macs(model) > 22e9  # the ViT-B alone is ~23 GMAC at 224
+
+
+def _encoder_file(model, path):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    save_file(tensors, str(path))
+    return tensors
+
+
+def test_dcaunet_encoder_weights_load_into_the_encoder_only(tmp_path):
+    torch.manual_seed(3)
+    source = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"])
+    tensors = _encoder_file(source, tmp_path / "encoder.safetensors")
+    torch.manual_seed(4)
+    model = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=str(tmp_path / "encoder.safetensors"))
+    state = model.state_dict()
+    assert tensors and all(torch.equal(state[k], v) for k, v in tensors.items())
+    assert not torch.equal(state["head.weight"], source.state_dict()["head.weight"])  # decoder keeps its own init
+    assert "encoder_weights" not in model.config  # checkpoints carry the weights, not a path
+
+
+def test_dcaunet_encoder_weights_mismatch_names_keys_and_shapes(tmp_path):
+    wide = build_model("dcaunet", 4, **dict(TINY_CONFIGS["dcaunet"], dims=[32, 32, 48, 64]))
+    _encoder_file(wide, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match=r"wrong shapes: .*embeds\.0\.proj\.weight \(32, 1, 4, 4\) != \(16, 1, 4, 4\).*\(\+\d+ more\)") as err:
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "wide.safetensors")
+    assert "\n" not in str(err.value)
+
+    from safetensors.torch import save_file
+
+    small = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"])
+    tensors = {k: v.contiguous() for k, v in small.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    tensors.pop("stages.3.0.attn.q.weight")
+    tensors["head.weight"] = small.head.weight.detach().contiguous()
+    save_file(tensors, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys: stages\.3\.0\.attn\.q\.weight; unexpected keys: head\.weight"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "odd.safetensors")
+    with pytest.raises(FileNotFoundError, match="encoder_weights file"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "junk.safetensors")

@@ -181,6 +181,58 @@ class CSFF(nn.Module):
         return self.spatial(self.channel(x))
 
 
+class EncoderWeightsError(ValueError):
+    """An ``encoder_weights`` file that does not fit the DCAU-Net encoder."""
+
+
+def _listed(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_encoder_weights(model: "DCAUNet", path) -> None:
+    """Copy a local safetensors file of encoder weights into ``model``'s encoder.
+
+    The file holds exactly the encoder's state-dict entries under DCAU-Net's
+    own names (``embeds.*``, ``stages.*``) with the same shapes, e.g. what
+    ``{k: v for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}``
+    gives for a model of the same config.  Any missing, unexpected or
+    mis-shaped key raises :class:`EncoderWeightsError` naming them.
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder_weights file {str(path)!r} not found; give a local .safetensors file of DCAU-Net encoder weights")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise EncoderWeightsError(f"encoder_weights {path.name} is not a readable safetensors file ({err})") from None
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(tensors)
+        if tensors[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label}: {_listed(items)}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes))
+        if items
+    ]
+    if problems:
+        raise EncoderWeightsError(
+            f"encoder_weights {path.name} does not fit this DCAU-Net encoder (dims {model.config['dims']}, "
+            f"depths {model.config['depths']}): " + "; ".join(problems)
+        )
+    with torch.no_grad():
+        for key, value in tensors.items():
+            expected[key].copy_(value)
+
+
 class DCAUNet(SegModelMixin, nn.Module):
     """DCAU-Net segmentation network.
 
@@ -193,6 +245,11 @@ class DCAUNet(SegModelMixin, nn.Module):
             each step outputs twice this many channels (concat).
         reduction: channel-attention reduction r.
         mlp_ratio: MLP expansion in DCA blocks.
+        encoder_weights: optional local ``.safetensors`` file of encoder
+            weights (see :func:`load_encoder_weights`); not stored in
+            ``config``, since checkpoints carry the weights themselves.
+            No ImageNet-pretrained DCAU-Net encoder is available offline; the
+            paper's ablation puts training from scratch at -2.04 DSC.
 
     Input ``(B, 1, H, W)`` float in [0, 1], H and W multiples of 32; output
     raw logits ``(B, K, H, W)``.
@@ -210,6 +267,7 @@ class DCAUNet(SegModelMixin, nn.Module):
         decoder_channels: tuple[int, int, int, int] = (256, 128, 48, 24),
         reduction: int = 16,
         mlp_ratio: int = 4,
+        encoder_weights: str | None = None,
     ):
         super().__init__()
         if num_classes < 2:
@@ -248,6 +306,8 @@ class DCAUNet(SegModelMixin, nn.Module):
             ]
         )
         self.head = nn.Conv2d(2 * d1, num_classes, 1)
+        if encoder_weights is not None:
+            load_encoder_weights(self, encoder_weights)
 
     def _group_modules(self):
         return {"encoder": [self.embeds, self.stages], "decoder": [self.fuse, self.head]}
