@@ -43,4 +43,4 @@ def test_recipe_matches_paper_and_parses(name):
 
 
 def test_builtin_recipe_found_by_name():
-    assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "71-80"
+    assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "val"

@@ -54,12 +54,12 @@ def run(args) -> int:
             raise ValueError("--label-set is required with --predictions (synapse or acdc)")
         label_set = get_label_set(args.label_set)
     if args.synapse_root:
-        from training.datasets import _read_list
+        from training.datasets import read_synapse_list
         from training.evaluate import iter_synapse_h5_cases
 
         if not checkpoints:
             raise ValueError("--synapse-root needs --checkpoint")
-        n_cases = len(_read_list(Path(args.synapse_root), "test_vol.txt"))
+        n_cases = len(read_synapse_list(Path(args.synapse_root), "test_vol.txt"))
         cases = iter_synapse_h5_cases(args.synapse_root, checkpoints, device=args.device,
                                       batch_size=args.batch_size, tta=args.tta)
     else:
