@@ -279,6 +279,8 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     num_classes = int(config.pop("num_classes"))
     if info.model_name == "udfa":
         config["backbone_weights"] = None  # the backbone's weights are in this file
+    if info.model_name == "dcaunet":
+        config.setdefault("single_window", "mean")  # written before one-window maps attended to their pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         try:

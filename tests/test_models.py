@@ -290,3 +290,26 @@ def test_dcaunet_encoder_weights_mismatch_names_keys_and_shapes(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "junk.safetensors")
+
+
+def test_dcaunet_checkpoints_from_before_the_single_window_rule_keep_their_behaviour(tmp_path):
+    """A checkpoint whose config lacks ``single_window`` was trained with one global token: it loads that way."""
+    from napari_medseg.checkpoint import load_checkpoint, save_checkpoint
+    from napari_medseg.preprocess import Preprocessing
+
+    torch.manual_seed(5)
+    old = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], single_window="mean").eval()
+    del old.config["single_window"]  # what models wrote before the key existed
+    save_checkpoint(tmp_path / "old.safetensors", old, label_set="acdc", preprocessing=Preprocessing())
+    loaded, info = load_checkpoint(tmp_path / "old.safetensors")
+    assert loaded.config["single_window"] == "mean"
+    x = torch.rand(1, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x))
+        new = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"]).eval()
+        new.load_state_dict(old.state_dict())
+        assert not torch.allclose(new(x), old(x))  # the rule matters at 224 (stage 4 is one window)
+    save_checkpoint(tmp_path / "new.safetensors", new, label_set="acdc", preprocessing=Preprocessing())
+    assert load_checkpoint(tmp_path / "new.safetensors")[0].config["single_window"] == "pixels"
+    with pytest.raises(ValueError, match="single_window must be one of"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], single_window="global")

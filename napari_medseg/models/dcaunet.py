@@ -67,15 +67,20 @@ def window_tokens(x: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
     return pooled.flatten(2).transpose(1, 2)
 
 
-def key_tokens(x: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
+SINGLE_WINDOW_RULES = ("pixels", "mean")
+
+
+def key_tokens(x: torch.Tensor, window: int = WINDOW, single_window: str = "pixels") -> torch.Tensor:
     """DCA keys/values source: ``(B, C, H, W)`` -> ``(B, M, C)``.
 
     Window means (:func:`window_tokens`) when the map spans more than one
-    window; the ``H * W`` pixel tokens themselves when it fits in one window
-    (standard differential self-attention instead of a single global token).
+    window.  When it fits in one window: the ``H * W`` pixel tokens themselves
+    (``single_window="pixels"``, the paper's rule: standard differential
+    attention), or the single global mean token (``"mean"``, the behaviour of
+    checkpoints written before that rule was implemented).
     """
     h, w = x.shape[-2:]
-    if h <= window and w <= window:
+    if h <= window and w <= window and single_window == "pixels":
         return x.flatten(2).transpose(1, 2)
     return window_tokens(x, window)
 
@@ -88,14 +93,18 @@ class DifferentialCrossAttention(nn.Module):
         num_heads: heads h; each head has two query/key halves of ``d = C / (2h)``
             channels and a value of ``2d`` channels.
         layer: 1-based block index over the encoder (sets ``lambda_init``).
+        single_window: keys of a map that fits in one window (see :func:`key_tokens`).
 
     ``(B, H, W, C) -> (B, H, W, C)`` (channels last).
     """
 
-    def __init__(self, dim: int, num_heads: int, layer: int):
+    def __init__(self, dim: int, num_heads: int, layer: int, single_window: str = "pixels"):
         super().__init__()
         if dim % (2 * num_heads):
             raise ValueError(f"dim {dim} must be divisible by 2 * num_heads ({2 * num_heads})")
+        if single_window not in SINGLE_WINDOW_RULES:
+            raise ValueError(f"single_window must be one of {SINGLE_WINDOW_RULES}, got {single_window!r}")
+        self.single_window = single_window
         self.num_heads, self.head_dim = num_heads, dim // (2 * num_heads)
         self.lambda_init = lambda_init_for(layer)
         self.q = nn.Linear(dim, dim)
@@ -119,7 +128,7 @@ class DifferentialCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, hgt, wid, c = x.shape
         h, d = self.num_heads, self.head_dim
-        tokens = key_tokens(x.permute(0, 3, 1, 2))  # (B, M, C)
+        tokens = key_tokens(x.permute(0, 3, 1, 2), single_window=self.single_window)  # (B, M, C)
         # both softmax maps of all heads in one attention call: (B, h * 2, ., d)
         q = self.q(x.reshape(b, -1, c)).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, N, d)
         k = self.k(tokens).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, M, d)
@@ -133,11 +142,11 @@ class DifferentialCrossAttention(nn.Module):
 class DCABlock(nn.Module):
     """DWConv3x3 -> DCA -> MLP(x4), each residual then LayerNorm.  ``(B, C, H, W) -> same``."""
 
-    def __init__(self, dim: int, num_heads: int, layer: int, mlp_ratio: int = 4):
+    def __init__(self, dim: int, num_heads: int, layer: int, mlp_ratio: int = 4, single_window: str = "pixels"):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = DifferentialCrossAttention(dim, num_heads, layer)
+        self.attn = DifferentialCrossAttention(dim, num_heads, layer, single_window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
         self.norm3 = nn.LayerNorm(dim)
@@ -245,6 +254,10 @@ class DCAUNet(SegModelMixin, nn.Module):
             each step outputs twice this many channels (concat).
         reduction: channel-attention reduction r.
         mlp_ratio: MLP expansion in DCA blocks.
+        single_window: keys/values of a map that fits in one 7x7 window:
+            ``"pixels"`` (the paper's standard differential attention) or
+            ``"mean"`` (one global token; only to load checkpoints written
+            before ``"pixels"``, which lack this key).
         encoder_weights: optional local ``.safetensors`` file of encoder
             weights (see :func:`load_encoder_weights`); not stored in
             ``config``, since checkpoints carry the weights themselves.
@@ -267,6 +280,7 @@ class DCAUNet(SegModelMixin, nn.Module):
         decoder_channels: tuple[int, int, int, int] = (256, 128, 48, 24),
         reduction: int = 16,
         mlp_ratio: int = 4,
+        single_window: str = "pixels",
         encoder_weights: str | None = None,
     ):
         super().__init__()
@@ -283,6 +297,7 @@ class DCAUNet(SegModelMixin, nn.Module):
             decoder_channels=list(decoder_channels),
             reduction=int(reduction),
             mlp_ratio=int(mlp_ratio),
+            single_window=str(single_window),
         )
         self.embeds = nn.ModuleList(
             PatchEmbed(cin, cout, p) for cin, cout, p in zip((1,) + dims[:3], dims, (4, 2, 2, 2))
@@ -291,7 +306,7 @@ class DCAUNet(SegModelMixin, nn.Module):
         for dim, depth, nh in zip(dims, depths, heads):
             blocks = []
             for _ in range(depth):
-                blocks.append(DCABlock(dim, nh, layer, mlp_ratio))
+                blocks.append(DCABlock(dim, nh, layer, mlp_ratio, single_window))
                 layer += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
