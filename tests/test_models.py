@@ -249,10 +249,16 @@ def test_udfa_full_size_trainable_share():
     assert _macs(model) > 22e9  # the ViT-B alone is ~23 GMAC at 224
 
 
+def _encoder_tensors(model) -> dict:
+    from napari_medseg.models.dcaunet import ENCODER_PREFIXES
+
+    return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+
+
 def _encoder_file(model, path):
     from safetensors.torch import save_file
 
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    tensors = _encoder_tensors(model)
     save_file(tensors, str(path))
     return tensors
 
@@ -279,7 +285,7 @@ def test_dcaunet_encoder_weights_mismatch_names_keys_and_shapes(tmp_path):
     from safetensors.torch import save_file
 
     small = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"])
-    tensors = {k: v.contiguous() for k, v in small.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    tensors = _encoder_tensors(small)
     tensors.pop("stages.3.0.attn.q.weight")
     tensors["head.weight"] = small.head.weight.detach().contiguous()
     save_file(tensors, str(tmp_path / "odd.safetensors"))

@@ -190,6 +190,9 @@ class CSFF(nn.Module):
         return self.spatial(self.channel(x))
 
 
+ENCODER_PREFIXES = ("embeds.", "stages.")  # state-dict names of the encoder (patch embeddings + DCA stages)
+
+
 class EncoderWeightsError(ValueError):
     """An ``encoder_weights`` file that does not fit the DCAU-Net encoder."""
 
@@ -202,9 +205,8 @@ def load_encoder_weights(model: "DCAUNet", path) -> None:
     """Copy a local safetensors file of encoder weights into ``model``'s encoder.
 
     The file holds exactly the encoder's state-dict entries under DCAU-Net's
-    own names (``embeds.*``, ``stages.*``) with the same shapes, e.g. what
-    ``{k: v for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}``
-    gives for a model of the same config.  Any missing, unexpected or
+    own names (``embeds.*``, ``stages.*``: :data:`ENCODER_PREFIXES`) with the
+    same shapes, as a model of the same config has them.  Any missing, unexpected or
     mis-shaped key raises :class:`EncoderWeightsError` naming them.
     """
     from pathlib import Path
@@ -219,7 +221,7 @@ def load_encoder_weights(model: "DCAUNet", path) -> None:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:
         raise EncoderWeightsError(f"encoder_weights {path.name} is not a readable safetensors file ({err})") from None
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(("embeds.", "stages."))}
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     shapes = sorted(
