@@ -308,6 +308,8 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     _check_fit(info, label_set, model_name)
     config = dict(info.model_config)
     num_classes = int(config.pop("num_classes"))
+    if info.model_name == "dcaunet":
+        config.setdefault("single_window", "mean")  # written before one-window maps attended to their pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomBackboneWarning)
         try:

@@ -11,6 +11,7 @@ from napari_medseg.preprocess import Preprocessing, normalize
 from napari_medseg.retrain.slices import SliceDataset, pad_collate
 from training.datasets import (
     acdc_dataset,
+    acdc_split,
     nnunet_dataset,
     patient_names,
     read_nnunet_folder,
@@ -125,6 +126,34 @@ def test_acdc_layout_reads_ed_and_es_frames(tmp_path, sample_ct, sample_labels):
     assert 0.0 <= ds.images[0].min() and ds.images[0].max() <= 1.0
     with pytest.raises(FileNotFoundError, match="patientXXX"):
         acdc_dataset(tmp_path / "nothing", mr, 32)
+    with pytest.raises(FileNotFoundError, match="ACDC patients patient002, patient003 not found"):
+        acdc_dataset(tmp_path / "ACDC", mr, 32, patients=["patient007", "patient002", "patient003"])
+
+
+def test_acdc_split_is_the_agileformer_list():
+    test = acdc_split("test")
+    assert test == [f"patient{i:03d}" for i in (2, 3, 8, 9, 12, 14, 17, 24, 42, 48, 49, 53, 55, 64, 67, 79, 81, 88, 92, 95)]
+    assert acdc_split("val") == [f"patient{i:03d}" for i in (19, 21, 29, 33, 41, 50, 61, 71, 76, 80)]
+    train = acdc_split("train")
+    assert len(train) == 70 and not set(train) & set(test) and not set(train) & set(acdc_split("val"))
+    assert sorted(train + test + acdc_split("val")) == [f"patient{i:03d}" for i in range(1, 101)]
+    assert patient_names("test") == test
+    with pytest.raises(ValueError, match="shipped splits: train, val, test"):
+        acdc_split("testing")
+
+
+def test_acdc_lists_are_package_data():
+    """setup.cfg ships training/lists/*.txt, so a non-editable install finds the split."""
+    import configparser
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    patterns = [p.strip() for p in cfg["options.package_data"]["training"].split(",")]
+    for path in (root / "training" / "lists").glob("*.txt"):
+        assert any(fnmatch(f"lists/{path.name}", p) for p in patterns), path.name
 
 
 def test_patient_names_ranges():

@@ -20,6 +20,7 @@ from napari_medseg.models.dcaunet import (
     DCABlock,
     DifferentialCrossAttention,
     PatchEmbed,
+    key_tokens,
     lambda_init_for,
     window_tokens,
 )
@@ -90,7 +91,7 @@ def _reference_dca(attn: DifferentialCrossAttention, x: torch.Tensor) -> torch.T
     b, hgt, wid, c = x.shape
     h, d = attn.num_heads, attn.head_dim
     pix = x.reshape(b, -1, c)
-    tok = window_tokens(x.permute(0, 3, 1, 2))
+    tok = window_tokens(x.permute(0, 3, 1, 2)) if max(hgt, wid) > 7 else pix  # one window: pixels are keys
     q, k, v = attn.q(pix), attn.k(tok), attn.v(tok)
     lam = (
         torch.exp((attn.lambda_q1 * attn.lambda_k1).sum())
@@ -118,6 +119,20 @@ def test_dca_matches_reference(hw):
         attn.head_norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(2, *hw, 24)
     torch.testing.assert_close(attn(x), _reference_dca(attn, x), rtol=1e-4, atol=1e-5)
+
+
+def test_single_window_map_attends_to_its_pixels():
+    """A map <= 7x7 pools to one token; DCA then uses the pixels as keys, so pixels differ and q/k learn."""
+    torch.manual_seed(2)
+    attn = DifferentialCrossAttention(16, 2, layer=13)
+    x = torch.randn(2, 7, 7, 16)
+    assert key_tokens(x.permute(0, 3, 1, 2)).shape == (2, 49, 16)
+    assert key_tokens(torch.randn(2, 16, 8, 7)).shape == (2, 2, 16)  # two windows: window means
+    out = attn(x)
+    assert (out - out[:, :1, :1]).abs().amax() > 1e-3  # not the same vector at every pixel
+    out.square().mean().backward()
+    for layer in (attn.q, attn.k):
+        assert layer.weight.grad.abs().sum() > 0
 
 
 def test_csff_attention_gates_are_used():

@@ -203,6 +203,26 @@ def _macs(model, size=224) -> float:
     return counter.get_total_flops() / 2
 
 
+def _dead_parameters(model, num_classes: int) -> list[str]:
+    """Trainable parameters with no or an all-zero gradient after one CE backward on a 224^2 batch."""
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 1, 224, 224), torch.randint(0, num_classes, (2, 224, 224))
+    nn.functional.cross_entropy(model.train()(x), y).backward()
+    return [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+
+
+def test_every_trainable_parameter_learns_at_224(name):
+    """At 224 the tiny DCAU-Net's stage 4 is one 7x7 window (the case the paper reverts to plain attention)."""
+    model = tiny(name)
+    assert _dead_parameters(model, 4) == []
+
+
+@pytest.mark.slow
+def test_full_size_dcaunet_every_parameter_learns_at_224():
+    model = build_model("dcaunet", 9)
+    assert _dead_parameters(model, 9) == []
+
+
 def test_dcaunet_full_size_matches_paper():
     with torch.device("meta"):
         model = build_model("dcaunet", 9)
@@ -250,3 +270,75 @@ def test_family_specs_agree_with_their_models():
             dataclasses.replace(spec, finetune_scope="nowhere")
     assert fine_tuning_scopes() == ["adapters", "all", "decoder", "encoder"]
     assert family_spec("udfa").external_weights == "backbone_weights" and family_spec("dcaunet").external_weights is None
+
+
+def _encoder_tensors(model) -> dict:
+    from napari_medseg.models.dcaunet import ENCODER_PREFIXES
+
+    return {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+
+
+def _encoder_file(model, path):
+    from safetensors.torch import save_file
+
+    tensors = _encoder_tensors(model)
+    save_file(tensors, str(path))
+    return tensors
+
+
+def test_dcaunet_encoder_weights_load_into_the_encoder_only(tmp_path):
+    torch.manual_seed(3)
+    source = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"])
+    tensors = _encoder_file(source, tmp_path / "encoder.safetensors")
+    torch.manual_seed(4)
+    model = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=str(tmp_path / "encoder.safetensors"))
+    state = model.state_dict()
+    assert tensors and all(torch.equal(state[k], v) for k, v in tensors.items())
+    assert not torch.equal(state["head.weight"], source.state_dict()["head.weight"])  # decoder keeps its own init
+    assert "encoder_weights" not in model.config  # checkpoints carry the weights, not a path
+
+
+def test_dcaunet_encoder_weights_mismatch_names_keys_and_shapes(tmp_path):
+    wide = build_model("dcaunet", 4, **dict(TINY_CONFIGS["dcaunet"], dims=[32, 32, 48, 64]))
+    _encoder_file(wide, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match=r"wrong shapes: .*embeds\.0\.proj\.weight \(32, 1, 4, 4\) != \(16, 1, 4, 4\).*\(\+\d+ more\)") as err:
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "wide.safetensors")
+    assert "\n" not in str(err.value)
+
+    from safetensors.torch import save_file
+
+    small = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"])
+    tensors = _encoder_tensors(small)
+    tensors.pop("stages.3.0.attn.q.weight")
+    tensors["head.weight"] = small.head.weight.detach().contiguous()
+    save_file(tensors, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys: stages\.3\.0\.attn\.q\.weight; unexpected keys: head\.weight"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "odd.safetensors")
+    with pytest.raises(FileNotFoundError, match="encoder_weights file"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], encoder_weights=tmp_path / "junk.safetensors")
+
+
+def test_dcaunet_checkpoints_from_before_the_single_window_rule_keep_their_behaviour(tmp_path):
+    """A checkpoint whose config lacks ``single_window`` was trained with one global token: it loads that way."""
+    from napari_medseg.checkpoint import load_checkpoint, save_checkpoint
+    from napari_medseg.preprocess import Preprocessing
+
+    torch.manual_seed(5)
+    old = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], single_window="mean").eval()
+    del old.config["single_window"]  # what models wrote before the key existed
+    save_checkpoint(tmp_path / "old.safetensors", old, label_set="acdc", preprocessing=Preprocessing())
+    loaded, info = load_checkpoint(tmp_path / "old.safetensors")
+    assert loaded.config["single_window"] == "mean"
+    x = torch.rand(1, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x))
+        new = build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"]).eval()
+        new.load_state_dict(old.state_dict())
+        assert not torch.allclose(new(x), old(x))  # the rule matters at 224 (stage 4 is one window)
+    save_checkpoint(tmp_path / "new.safetensors", new, label_set="acdc", preprocessing=Preprocessing())
+    assert load_checkpoint(tmp_path / "new.safetensors")[0].config["single_window"] == "pixels"
+    with pytest.raises(ValueError, match="single_window must be one of"):
+        build_model("dcaunet", 4, **TINY_CONFIGS["dcaunet"], single_window="global")

@@ -65,3 +65,35 @@ def test_intensity_jitter_touches_only_image():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown augmentation keys"):
         AugmentConfig.from_dict({"p_rotat": 1})
+
+
+def _classify(out_img: torch.Tensor, img: torch.Tensor) -> list[str]:
+    """Per sample: 'same', 'turn_flip' (a 90-degree multiple of a mirror image) or 'other' (e.g. a 1-20 degree rotation)."""
+    mirrored = img.flip(-1)
+    reflections = [torch.rot90(mirrored, k, dims=(-2, -1)) for k in range(4)]
+    kinds = []
+    for i in range(out_img.shape[0]):
+        if torch.allclose(out_img[i], img[i], atol=1e-4):
+            kinds.append("same")
+        elif any(torch.allclose(out_img[i], r[i], atol=1e-4) for r in reflections):
+            kinds.append("turn_flip")
+        else:
+            kinds.append("other")
+    return kinds
+
+
+def test_transunet_scheme_is_either_turn_and_flip_or_rotation():
+    """TransUNet's RandomGenerator: p 0.5 rot90 (k=0..3) + flip of one axis, elif p 0.5 rotation in [-20, 20] deg."""
+    torch.manual_seed(0)
+    img = torch.rand(1, 1, 12, 12).expand(4000, 1, 12, 12).contiguous()
+    lab = torch.zeros(4000, 12, 12, dtype=torch.long)
+    cfg = AugmentConfig(p_rot90=0.5, p_rotate=0.5, rotate_deg=20, p_flip=0.0)
+    out, _ = augment_batch(img, lab, cfg, torch.Generator().manual_seed(3))
+    kinds = _classify(out, img)
+    share = {k: kinds.count(k) / len(kinds) for k in ("same", "turn_flip", "other")}
+    assert share["turn_flip"] == pytest.approx(0.5, abs=0.03)
+    assert share["other"] == pytest.approx(0.25, abs=0.03)  # rotation only where no turn was drawn
+    assert share["same"] == pytest.approx(0.25, abs=0.03)
+    both = AugmentConfig(p_rot90=1.0, p_rotate=1.0, rotate_deg=20, p_flip=0.0)
+    out, _ = augment_batch(img[:200], lab[:200], both, torch.Generator().manual_seed(4))
+    assert set(_classify(out, img[:200])) == {"turn_flip"}  # never a turn AND a small rotation

@@ -36,14 +36,14 @@ def test_recipe_matches_paper_and_parses(name):
     prep = Preprocessing.from_dict(recipe["preprocessing"])
     assert prep.input_size == 224 and prep.resize_policy == "fixed"
     aug = AugmentConfig.from_dict(recipe["augment"])
-    assert aug.p_rotate > 0 and aug.p_flip > 0  # both papers: rotation and flip
+    assert (aug.p_rot90, aug.p_rotate, aug.rotate_deg, aug.p_flip) == (0.5, 0.5, 20, 0)  # TransUNet's RandomGenerator
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], recipe["optim"])
     assert type(optimizer).__name__.lower() == opt
     DiceCELoss(recipe_label_set(recipe).num_classes, ce, dice)
 
 
 def test_builtin_recipe_found_by_name():
-    assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "71-80"
+    assert load_recipe("dcaunet_acdc.yaml")["data"]["val_patients"] == "val"
 
 
 def test_recipe_sections_reject_unknown_keys_and_bad_budgets(tmp_path):

@@ -21,7 +21,9 @@ Supported layouts:
 * :func:`read_synapse_h5_volume` -- ``test_vol_h5/*.npy.h5`` volumes (needs
   ``h5py``, an optional dependency).
 * :func:`acdc_dataset` -- ACDC as distributed (``patientXXX/patientXXX_frameYY.nii.gz``
-  and ``_gt``; ED/ES from ``Info.cfg``; the 4D cine is not used).
+  and ``_gt``; ED/ES from ``Info.cfg``; the 4D cine is not used).  The
+  split of the TransUNet / Swin-Unet line of work ships in ``training/lists/``
+  (:func:`acdc_split`: ``train`` 70, ``val`` 10, ``test`` 20 patients).
 * :func:`nnunet_dataset` -- ``imagesTr/*_0000.nii.gz``, ``labelsTr/*.nii.gz``
   and ``dataset.json`` (label names).
 
@@ -95,7 +97,8 @@ def _apply_inplane(array: np.ndarray, inplane: str | None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _read_list(root: Path, list_name: str) -> list[str]:
+def read_synapse_list(root: Path, list_name: str) -> list[str]:
+    """Names in TransUNet's list file ``list_name`` (``lists/lists_Synapse/``, ``lists/`` or ``root``)."""
     for candidate in (root / "lists" / "lists_Synapse" / list_name, root / "lists" / list_name, root / list_name):
         if candidate.exists():
             return [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
@@ -129,7 +132,7 @@ def synapse_npz_dataset(
     folder = root / "train_npz"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} not found; expected TransUNet's layout with train_npz/*.npz")
-    names = _read_list(root, list_name) if list_name else sorted(p.stem for p in folder.glob("*.npz"))
+    names = read_synapse_list(root, list_name) if list_name else sorted(p.stem for p in folder.glob("*.npz"))
     images, labels = [], []
     for name in names:
         path = folder / f"{name}.npz"
@@ -172,7 +175,7 @@ def read_synapse_h5_volume(path: str | Path, inplane: str | None = None) -> tupl
 def synapse_test_volumes(root: str | Path, list_name: str = "test_vol.txt", inplane: str | None = None):
     """Yield ``(name, image, labels)`` for TransUNet's Synapse test volumes."""
     root = Path(root)
-    for name in _read_list(root, list_name):
+    for name in read_synapse_list(root, list_name):
         path = root / "test_vol_h5" / f"{name}.npy.h5"
         if not path.exists():
             raise FileNotFoundError(f"{path} is listed in {list_name} but missing")
@@ -198,6 +201,9 @@ def acdc_cases(root: str | Path, patients: Sequence[str] | None = None) -> list[
     dirs = sorted(p for p in root.rglob("patient*") if p.is_dir() and re.fullmatch(r"patient\d+", p.name))
     if patients is not None:
         wanted = set(patients)
+        absent = sorted(wanted - {d.name for d in dirs})
+        if absent:
+            raise FileNotFoundError(f"ACDC patients {', '.join(absent)} not found under {root}")
         dirs = [d for d in dirs if d.name in wanted]
     if not dirs:
         raise FileNotFoundError(f"no patientXXX folders under {root}; expected the ACDC challenge layout")
@@ -225,10 +231,31 @@ def acdc_dataset(root, preprocessing: Preprocessing, size_multiple: int, *, pati
     return _nifti_pairs_dataset(acdc_cases(root, patients), preprocessing, size_multiple)
 
 
+ACDC_SPLITS = ("train", "val", "test")
+
+
+def acdc_split(split: str) -> list[str]:
+    """Patient folder names of a shipped ACDC split (``training/lists/acdc_<split>.txt``).
+
+    ``test``: the 20 patients of AgileFormer's ``lists/lists_ACDC/test.txt``
+    (TransUNet / Swin-Unet line of work); ``val``: the 10 of its ``valid.txt``;
+    ``train``: the other 70.
+    """
+    from importlib.resources import files
+
+    if split not in ACDC_SPLITS:
+        raise ValueError(f"unknown ACDC split {split!r}; shipped splits: {', '.join(ACDC_SPLITS)}")
+    text = (files("training") / "lists" / f"acdc_{split}.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def patient_names(spec) -> list[str] | None:
-    """ACDC patient folder names from ``"1-70"``, ``[1, 2]`` or ``["patient001", ...]`` (``None`` stays ``None``)."""
+    """ACDC patient folder names from a shipped split (``"train"``, ``"val"``, ``"test"``),
+    ``"1-70"``, ``[1, 2]`` or ``["patient001", ...]`` (``None`` stays ``None``)."""
     if spec is None:
         return None
+    if isinstance(spec, str) and spec in ACDC_SPLITS:
+        return acdc_split(spec)
     if isinstance(spec, str):
         parts = [p.strip() for p in spec.split(",") if p.strip()]
         names = []

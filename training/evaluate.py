@@ -118,33 +118,54 @@ def _num(x: float) -> str:
 # ------------------------------------------------------------------ file pairing
 
 
-def case_name(path: Path) -> str:
-    """File name without the volume suffix and nnU-Net's ``_0000`` channel tag."""
+GT_TAG = "_gt"  # ACDC's reference labels: patient001_frame01_gt.nii.gz
+
+
+def _stem(path: Path) -> str:
     name = path.name
     for suffix in NII_SUFFIXES:
         if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name[:-5] if name.endswith("_0000") else name
+            return name[: -len(suffix)]
+    return name
 
 
-def _volume_files(folder: Path) -> dict[str, Path]:
+def case_name(path: Path) -> str:
+    """File name without the volume suffix, nnU-Net's ``_0000`` channel tag and ACDC's ``_gt`` tag."""
+    name = _stem(path)
+    for tag in ("_0000", GT_TAG):
+        if name.endswith(tag):
+            return name[: -len(tag)]
+    return name
+
+
+def _volume_files(folder: Path, role: str = "images") -> dict[str, Path]:
+    """``{case: path}`` of the volumes in ``folder``.
+
+    ACDC keeps ``X.nii.gz`` and ``X_gt.nii.gz`` side by side: as ``images``
+    the ``_gt`` files are skipped; as ``labels`` a folder holding ``_gt``
+    files contributes only those.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    files = {}
+    found = []
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name.endswith(NII_SUFFIXES) and not p.name.startswith("."):
-            files[case_name(p)] = p
+            found.append((case_name(p), p, _stem(p).endswith(GT_TAG)))
         elif p.is_dir() and any(p.glob("*.dcm")):
-            files[p.name] = p
-    return files
+            found.append((p.name, p, False))
+    want_gt = role == "labels" and any(gt for _, _, gt in found)
+    return {case: p for case, p, gt in found if gt == want_gt}
 
 
 def pair_files(images_dir, labels_dir, predictions_dir=None) -> list[tuple[str, Path, Path, Path | None]]:
-    """Match images to labels (and predictions) by case name (``case_0000.nii.gz`` <-> ``case.nii.gz``)."""
-    images = _volume_files(Path(images_dir))
-    labels = _volume_files(Path(labels_dir))
-    preds = _volume_files(Path(predictions_dir)) if predictions_dir else None
+    """Match images to labels (and predictions) by case name.
+
+    ``case_0000.nii.gz`` <-> ``case.nii.gz``, and ACDC's ``X.nii.gz`` <-> ``X_gt.nii.gz``
+    (images and labels may then be the same folder).
+    """
+    images = _volume_files(Path(images_dir), "images")
+    labels = _volume_files(Path(labels_dir), "labels")
+    preds = _volume_files(Path(predictions_dir), "labels") if predictions_dir else None
     common = sorted(set(images) & set(labels))
     if not common:
         raise FileNotFoundError(
@@ -159,6 +180,24 @@ def pair_files(images_dir, labels_dir, predictions_dir=None) -> list[tuple[str, 
                 raise FileNotFoundError(f"no prediction for case {case!r} in {predictions_dir}")
             pred = preds[case]
         out.append((case, images[case], labels[case], pred))
+    return out
+
+
+def acdc_pairs(root, split: str = "test", predictions_dir=None) -> list[tuple[str, Path, Path, Path | None]]:
+    """:func:`pair_files`-style pairs of the ED/ES frames of a shipped ACDC split under ``root``.
+
+    Cases are named ``patientXXX_frameYY``; a prediction, when a folder is
+    given, is ``<case>.nii.gz`` (or ``<case>_gt.nii.gz``) in it.
+    """
+    from training.datasets import acdc_cases, acdc_split
+
+    cases = acdc_cases(root, acdc_split(split))
+    preds = _volume_files(Path(predictions_dir), "labels") if predictions_dir else None
+    out = []
+    for case, image, gt in cases:
+        if preds is not None and case not in preds:
+            raise FileNotFoundError(f"no prediction for ACDC case {case!r} in {predictions_dir}")
+        out.append((case, image, gt, preds[case] if preds is not None else None))
     return out
 
 

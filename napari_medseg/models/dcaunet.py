@@ -13,8 +13,10 @@ head, ``(softmax(Q1 K1^T / sqrt(d)) - lambda softmax(Q2 K2^T / sqrt(d))) V``,
 the block over the whole encoder; each head is RMS-normed and scaled by
 ``(1 - lambda_init)``, then an output projection.  Windows: a map whose side
 is not a multiple of 7 gets a partial last window that averages only its
-valid pixels; a map no larger than 7x7 has a single global token (plain
-differential attention against the global mean).
+valid pixels.  A map no larger than 7x7 would pool to a single token (the
+output would be the same at every pixel and q/k would get no gradient); as
+the paper says, the block then reverts to standard differential attention:
+the pixel tokens themselves are the keys and values (stage 4 at 224 input).
 
 Decoder: four upsampling steps (bilinear x2, x2, x2, then x4 to full
 resolution), each fusing with CSFF: skip and upsampled features each pass a
@@ -65,22 +67,44 @@ def window_tokens(x: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
     return pooled.flatten(2).transpose(1, 2)
 
 
+SINGLE_WINDOW_RULES = ("pixels", "mean")
+
+
+def key_tokens(x: torch.Tensor, window: int = WINDOW, single_window: str = "pixels") -> torch.Tensor:
+    """DCA keys/values source: ``(B, C, H, W)`` -> ``(B, M, C)``.
+
+    Window means (:func:`window_tokens`) when the map spans more than one
+    window.  When it fits in one window: the ``H * W`` pixel tokens themselves
+    (``single_window="pixels"``, the paper's rule: standard differential
+    attention), or the single global mean token (``"mean"``, the behaviour of
+    checkpoints written before that rule was implemented).
+    """
+    h, w = x.shape[-2:]
+    if h <= window and w <= window and single_window == "pixels":
+        return x.flatten(2).transpose(1, 2)
+    return window_tokens(x, window)
+
+
 class DifferentialCrossAttention(nn.Module):
-    """Pixel queries vs 7x7 window tokens, multi-head differential attention.
+    """Pixel queries vs 7x7 window tokens (or vs the pixels of a map <= 7x7), multi-head differential attention.
 
     Args:
         dim: channels C.
         num_heads: heads h; each head has two query/key halves of ``d = C / (2h)``
             channels and a value of ``2d`` channels.
         layer: 1-based block index over the encoder (sets ``lambda_init``).
+        single_window: keys of a map that fits in one window (see :func:`key_tokens`).
 
     ``(B, H, W, C) -> (B, H, W, C)`` (channels last).
     """
 
-    def __init__(self, dim: int, num_heads: int, layer: int):
+    def __init__(self, dim: int, num_heads: int, layer: int, single_window: str = "pixels"):
         super().__init__()
         if dim % (2 * num_heads):
             raise ValueError(f"dim {dim} must be divisible by 2 * num_heads ({2 * num_heads})")
+        if single_window not in SINGLE_WINDOW_RULES:
+            raise ValueError(f"single_window must be one of {SINGLE_WINDOW_RULES}, got {single_window!r}")
+        self.single_window = single_window
         self.num_heads, self.head_dim = num_heads, dim // (2 * num_heads)
         self.lambda_init = lambda_init_for(layer)
         self.q = nn.Linear(dim, dim)
@@ -104,7 +128,7 @@ class DifferentialCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, hgt, wid, c = x.shape
         h, d = self.num_heads, self.head_dim
-        tokens = window_tokens(x.permute(0, 3, 1, 2))  # (B, M, C)
+        tokens = key_tokens(x.permute(0, 3, 1, 2), single_window=self.single_window)  # (B, M, C)
         # both softmax maps of all heads in one attention call: (B, h * 2, ., d)
         q = self.q(x.reshape(b, -1, c)).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, N, d)
         k = self.k(tokens).view(b, -1, 2 * h, d).transpose(1, 2)  # (B, 2h, M, d)
@@ -118,11 +142,11 @@ class DifferentialCrossAttention(nn.Module):
 class DCABlock(nn.Module):
     """DWConv3x3 -> DCA -> MLP(x4), each residual then LayerNorm.  ``(B, C, H, W) -> same``."""
 
-    def __init__(self, dim: int, num_heads: int, layer: int, mlp_ratio: int = 4):
+    def __init__(self, dim: int, num_heads: int, layer: int, mlp_ratio: int = 4, single_window: str = "pixels"):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = DifferentialCrossAttention(dim, num_heads, layer)
+        self.attn = DifferentialCrossAttention(dim, num_heads, layer, single_window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
         self.norm3 = nn.LayerNorm(dim)
@@ -166,6 +190,60 @@ class CSFF(nn.Module):
         return self.spatial(self.channel(x))
 
 
+ENCODER_PREFIXES = ("embeds.", "stages.")  # state-dict names of the encoder (patch embeddings + DCA stages)
+
+
+class EncoderWeightsError(ValueError):
+    """An ``encoder_weights`` file that does not fit the DCAU-Net encoder."""
+
+
+def _listed(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_encoder_weights(model: "DCAUNet", path) -> None:
+    """Copy a local safetensors file of encoder weights into ``model``'s encoder.
+
+    The file holds exactly the encoder's state-dict entries under DCAU-Net's
+    own names (``embeds.*``, ``stages.*``: :data:`ENCODER_PREFIXES`) with the
+    same shapes, as a model of the same config has them.  Any missing, unexpected or
+    mis-shaped key raises :class:`EncoderWeightsError` naming them.
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder_weights file {str(path)!r} not found; give a local .safetensors file of DCAU-Net encoder weights")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise EncoderWeightsError(f"encoder_weights {path.name} is not a readable safetensors file ({err})") from None
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(tensors)
+        if tensors[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label}: {_listed(items)}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes))
+        if items
+    ]
+    if problems:
+        raise EncoderWeightsError(
+            f"encoder_weights {path.name} does not fit this DCAU-Net encoder (dims {model.config['dims']}, "
+            f"depths {model.config['depths']}): " + "; ".join(problems)
+        )
+    with torch.no_grad():
+        for key, value in tensors.items():
+            expected[key].copy_(value)
+
+
 class DCAUNet(SegModelMixin, nn.Module):
     """DCAU-Net segmentation network.
 
@@ -178,6 +256,15 @@ class DCAUNet(SegModelMixin, nn.Module):
             each step outputs twice this many channels (concat).
         reduction: channel-attention reduction r.
         mlp_ratio: MLP expansion in DCA blocks.
+        single_window: keys/values of a map that fits in one 7x7 window:
+            ``"pixels"`` (the paper's standard differential attention) or
+            ``"mean"`` (one global token; only to load checkpoints written
+            before ``"pixels"``, which lack this key).
+        encoder_weights: optional local ``.safetensors`` file of encoder
+            weights (see :func:`load_encoder_weights`); not stored in
+            ``config``, since checkpoints carry the weights themselves.
+            No ImageNet-pretrained DCAU-Net encoder is available offline; the
+            paper's ablation puts training from scratch at -2.04 DSC.
 
     Input ``(B, 1, H, W)`` float in [0, 1], H and W multiples of 32; output
     raw logits ``(B, K, H, W)``.
@@ -195,6 +282,8 @@ class DCAUNet(SegModelMixin, nn.Module):
         decoder_channels: tuple[int, int, int, int] = (256, 128, 48, 24),
         reduction: int = 16,
         mlp_ratio: int = 4,
+        single_window: str = "pixels",
+        encoder_weights: str | None = None,
     ):
         super().__init__()
         if num_classes < 2:
@@ -210,6 +299,7 @@ class DCAUNet(SegModelMixin, nn.Module):
             decoder_channels=list(decoder_channels),
             reduction=int(reduction),
             mlp_ratio=int(mlp_ratio),
+            single_window=str(single_window),
         )
         self.embeds = nn.ModuleList(
             PatchEmbed(cin, cout, p) for cin, cout, p in zip((1,) + dims[:3], dims, (4, 2, 2, 2))
@@ -218,7 +308,7 @@ class DCAUNet(SegModelMixin, nn.Module):
         for dim, depth, nh in zip(dims, depths, heads):
             blocks = []
             for _ in range(depth):
-                blocks.append(DCABlock(dim, nh, layer, mlp_ratio))
+                blocks.append(DCABlock(dim, nh, layer, mlp_ratio, single_window))
                 layer += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
@@ -233,6 +323,8 @@ class DCAUNet(SegModelMixin, nn.Module):
             ]
         )
         self.head = nn.Conv2d(2 * d1, num_classes, 1)
+        if encoder_weights is not None:
+            load_encoder_weights(self, encoder_weights)
 
     def _group_modules(self):
         return {"encoder": [self.embeds, self.stages], "decoder": [self.fuse, self.head]}

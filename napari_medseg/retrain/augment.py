@@ -7,8 +7,14 @@ labels, so both stay aligned.  Out-of-image areas become 0 (darkest intensity
 / background).  Intensity jitter (brightness, contrast, gamma) touches the
 image only.  Everything runs batched on the training device.
 
-Both papers use random rotation and flips (TransUNet's ``RandomGenerator``:
-90-degree rotations with a flip, or a rotation in [-20, 20] degrees).  Note
+Both papers use TransUNet's ``RandomGenerator``, an either/or scheme: with
+probability 0.5 a random multiple of 90 degrees plus a flip of one random
+axis (``random_rot_flip``), otherwise, with probability 0.5, a rotation in
+[-20, 20] degrees (``random_rotate``); so 50 % turn-and-flip, 25 % rotation,
+25 % unchanged.  ``p_rot90`` is the first branch, ``p_rotate`` the second
+(drawn only when the first is not taken); the recipes set 0.5 and 0.5.
+Differences: TransUNet draws whole degrees and resamples the image with
+nearest neighbour; here the angle is continuous and the image bilinear.  Note
 that a left-right flip swaps the anatomy of paired organs (kidney left /
 right); the papers flip anyway, the fine-tuning default does not.
 """
@@ -27,10 +33,12 @@ class AugmentConfig:
     """Probabilities and ranges of each augmentation.
 
     Args:
-        p_rotate: probability of a rotation by an angle in ``[-rotate_deg, rotate_deg]``.
+        p_rotate: probability of a rotation by an angle in ``[-rotate_deg, rotate_deg]``,
+            for samples that did not get the turn-and-flip (either/or, as TransUNet).
         rotate_deg: maximum rotation angle in degrees.
-        p_rot90: probability of an additional random multiple of 90 degrees.
-        p_flip: probability of flipping each in-plane axis (independently).
+        p_rot90: probability of TransUNet's turn-and-flip: a random multiple of
+            90 degrees (0, 90, 180 or 270) plus a flip of one random axis.
+        p_flip: probability of flipping each in-plane axis (independently of the above).
         p_scale: probability of an isotropic zoom in ``scale_range``.
         scale_range: ``(min, max)`` zoom factors (> 1 zooms in).
         p_elastic: probability of a smooth elastic deformation.
@@ -130,16 +138,18 @@ def _identity(b: int) -> torch.Tensor:
 
 def _random_affines(b: int, h: int, w: int, config: AugmentConfig, rand) -> torch.Tensor:
     """``(B, 2, 3)`` affine_grid matrices (output -> input normalised coordinates)."""
-    angle = torch.zeros(b)
-    on = rand(b) < config.p_rotate
-    angle = torch.where(on, (rand(b) * 2 - 1) * math.radians(config.rotate_deg), angle)
+    # TransUNet's either/or: turn-and-flip with p_rot90, elif rotation with p_rotate.
+    turn = rand(b) < config.p_rot90
     quarter = (rand(b) * 4).floor() * (math.pi / 2)
-    angle = angle + torch.where(rand(b) < config.p_rot90, quarter, torch.zeros(b))
+    turn_flips_x = rand(b) < 0.5  # the turn's flip: x or y axis
+    rotate = ~turn & (rand(b) < config.p_rotate)
+    small = (rand(b) * 2 - 1) * math.radians(config.rotate_deg)
+    angle = torch.where(turn, quarter, torch.where(rotate, small, torch.zeros(b)))
     scale = torch.ones(b)
     lo, hi = config.scale_range
     scale = torch.where(rand(b) < config.p_scale, lo + rand(b) * (hi - lo), scale)
-    flip_x = torch.where(rand(b) < config.p_flip, -1.0, 1.0)
-    flip_y = torch.where(rand(b) < config.p_flip, -1.0, 1.0)
+    flip_x = torch.where(rand(b) < config.p_flip, -1.0, 1.0) * torch.where(turn & turn_flips_x, -1.0, 1.0)
+    flip_y = torch.where(rand(b) < config.p_flip, -1.0, 1.0) * torch.where(turn & ~turn_flips_x, -1.0, 1.0)
     # Rotate in pixel space: normalised coordinates are anisotropic when H != W.
     aspect = w / h
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
