@@ -82,11 +82,6 @@ class AugmentConfig:
         return d
 
     @classmethod
-    def papers(cls) -> "AugmentConfig":
-        """TransUNet-style: rotation in [-20, 20] degrees, 90-degree turns and flips."""
-        return cls(p_rotate=0.5, rotate_deg=20.0, p_rot90=0.5, p_flip=0.5)
-
-    @classmethod
     def finetune(cls) -> "AugmentConfig":
         """Fine-tuning default: small rotations, zoom, mild elastic and intensity jitter, no flips."""
         return cls(p_rotate=0.7, rotate_deg=15.0, p_scale=0.7, scale_range=(0.85, 1.2),
