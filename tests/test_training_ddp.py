@@ -9,8 +9,7 @@ import yaml
 
 from napari_medseg.checkpoint import read_checkpoint_info
 
-from test_training_engine import tiny_recipe
-from training_fixtures import make_synapse
+from training_fixtures import make_synapse, tiny_recipe
 
 
 def test_torchrun_two_processes_gloo(tmp_path, sample_ct, sample_labels):
