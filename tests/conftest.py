@@ -68,7 +68,21 @@ def pytest_configure(config):
     hide_triton()
 
 
+def pytest_report_header(config):
+    try:
+        import qtpy
+    except Exception as exc:  # qtpy without any binding raises on import
+        return f"Qt binding: none ({exc})"
+    return f"Qt binding: {qtpy.API_NAME} {qtpy.QT_VERSION} (QT_API={os.environ.get('QT_API', 'unset')})"
+
+
+GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # every test that builds Qt widgets is a GUI test (``-m gui`` selects them)
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
     try:
         import torch
 
