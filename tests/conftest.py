@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One knob for the Qt binding.  qtpy (hence napari) follows $QT_API, pytest-qt follows
+# $PYTEST_QT_API and otherwise prefers PyQt6 over PyQt5: with both installed and only
+# QT_API=pyqt5 set, the two would load different Qt libraries into one process.
+if os.environ.get("QT_API") and not os.environ.get("PYTEST_QT_API"):
+    os.environ["PYTEST_QT_API"] = os.environ["QT_API"].lower()
 SAMPLE_SERIES_UID = "1.2.826.0.1.3680043.10.1"
 
 
@@ -73,7 +79,8 @@ def pytest_report_header(config):
         import qtpy
     except Exception as exc:  # qtpy without any binding raises on import
         return f"Qt binding: none ({exc})"
-    return f"Qt binding: {qtpy.API_NAME} {qtpy.QT_VERSION} (QT_API={os.environ.get('QT_API', 'unset')})"
+    requested = os.environ.get("PYTEST_QT_API", "unset")
+    return f"Qt binding: {qtpy.API_NAME} {qtpy.QT_VERSION} (requested: PYTEST_QT_API={requested})"
 
 
 GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
