@@ -28,6 +28,7 @@ def synapse_root(tmp_path, sample_ct, sample_labels):
     return make_synapse(tmp_path / "Synapse", sample_ct, sample_labels, slices=range(8, 24), test_case=False)
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_raises_dice(tmp_path, synapse_root):
     recipe = tiny_recipe(synapse_root, epochs=10)  # 16 slices / batch 4 = 4 steps per epoch -> 40 steps
     trainer = Trainer(recipe, tmp_path / "run", device="cpu")
