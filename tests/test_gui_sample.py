@@ -154,9 +154,11 @@ def test_open_with_plugin_nifti_and_dicom(make_napari_viewer, sample_ct, sample_
     (seg,) = viewer.open(str(sample_labels), plugin="napari-medseg")
     assert type(seg).__name__ == "Labels" and seg.colormap.color_dict[LIVER] is not None
     np.testing.assert_allclose(ct.extent.world, seg.extent.world)
-    (dcm,) = viewer.open(str(dicom_dir), plugin="napari-medseg")
-    assert dcm.data.shape == (20, 512, 512)
-    np.testing.assert_allclose(dcm.scale, (2.0, 0.9765625, 0.9765625))
+    (dcm,) = viewer.open(str(dicom_dir), plugin="napari-medseg")  # the same CT written as a DICOM series
+    assert dcm.data.shape == ct.data.shape == (30, 101, 122)
+    np.testing.assert_allclose(dcm.scale, ct.scale, atol=1e-5)
+    np.testing.assert_allclose(dcm.extent.world, ct.extent.world, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(dcm.data), np.asarray(ct.data))
 
 
 def test_layer_save_writes_source_geometry(make_napari_viewer, sample_labels, tmp_path):
