@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real sample data, and skip rules for GPU tests."""
+"""Shared fixtures: the packaged sample CT, a DICOM series written from it, the optional
+real series in ``../shared/data``, and skip rules for GPU tests."""
 
 from __future__ import annotations
 
@@ -12,38 +13,59 @@ REPO = Path(__file__).resolve().parents[1]
 # config dir; tests keep the old fp32 (tests/test_device_precision.py unsets this)
 os.environ.setdefault("MEDSEG_CPU_PRECISION", "fp32")
 
+# One knob for the Qt binding.  qtpy (hence napari) follows $QT_API, pytest-qt follows
+# $PYTEST_QT_API and otherwise prefers PyQt6 over PyQt5: with both installed and only
+# QT_API=pyqt5 set, the two would load different Qt libraries into one process.
+if os.environ.get("QT_API") and not os.environ.get("PYTEST_QT_API"):
+    os.environ["PYTEST_QT_API"] = os.environ["QT_API"].lower()
+SAMPLE_SERIES_UID = "1.2.826.0.1.3680043.10.1"
+
 
 def _find_shared_data() -> Path | None:
     candidates = [os.environ.get("MEDSEG_SHARED_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
     for c in candidates:
-        if c and (Path(c) / "ct_abdomen.nii.gz").exists():
+        if c and (Path(c) / "ct_dicom").is_dir():
             return Path(c)
     return None
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real CT, its labels and a DICOM series)."""
+    """``../shared/data`` (or $MEDSEG_SHARED_DATA): adds the real scanner DICOM series; skips when absent."""
     path = _find_shared_data()
     if path is None:
-        pytest.skip("../shared/data is not present")
+        pytest.skip("../shared/data is not present (set MEDSEG_SHARED_DATA to add the real-series tests)")
     return path
 
 
 @pytest.fixture(scope="session")
-def sample_ct(shared_data) -> Path:
-    return shared_data / "ct_abdomen.nii.gz"
+def sample_ct() -> Path:
+    """The packaged sample CT (122x101x30 voxels, 3 mm, int16 HU)."""
+    from napari_medseg._sample_data import SAMPLE_CT
+
+    return SAMPLE_CT
 
 
 @pytest.fixture(scope="session")
-def sample_labels(shared_data) -> Path:
-    # The packaged copy: the same voxels as shared_data's, but its header's label table names the
-    # Synapse order; the shared copy still carries TotalSegmentator's original (now stale) table.
-    return REPO / "napari_medseg" / "data" / "ct_abdomen_labels.nii.gz"
+def sample_labels() -> Path:
+    """The packaged sample's 8 organ labels (Synapse order), on the CT's grid."""
+    from napari_medseg._sample_data import SAMPLE_LABELS
+
+    return SAMPLE_LABELS
 
 
 @pytest.fixture(scope="session")
-def dicom_dir(shared_data) -> Path:
+def dicom_dir(tmp_path_factory, sample_ct) -> Path:
+    """The packaged sample CT written as a DICOM series (30 files, true spacing, LPS orientation and positions;
+    instance 1 is the most superior slice)."""
+    from dicom_fixtures import write_volume_as_dicom
+
+    return write_volume_as_dicom(sample_ct, tmp_path_factory.mktemp("sample_dicom"), SAMPLE_SERIES_UID)
+
+
+@pytest.fixture(scope="session")
+def real_dicom_dir(shared_data) -> Path:
+    """A real scanner CT series from ``../shared/data`` (20 slices, 512x512); skips when absent."""
     return shared_data / "ct_dicom"
 
 
@@ -55,7 +77,22 @@ def pytest_configure(config):
     hide_triton()
 
 
+def pytest_report_header(config):
+    try:
+        import qtpy
+    except Exception as exc:  # qtpy without any binding raises on import
+        return f"Qt binding: none ({exc})"
+    requested = os.environ.get("PYTEST_QT_API", "unset")
+    return f"Qt binding: {qtpy.API_NAME} {qtpy.QT_VERSION} (requested: PYTEST_QT_API={requested})"
+
+
+GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # every test that builds Qt widgets is a GUI test (``-m gui`` selects them)
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
     try:
         import torch
 

@@ -35,6 +35,7 @@ def _dcaunet(seed=0):
     return build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
 
 
+@pytest.mark.slow
 def test_finetune_from_scratch_raises_dice(ct):
     image, labels = ct
     idx = [6, 11, 16, 21, 26]

@@ -154,9 +154,11 @@ def test_open_with_plugin_nifti_and_dicom(make_napari_viewer, sample_ct, sample_
     (seg,) = viewer.open(str(sample_labels), plugin="napari-medseg")
     assert type(seg).__name__ == "Labels" and seg.colormap.color_dict[LIVER] is not None
     np.testing.assert_allclose(ct.extent.world, seg.extent.world)
-    (dcm,) = viewer.open(str(dicom_dir), plugin="napari-medseg")
-    assert dcm.data.shape == (20, 512, 512)
-    np.testing.assert_allclose(dcm.scale, (2.0, 0.9765625, 0.9765625))
+    (dcm,) = viewer.open(str(dicom_dir), plugin="napari-medseg")  # the same CT written as a DICOM series
+    assert dcm.data.shape == ct.data.shape == (30, 101, 122)
+    np.testing.assert_allclose(dcm.scale, ct.scale, atol=1e-5)
+    np.testing.assert_allclose(dcm.extent.world, ct.extent.world, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(dcm.data), np.asarray(ct.data))
 
 
 def test_layer_save_writes_source_geometry(make_napari_viewer, sample_labels, tmp_path):
@@ -175,3 +177,17 @@ def test_layer_save_writes_source_geometry(make_napari_viewer, sample_labels, tm
     # without naming the plugin, napari picks it from the .nii.gz extension
     seg.save(str(tmp_path / "again.nii.gz"))
     np.testing.assert_array_equal(nib.load(str(tmp_path / "again.nii.gz")).affine, src.affine)
+
+
+def test_viewer_runs_on_the_requested_qt_binding(make_napari_viewer):
+    """napari's main window is built from the one binding qtpy picked, and that is the one asked
+    for with $QT_API (conftest passes it on as $PYTEST_QT_API; CI runs the GUI tests with QT_API=pyqt6)."""
+    import qtpy
+
+    viewer = make_napari_viewer()
+    bindings = {cls.__module__.split(".")[0] for cls in type(viewer.window._qt_window).__mro__}
+    assert qtpy.API_NAME in bindings, (qtpy.API_NAME, bindings)
+    assert not ({"PyQt5", "PyQt6", "PySide2", "PySide6"} - {qtpy.API_NAME}) & bindings, bindings
+    requested = os.environ.get("PYTEST_QT_API")
+    if requested:
+        assert qtpy.API_NAME.lower() == requested.lower(), f"asked for {requested}, napari runs on {qtpy.API_NAME}"

@@ -193,6 +193,7 @@ def test_bad_input_is_explained(ckpts, array, match):
         next(segment_volume(array, load_checkpoints([ckpts["dcaunet"]])))
 
 
+@pytest.mark.slow
 def test_bf16_matches_fp32_on_sample_ct(sample_ct, sample_labels, tmp_path_factory):
     from napari_medseg.io import read_volume
 

@@ -87,17 +87,41 @@ def test_real_labels_open_as_synapse_labels(sample_labels):
     assert_matches_nibabel(vol, sample_labels)
 
 
-def test_real_dicom_matches_sitk(dicom_dir):
-    series = list_dicom_series(dicom_dir)
-    assert len(series) == 1 and series[0].num_files == 20
-    vol = read_volume(dicom_dir)
-    assert vol.array.shape == (20, 512, 512) and vol.modality == "ct"
+def _assert_series_matches_sitk(folder):
+    """``read_volume`` of the single series in ``folder`` agrees with SimpleITK's series reader."""
+    series = list_dicom_series(folder)
+    assert len(series) == 1
+    vol = read_volume(folder)
+    assert vol.array.shape[0] == series[0].num_files and vol.modality == "ct"
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series[0].files))
     image = reader.Execute()
     assert_matches_sitk(vol, image)
     # canonical origin is voxel 0 of the canonical order, in (S, P, L)
     np.testing.assert_allclose(vol.geometry.spacing, np.asarray(image.GetSpacing())[::-1])
+    return vol
+
+
+def test_sample_dicom_series_matches_sitk_and_the_nifti(dicom_dir, sample_ct, tmp_path):
+    vol = _assert_series_matches_sitk(dicom_dir)
+    nifti = read_volume(sample_ct)
+    assert vol.array.shape == nifti.array.shape == (30, 101, 122)
+    np.testing.assert_array_equal(vol.array, nifti.array)
+    np.testing.assert_allclose(vol.geometry.spacing, nifti.geometry.spacing, atol=1e-5)
+    np.testing.assert_allclose(vol.geometry.origin, nifti.geometry.origin, atol=1e-4)
+    # the same series numbered from the feet up reads identically (the reader sorts by position)
+    from dicom_fixtures import write_volume_as_dicom
+
+    feet_first = write_volume_as_dicom(sample_ct, tmp_path / "feet_first", "1.2.826.0.1.3680043.10.2",
+                                       superior_first=False)
+    again = read_volume(feet_first)
+    np.testing.assert_array_equal(again.array, vol.array)
+    np.testing.assert_allclose(again.geometry.origin, vol.geometry.origin, atol=1e-6)
+
+
+def test_real_dicom_matches_sitk(real_dicom_dir):
+    vol = _assert_series_matches_sitk(real_dicom_dir)
+    assert vol.array.shape == (20, 512, 512)
 
 
 def test_radiological_convention_on_sample(sample_labels):

@@ -63,7 +63,7 @@ def test_core_modules_import_without_torch_or_qt():
         "import importlib.util\n"
         "for m in ('napari_medseg.io', 'napari_medseg._reader', 'napari_medseg._writer'):\n"
         "    if importlib.util.find_spec(m): __import__(m)\n"
-        "bad = [m for m in ('torch', 'timm', 'qtpy', 'PyQt5') if m in sys.modules]\n"
+        "bad = [m for m in ('torch', 'timm', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     out = run(sys.executable, "-c", code)

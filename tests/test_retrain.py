@@ -123,6 +123,7 @@ def test_bad_inputs(sample, tiny_checkpoint, tmp_path):
         StartFrom(model_name="dcaunet")
 
 
+@pytest.mark.slow
 def test_cli_finetune_then_segment_beats_untrained(sample_ct, sample_labels, sample, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     _, ref = sample

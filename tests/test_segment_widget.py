@@ -54,6 +54,7 @@ def test_no_checkpoint_says_so(make_napari_viewer, sample_ct):
     assert [layer.name for layer in viewer.layers] == ["ct_abdomen"]
 
 
+@pytest.mark.slow
 def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels, tmp_path_factory, config_dir):
     from napari.layers import Labels
 

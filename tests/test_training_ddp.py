@@ -5,14 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from napari_medseg.checkpoint import read_checkpoint_info
 
-from test_training_engine import tiny_recipe
-from training_fixtures import make_synapse
+from training_fixtures import make_synapse, tiny_recipe
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path, sample_ct, sample_labels):
     root = make_synapse(tmp_path / "Synapse", sample_ct, sample_labels, slices=range(8, 24), test_case=False)
     cfg = tmp_path / "tiny.yaml"

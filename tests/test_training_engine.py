@@ -8,30 +8,13 @@ import pytest
 import torch
 
 from napari_medseg.checkpoint import load_checkpoint, read_checkpoint_info
-from napari_medseg.models import TINY_CONFIGS
 from training.engine import Trainer, dataset_dice, lr_factor, state_path_for
 from napari_medseg.retrain.slices import pad_collate
 from training.state import load_train_state
 
-from training_fixtures import make_nnunet, make_synapse
+from training_fixtures import make_nnunet, make_synapse, tiny_recipe
 
 torch.set_num_threads(2)
-
-
-def tiny_recipe(root, kind="synapse", epochs=6, model="dcaunet"):
-    return {
-        "name": f"tiny_{model}_{kind}",
-        "model": {"name": model, "config": copy.deepcopy(TINY_CONFIGS[model])},
-        "label_set": "synapse",
-        # 64x64 keeps CPU steps short; the native policy is covered by test_datasets and test_finetune
-        "preprocessing": {"modality": "ct", "resize_policy": "fixed", "input_size": 64},
-        "data": {"kind": kind, "root": str(root), **({"cases": ["ct_001"]} if kind == "nnunet" else {})},
-        "augment": {"p_rotate": 0.3, "rotate_deg": 10},
-        "loss": {"ce_weight": 0.4, "dice_weight": 0.6},
-        "optim": {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-4},
-        "schedule": {"kind": "poly", "power": 0.9},
-        "train": {"epochs": epochs, "batch_size": 4, "grad_clip": 1.0, "seed": 7, "log_every": 1, "num_workers": 0},
-    }
 
 
 def _mean_fg_dice(model, ds):
@@ -45,6 +28,7 @@ def synapse_root(tmp_path, sample_ct, sample_labels):
     return make_synapse(tmp_path / "Synapse", sample_ct, sample_labels, slices=range(8, 24), test_case=False)
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_raises_dice(tmp_path, synapse_root):
     recipe = tiny_recipe(synapse_root, epochs=10)  # 16 slices / batch 4 = 4 steps per epoch -> 40 steps
     trainer = Trainer(recipe, tmp_path / "run", device="cpu")

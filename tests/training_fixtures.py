@@ -1,7 +1,9 @@
-"""Tiny training datasets in the Synapse (TransUNet) and nnU-Net layouts, made from the real sample CT."""
+"""Tiny training datasets in the Synapse (TransUNet) and nnU-Net layouts, made from the packaged
+sample CT, and a tiny training recipe for them."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -59,3 +61,22 @@ def make_nnunet(root: Path, sample_ct, sample_labels, cases=("ct_001", "ct_002")
         "numTraining": len(cases), "file_ending": ".nii.gz",
     }))
     return root
+
+
+def tiny_recipe(root, kind="synapse", epochs=6, model="dcaunet") -> dict:
+    """A recipe dict for a tiny model on a dataset made by ``make_synapse`` or ``make_nnunet`` at ``root``."""
+    from napari_medseg.models import TINY_CONFIGS
+
+    return {
+        "name": f"tiny_{model}_{kind}",
+        "model": {"name": model, "config": copy.deepcopy(TINY_CONFIGS[model])},
+        "label_set": "synapse",
+        # 64x64 keeps CPU steps short; the native policy is covered by test_datasets and test_finetune
+        "preprocessing": {"modality": "ct", "resize_policy": "fixed", "input_size": 64},
+        "data": {"kind": kind, "root": str(root), **({"cases": ["ct_001"]} if kind == "nnunet" else {})},
+        "augment": {"p_rotate": 0.3, "rotate_deg": 10},
+        "loss": {"ce_weight": 0.4, "dice_weight": 0.6},
+        "optim": {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-4},
+        "schedule": {"kind": "poly", "power": 0.9},
+        "train": {"epochs": epochs, "batch_size": 4, "grad_clip": 1.0, "seed": 7, "log_every": 1, "num_workers": 0},
+    }

@@ -76,7 +76,7 @@ class LegendWidget(QWidget):
         self.title.setText(f"{self.layer.name}: {label_set.name}")
         for value, name in sorted(label_set.organs.items()):
             item = QListWidgetItem(_swatch(label_set.colors.get(value, (0.5, 0.5, 0.5, 1.0))), f"{name}  ({value})")
-            item.setData(Qt.UserRole, value)
+            item.setData(Qt.ItemDataRole.UserRole, value)
             self.list.addItem(item)
 
     def organ_names(self) -> list[str]:
@@ -86,4 +86,4 @@ class LegendWidget(QWidget):
 
     def _on_item_clicked(self, item):
         if self.layer is not None:
-            self.layer.selected_label = int(item.data(Qt.UserRole))
+            self.layer.selected_label = int(item.data(Qt.ItemDataRole.UserRole))

@@ -61,8 +61,8 @@ class SegmentWidget(QWidget):
         self.image_combo = QComboBox()
         self.ckpt_list = QListWidget()
         self.ckpt_list.setMaximumHeight(60)
-        self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.ckpt_list.setTextElideMode(Qt.ElideMiddle)
+        self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.ckpt_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.add_button = QPushButton("Add\u2026")
         self.add_button.setToolTip("Choose checkpoint file(s) (.safetensors)")
         self.add_button.clicked.connect(self._choose_files)
@@ -92,7 +92,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = OrganTable()
         self.table.setVisible(False)
 
@@ -160,7 +160,7 @@ class SegmentWidget(QWidget):
         prep = info.preprocessing
         item = QListWidgetItem(f"{path.name} \u00b7 {info.model_name} \u00b7 {info.label_set.name} \u00b7 "
                                f"{prep.modality.upper()} \u00b7 {prep.resize_policy}")
-        item.setData(Qt.UserRole, str(path))
+        item.setData(Qt.ItemDataRole.UserRole, str(path))
         item.setToolTip(f"{path}\norgans: {', '.join(info.label_set.organs.values())}")
         self.ckpt_list.addItem(item)
         self.ckpt_list.setCurrentItem(item)
@@ -169,14 +169,14 @@ class SegmentWidget(QWidget):
         return True
 
     def checkpoint_paths(self) -> list[Path]:
-        return [Path(self.ckpt_list.item(i).data(Qt.UserRole)) for i in range(self.ckpt_list.count())]
+        return [Path(self.ckpt_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.ckpt_list.count())]
 
     def _chosen_paths(self) -> list[Path]:
         paths = self.checkpoint_paths()
         if self.ensemble_check.isChecked() or len(paths) < 2:
             return paths
         item = self.ckpt_list.currentItem() or self.ckpt_list.item(0)
-        return [Path(item.data(Qt.UserRole))]
+        return [Path(item.data(Qt.ItemDataRole.UserRole))]
 
     def _choose_files(self):
         files, _ = QFileDialog.getOpenFileNames(self, "Choose model checkpoint(s)", "",
