@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 from napari_medseg.cli import CommandError
+from napari_medseg.io.writer import LABEL_FORMATS
 
 #: label outputs the library writer knows, by suffix (lower case)
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".dcm")
+LABEL_SUFFIXES = tuple(ext for ext, _ in LABEL_FORMATS)
 
 
 def output_suffix(path: Path, suffixes) -> str | None:
@@ -96,11 +97,11 @@ def check_outputs(paths, *, inputs=(), overwrite: bool = False, suffixes=LABEL_S
 
 def label_sidecar(path: Path) -> Path | None:
     """The ``<stem>.json`` written beside a NIfTI label file (None for other formats)."""
-    from napari_medseg.io.nifti import nifti_stem
+    from napari_medseg.io.read import sidecar_path
 
     if output_suffix(path, (".nii.gz", ".nii")) is None:
         return None
-    return path.with_name(nifti_stem(path) + ".json")
+    return sidecar_path(path)
 
 
 def check_label_outputs(paths, *, inputs=(), overwrite: bool = False) -> None:

@@ -76,7 +76,7 @@ def volume_name(path) -> str:
     path = Path(path)
     if path.is_dir():
         return path.name
-    return nifti_stem(path) if path.name.lower().endswith((".nii", ".nii.gz")) else path.stem
+    return nifti_stem(path)  # the stem of other files too
 
 
 def sidecar_path(path) -> Path:

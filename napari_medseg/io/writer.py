@@ -22,16 +22,6 @@ from .volume import VolumeWarning
 SIDECAR_FORMAT = "napari-medseg label sidecar v1"
 
 
-def nifti_target(path) -> tuple[Path, str]:
-    """``(path, extension)``; refuses names that are not ``.nii``/``.nii.gz``."""
-    path = Path(path)
-    lower = path.name.lower()
-    for ext in (".nii.gz", ".nii"):
-        if lower.endswith(ext) and len(lower) > len(ext):
-            return path, ext
-    raise ValueError(f"labels are saved as NIfTI; give a file name ending in .nii.gz (or .nii), got {path.name!r}")
-
-
 LABEL_FORMATS = ((".nii.gz", "nifti"), (".nii", "nifti"), (".seg.nrrd", "slicer"), (".dcm", "dicom-seg"))
 
 
