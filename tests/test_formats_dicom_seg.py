@@ -121,7 +121,8 @@ def test_dicom_seg_matches_nifti_in_either_slice_order(sample_ct, sample_labels,
         assert ident is None or ident.AlgorithmVersion == "0.1.0 ckpt 0123456789ab"
 
 
-def test_dicom_seg_on_the_real_series(dicom_dir, tmp_path):
+def test_dicom_seg_on_the_real_series(real_dicom_dir, tmp_path):
+    dicom_dir = real_dicom_dir
     vol = read_volume(dicom_dir)
     labels = np.zeros(vol.array.shape, np.uint8)
     labels[3:9, 120:260, 140:330] = 5  # liver-sized block
@@ -206,7 +207,8 @@ def test_napari_writer_saves_dicom_seg_and_slicer(dicom_dir, tiny_ckpt, tmp_path
 
     vol = read_volume(dicom_dir)
     labels = np.zeros(vol.array.shape, np.uint8)
-    labels[4:12, 200:300, 180:320] = 7
+    z, y, x = vol.array.shape
+    labels[z // 6 : z // 2, y // 3 : 2 * y // 3, x // 3 : 3 * x // 4] = 7
     kwargs = labels_layer_kwargs(labels, vol.geometry, SYNAPSE, name="spleen")
     kwargs["metadata"]["medseg"]["checkpoints"] = [str(tiny_ckpt)]
     layer = viewer.add_labels(labels, **kwargs)
@@ -226,7 +228,10 @@ def test_napari_writer_refuses_dicom_seg_for_a_nifti_layer(sample_labels, tmp_pa
 
     viewer = make_napari_viewer(show=False)
     layer, = viewer.open(str(sample_labels), plugin="napari-medseg")
-    with pytest.raises(ValueError, match="DICOM-SEG needs the source DICOM series"):
+    from napari_medseg._writer import SaveRefused
+
+    with pytest.raises(SaveRefused, match="DICOM-SEG needs the source DICOM series"):
         napari_writer(str(tmp_path / "x.dcm"), layer.data, {"metadata": layer.metadata, "name": layer.name})
-    assert not layer.save(str(tmp_path / "x.dcm"), plugin="napari-medseg")  # how napari shows it is _writer's policy
+    with pytest.raises(SaveRefused, match="DICOM-SEG needs the source DICOM series"):  # napari shows the reason
+        layer.save(str(tmp_path / "x.dcm"), plugin="napari-medseg")
     assert not (tmp_path / "x.dcm").exists()

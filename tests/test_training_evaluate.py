@@ -177,6 +177,6 @@ def test_synapse_root_applies_the_recipe_inplane(tmp_path, sample_ct, sample_lab
     args = ["evaluate", "--checkpoint", str(ckpt), "--synapse-root", str(root), "--device", "cpu",
             "--out", str(tmp_path / "m.csv")]
     assert main(args) == 0 and seen == ["transpose+flip_x"]  # recipe.yaml beside the checkpoint
-    assert main(args + ["--inplane", "none"]) == 0 and seen[-1] is None
-    assert main(args + ["--recipe", "dcaunet_synapse.yaml"]) == 0 and seen[-1] is None  # built-in: inplane null
-    assert main(args + ["--inplane", "rotate"]) == 2  # unknown operation: clear error
+    assert main(args + ["--inplane", "none", "--overwrite"]) == 0 and seen[-1] is None
+    assert main(args + ["--recipe", "dcaunet_synapse.yaml", "--overwrite"]) == 0 and seen[-1] is None  # built-in: inplane null
+    assert main(args + ["--inplane", "rotate", "--overwrite"]) == 2  # unknown operation: clear error
