@@ -67,6 +67,8 @@ def test_fill_slice_from_scribbles(scribbled, qtbot):
     assert set(np.unique(filled)) == set(np.unique(reference[12]))  # every organ stroked gets a region
     assert 12 in labels.metadata["medseg"]["locked_slices"]  # an edit now; the user checks and reviews it
     assert "Filled slice 12" in widget.status.text() and "unguided" in widget.status.text()
+    strokes_px = int(np.count_nonzero(scribbles.data))  # the round's cost: the strokes, not the filled pixels
+    assert widget.round_cost() == strokes_px and f"this round: {strokes_px:,} px" in widget.counts.text()
     if SCREENSHOT_DIR:
         viewer.layers.selection.active = scribbles
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "retrain_scribbles.png"), canvas_only=False)

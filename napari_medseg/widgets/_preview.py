@@ -121,8 +121,11 @@ class PreviewLayer:
                                    translate=layer.translate, colormap=layer.colormap, opacity=0.5)
             self.viewer.layers.selection.active = layer  # painting stays on the labels layer
         preview = self.viewer.layers[name]
-        preview.data[:] = 0
+        shown = preview.metadata.get("medseg_preview_z")
+        if shown is not None and shown != z:
+            preview.data[shown] = 0  # one slice at a time: no full-volume copy on the GUI thread
         preview.data[z] = labels
+        preview.metadata["medseg_preview_z"] = z
         preview.refresh()
 
     def _remove_preview(self):

@@ -102,6 +102,9 @@ class ScribbleActions:
         for w in caught:
             self._notify(str(w.message), warning=True)
         layer.data[z] = filled
+        base = self._round_base.get(layer_key(layer))
+        if base is not None and base[0].shape == layer.data.shape:
+            base[0][z] = filled  # the round's cost counts the strokes and later touch-ups, not the fill itself
         layer.refresh()
         self.update_ledger_view(layer)  # an edited slice now: check it, touch it up, mark it reviewed
         self.status.setText(f"Filled slice {z} from its scribbles in {time.perf_counter() - t0:.2f} s"
