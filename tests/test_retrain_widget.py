@@ -56,7 +56,7 @@ def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
     viewer, widget, labels, base = setup
     labels.brush_size = 6
     paint_slice(labels, 12)
-    assert "edited 1" in widget.counts.text()
+    qtbot.waitUntil(lambda: "edited 1" in widget.counts.text())  # the dock updates after napari writes the paint
     assert labels.metadata["medseg"]["locked_slices"] == [12]
     assert widget.slice_list.count() == 1
     widget.go_to_slice(20)
@@ -124,7 +124,7 @@ def scratch_dock(make_napari_viewer, tmp_path, monkeypatch):
     return image, widget, viewer.layers[f"{image.name} labels"]
 
 
-def test_new_labels_layer_from_scratch(scratch_dock):
+def test_new_labels_layer_from_scratch(scratch_dock, qtbot):
     """From no checkpoint: an empty aligned labels layer, painted, is what the ledger tracks."""
     image, widget, labels = scratch_dock
     assert labels.data.shape == image.data.shape and not labels.data.any()
@@ -134,7 +134,7 @@ def test_new_labels_layer_from_scratch(scratch_dock):
     assert widget.labels_combo.currentText() == labels.name
     assert widget.start_combo.currentText() == "New DCAU-Net (from scratch)"
     labels.paint((7, 50, 40), 5)
-    assert labels.metadata["medseg"]["locked_slices"] == [7]
+    qtbot.waitUntil(lambda: labels.metadata["medseg"]["locked_slices"] == [7])
 
 
 def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):

@@ -182,6 +182,7 @@ def retrain_volume(
     output: str | Path | None = None,
     resegment: bool = True,
     should_stop=None,
+    on_model=None,
 ) -> Iterator[RetrainProgress]:
     """Fine-tune on ``corrected`` slices, save a new version and re-segment the rest.
 
@@ -204,12 +205,16 @@ def retrain_volume(
         should_stop: callable polled every step; when it returns True, fine-tuning
             stops early and the best weights so far are saved and used (a
             "stop now" button).  Closing the generator instead aborts everything.
+        on_model: optional ``on_model(model, label_set, preprocessing)`` called once before
+            fine-tuning (e.g. a live preview that predicts with the weights being trained).
     """
     t0 = time.monotonic()
     image, labels = np.asarray(image), np.asarray(labels)
     corrected = sorted({int(z) for z in corrected})
     model, label_set, prep, parent = prepare_model(start, image)
     _check_inputs(image, labels, corrected, label_set)
+    if on_model is not None:
+        on_model(model, label_set, prep)
     config = finetune_config(model.model_name, from_scratch=parent is None, options=options)
     store = store if store is not None else CorrectionStore()
     replayed = store.replay(label_set.name, exclude_source=source) if replay else []

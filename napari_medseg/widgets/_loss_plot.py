@@ -24,9 +24,14 @@ class LossPlot(QWidget):
         self.update()
 
     def add(self, step: int, loss: float) -> None:
-        if math.isfinite(loss):
-            self._steps.append(int(step))
-            self._losses.append(float(loss))
+        self.extend([(step, loss)])
+
+    def extend(self, points) -> None:
+        """Append ``[(step, loss), ...]`` (non-finite losses skipped) and repaint once."""
+        finite = [(int(s), float(v)) for s, v in points if math.isfinite(v)]
+        if finite:
+            self._steps += [s for s, _ in finite]
+            self._losses += [v for _, v in finite]
             self.update()
 
     @property

@@ -20,6 +20,10 @@ from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
+from napari_medseg.widgets._preview import PREVIEW, LivePreview, PreviewLayer, throttled
+from napari_medseg.widgets._scribble_actions import ScribbleActions
+from napari_medseg.widgets._scribble_actions import layer_key as _key
+from napari_medseg.widgets._scribble_mode import MODE_HELP, is_scribble_layer
 
 BROWSE = "Browse for a checkpoint\u2026"
 #: Undo steps kept per labels layer (each holds one full label volume).
@@ -33,8 +37,8 @@ def scratch_choices() -> dict[str, str]:
     return {f"New {family_spec(name).display} (from scratch)": name for name in model_names()}
 
 
-class RetrainWidget(QWidget):
-    """Dock widget: slice ledger, fine-tune / cancel / revert, suggest next slice."""
+class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
+    """Dock widget: slice ledger, scribbles and fill, fine-tune / cancel / revert, suggest next slice."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -45,10 +49,15 @@ class RetrainWidget(QWidget):
         self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
         self._uncertainty: dict[str, np.ndarray] = {}
         self._watched: set[str] = set()
+        self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
+        self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
+        self._preview = None
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.bind_key("Shift-R", lambda viewer: self.toggle_reviewed(), overwrite=True)
+        self.viewer.bind_key("Shift-F", lambda viewer: self.fill_from_scribbles(), overwrite=True)
+        self.viewer.dims.events.current_step.connect(self._on_step_changed)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ UI
@@ -91,7 +100,15 @@ class RetrainWidget(QWidget):
         self.new_labels_btn = QPushButton("New labels layer to paint on")
         self.new_labels_btn.setToolTip("An empty labels layer on the image's grid, with the chosen label set's names and colours")
         self.new_labels_btn.clicked.connect(self.new_labels_layer)
-        self.review_btn = QPushButton("Mark slice reviewed (Shift-R)")
+        self.scribble_btn = QPushButton("Scribble mode")
+        self.scribble_btn.setToolTip("A scribble layer on the image's grid: organ strokes and “background (scribble)” strokes")
+        self.scribble_btn.clicked.connect(self.scribble_mode)
+        self.fill_btn = QPushButton("Fill slice (Shift-F)")
+        self.fill_btn.setToolTip("Turn the strokes on the slice on screen into a full labelling of it (seeded watershed)")
+        self.fill_btn.clicked.connect(self.fill_from_scribbles)
+        self.mode_help = QLabel(MODE_HELP)
+        self.mode_help.setWordWrap(True)
+        self.review_btn = QPushButton("Mark reviewed (Shift-R)")
         self.suggest_btn = QPushButton("Suggest next slice")
         self.review_btn.clicked.connect(self.toggle_reviewed)
         self.suggest_btn.clicked.connect(self.suggest_next_slice)
@@ -107,6 +124,8 @@ class RetrainWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.new_labels_btn)
+        layout.addLayout(_row(self.scribble_btn, self.fill_btn))
+        layout.addWidget(self.mode_help)
         layout.addWidget(self.counts)
         layout.addWidget(self.slice_list)
         layout.addLayout(_row(self.review_btn, self.suggest_btn))
@@ -130,7 +149,8 @@ class RetrainWidget(QWidget):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)
+                            and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
             if current:
                 combo.setCurrentText(current)
             combo.blockSignals(False)
@@ -148,8 +168,9 @@ class RetrainWidget(QWidget):
         layer = self.labels_layer()
         if layer is not None and _key(layer) not in self._watched:
             self._watched.add(_key(layer))
-            layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view(layer))
+            layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view_soon(layer))
             layer.events.set_data.connect(lambda e, layer=layer: self.update_ledger_view(layer))
+            self.start_round(layer)
         self._fill_start_combo(layer)
         self.update_ledger_view(layer)
 
@@ -201,11 +222,17 @@ class RetrainWidget(QWidget):
             return
         self._show_ledger(_ledger_sync.refresh(layer))
 
+    def update_ledger_view_soon(self, layer=None):
+        """After the event loop's current turn: napari emits ``paint`` before the new values are written."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: self.update_ledger_view(layer))
+
     def _show_ledger(self, ledger):
         self.slice_list.clear()
         c = ledger.counts()
         self.counts.setText(f"edited {c['edited']} \u00b7 reviewed {c['reviewed']} \u00b7 predicted {c['predicted']}"
-                            f" \u00b7 locked {len(ledger.locked)}")
+                            f" \u00b7 locked {len(ledger.locked)}\nthis round: {self.round_cost():,} px changed")
         for z in ledger.locked:
             item = QListWidgetItem(f"slice {z}: {ledger.state(z).value}")
             item.setData(Qt.ItemDataRole.UserRole, z)
@@ -272,8 +299,13 @@ class RetrainWidget(QWidget):
         if array.shape != layer.data.shape:
             self.status.setText(f"Image {array.shape} and labels {layer.data.shape} differ in shape.")
             return
-        if not ledger.locked:
-            self.status.setText("No corrected or reviewed slice yet: paint fixes or press Shift-R on good slices.")
+        prepared = self.scribbles_for_training(layer.data, ledger.locked)
+        if isinstance(prepared, str):
+            return
+        labels_before, slices, scribbled = prepared
+        if not slices:
+            self.status.setText("No corrected, reviewed or scribbled slice yet: paint fixes, scribbles, "
+                                "or press Shift-R on good slices.")
             return
         try:
             start = self._start()
@@ -283,16 +315,16 @@ class RetrainWidget(QWidget):
         scope = None if self.scope_combo.currentText() == "default" else self.scope_combo.currentText()
         meta = image.metadata.get("medseg", {})
         self._stop = threading.Event()
-        labels_before = np.array(layer.data, dtype=np.uint8)
-        self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=labels_before,
-                         locked=ledger.locked)
-        gen = retrain_volume(array, labels_before, ledger.locked, start=start, spacing=tuple(image.scale[-3:]),
+        device, precision = self.device_combo.currentText(), self.precision_combo.currentText()
+        self._preview = LivePreview(array, ledger.locked, device=device, precision=precision)
+        self._on_step_changed()
+        self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=np.array(layer.data, np.uint8),
+                         locked=ledger.locked, cost=self.round_cost())
+        gen = retrain_volume(array, labels_before, slices, start=start, spacing=tuple(image.scale[-3:]),
                              source=str(meta.get("source_path") or image.name),
-                             options=dict(scope=scope, device=self.device_combo.currentText(),
-                                          precision=self.precision_combo.currentText(), **self.budget_kwargs()),
-                             should_stop=self._stop.is_set)
-        self.worker = create_worker(lambda: (yield from gen), _progress={"total": 100, "desc": "Fine-tuning"},
-                                    _start_thread=False)
+                             options=dict(scope=scope, device=device, precision=precision, **self.budget_kwargs()),
+                             should_stop=self._stop.is_set, on_model=self._preview.on_model)
+        self.worker = create_worker(lambda: (yield from throttled(gen, preview=self._preview)), _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))
@@ -300,7 +332,7 @@ class RetrainWidget(QWidget):
         self.loss_plot.clear()
         self.progress.setValue(0)
         self._set_running(True)
-        self.status.setText(f"Fine-tuning on {len(ledger.locked)} slice(s)\u2026")
+        self.status.setText(f"Fine-tuning on {len(ledger.locked)} full and {len(scribbled)} scribbled slice(s)\u2026")
         self.worker.start()
 
     def _on_budget_unit(self, unit: str):
@@ -325,15 +357,20 @@ class RetrainWidget(QWidget):
             self._stop.set()
             self.status.setText("Stopping: keeping the best weights so far\u2026")
 
-    def _on_progress(self, p):
+    def _on_progress(self, update):
+        """A throttled :class:`~._preview.Update` (a few per second at most)."""
+        p = update.progress
         offset = 0 if p.phase == "fine-tune" else 90
         self.progress.setValue(int(offset + (90 if p.phase == "fine-tune" else 10) * p.fraction))
-        if p.loss is not None:
-            self.loss_plot.add(p.step, p.loss)
+        self.loss_plot.extend(update.losses)
         self.status.setText(f"{p.phase}: {p.message}")
+        if update.preview is not None:
+            self._show_preview(*update.preview)
 
     def _on_finished(self):
         self.worker = None
+        self._preview = None
+        self._remove_preview()
         self._set_running(False)
 
     def _on_done(self, result):
@@ -342,6 +379,8 @@ class RetrainWidget(QWidget):
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
         self._uncertainty[_key(layer)] = result.uncertainty
+        self._models[_key(layer)] = (result.model, result.checkpoint)
+        self.start_round(layer)  # the next round starts from this version
         path = str(result.checkpoint.path)
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
@@ -352,7 +391,8 @@ class RetrainWidget(QWidget):
         self.status.setText(
             f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
             f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
-            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept.")
+            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept. "
+            f"This round cost {job['cost']:,} px changed.")
         self._set_running(False)
 
     def remember(self, layer, start_choice: str, labels_before: np.ndarray):
@@ -383,11 +423,6 @@ class RetrainWidget(QWidget):
         self._fill_start_combo(layer, select=checkpoint)
         self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in self.scratch else checkpoint}.")
         self._set_running(False)
-
-
-def _key(layer) -> str | None:
-    """A stable key for a layer (plugin docks see a new proxy object on every access, so not ``id``)."""
-    return None if layer is None else str(layer.unique_id)
 
 
 def _row(*widgets) -> QHBoxLayout:
