@@ -374,7 +374,7 @@ def _check_slices(images, labels, model) -> None:
         if lab.min() < 0:
             raise ValueError(f"slice {i}: negative labels")
     if not any(((lab > 0) & (lab != UNLABELLED)).any() for lab in labels):
-        raise ValueError("the corrected slices hold no organ pixel; paint at least one organ")
+        raise ValueError("the corrected slices hold no labelled pixels of any organ; paint at least one organ")
     for attr in ("size_multiple", "config"):
         if not hasattr(model, attr):
             raise TypeError(f"model has no {attr!r}; pass a model from napari_medseg.models.build_model or load_checkpoint")
