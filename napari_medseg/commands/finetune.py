@@ -20,8 +20,12 @@ def scope_defaults() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="the image (NIfTI, DICOM folder, NRRD, MHA)")
     parser.add_argument("--labels", required=True, help="labels in the image's geometry; only --slices are read as truth")
-    parser.add_argument("--slices", required=True,
-                        help="corrected axial slices, comma-separated, counted from inferior to superior (e.g. 3,10,17)")
+    parser.add_argument("--slices",
+                        help="corrected axial slices, comma-separated, counted from inferior to superior (e.g. 3,10,17); "
+                             "required without --partial; with it, default: every slice holding a labelled pixel")
+    parser.add_argument("--partial", action="store_true",
+                        help="--labels are partial (scribbles, partial edits): 255 = not labelled (ignored), "
+                             "0 = background the user asserted, 1..K = organs")
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--checkpoint", help="base checkpoint (.safetensors) to fine-tune")
     start.add_argument("--model", choices=model_names(), help="start from scratch with this model")
@@ -78,7 +82,6 @@ def load_pair(image_path: str, labels_path: str, frame: int | None, series: str 
 
 def run(args: argparse.Namespace) -> int:
     from napari_medseg.commands._outputs import check_new_checkpoint
-    from napari_medseg.labels import check_label_values
     from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
     from napari_medseg.retrain.config import check_positive
@@ -88,27 +91,51 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--model needs --label-set (e.g. --label-set synapse)")
     check_positive("--time-budget", args.time_budget)  # before reading anything: nan/inf/0 would never end
     check_positive("--steps", args.steps, integer=True)
-    slices = parse_slices(args.slices)
+    if args.slices is None and not args.partial:
+        raise CommandError("--slices is required (e.g. --slices 3,10,17), unless --partial picks the labelled slices")
+    slices = parse_slices(args.slices) if args.slices is not None else None
     check_new_checkpoint(args.output, inputs=[args.image, args.labels] + ([args.checkpoint] if args.checkpoint else []))
     image, labels = load_pair(args.image, args.labels, args.frame, args.series)
+    slices, truth = _truth(labels.array, slices, args.partial, args.labels)
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
     start = StartFrom(checkpoint=args.checkpoint, model_name=args.model, label_set=args.label_set,
                       modality=args.modality, backbone_weights=weights)
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 60.0)
     options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
     gen = retrain_volume(
-        image.array, check_label_values(labels.array, slices), slices, start=start, spacing=image.geometry.spacing,
+        image.array, truth, slices, start=start, spacing=image.geometry.spacing,
         source=str(args.image), options=options, store=CorrectionStore(args.store) if args.store else None,
-        replay=not args.no_replay, output=args.output, resegment=False,
+        replay=not args.no_replay, output=args.output, resegment=False, partial=args.partial,
     )
     result = drive(gen, _progress_printer())
     ft = result.finetune
     print(f"\nsaved {result.checkpoint.path}")
+    if args.partial:
+        print(f"  partial labels on slices {','.join(map(str, slices))} (unlabelled pixels ignored)")
     print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
     print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
     if result.replayed_slices:
         print(f"  replayed {result.replayed_slices} earlier corrected slices")
     return 0
+
+
+def _truth(labels, slices, partial: bool, path: str):
+    """``(slices, uint8 labels)`` checked for fine-tuning; with ``partial``, ``slices`` default to the labelled ones."""
+    from napari_medseg.labels import check_label_values
+    from napari_medseg.scribbles import UNLABELLED, labelled_slices
+
+    if not partial:
+        for z in slices:
+            if 0 <= z < labels.shape[0] and (labels[z] == UNLABELLED).any():
+                raise CommandError(f"slice {z} of {path} holds label value {UNLABELLED} (= not labelled); "
+                                   "pass --partial to fine-tune on partial labels, or label the whole slice")
+        return slices, check_label_values(labels, slices)
+    truth = check_label_values(labels, slices)  # integers 0..255 (the label set's range is checked later)
+    if slices is None:
+        slices = labelled_slices(truth)
+        if not slices:
+            raise CommandError(f"nothing is labelled in {path}: every value is {UNLABELLED}; paint some strokes first")
+    return slices, truth
 
 
 def _progress_printer():

@@ -3,7 +3,8 @@
 One random affine per sample (rotation, optional isotropic scale, flips)
 plus an optional smooth elastic displacement is turned into a sampling grid
 and applied with ``grid_sample``: bilinear for the image, nearest for the
-labels, so both stay aligned.  Out-of-image areas become 0 (darkest intensity
+labels, so both stay aligned and label values are never blended (255, "not
+labelled" in partial labels, stays 255).  Out-of-image areas become 0 (darkest intensity
 / background).  Intensity jitter (brightness, contrast, gamma) touches the
 image only.  Everything runs batched on the training device.
 

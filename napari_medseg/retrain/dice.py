@@ -24,12 +24,15 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
-def batch_dice(pred: "torch.Tensor", ref: "torch.Tensor", num_classes: int) -> "torch.Tensor":  # noqa: F821
+def batch_dice(pred: "torch.Tensor", ref: "torch.Tensor", num_classes: int,  # noqa: F821
+               ignore_index: int | None = None) -> "torch.Tensor":  # noqa: F821
     """Per-class ``(intersection, pred_sum, ref_sum)`` counts for integer label tensors.
 
     Args:
         pred, ref: integer tensors of the same shape (any), values in [0, K).
         num_classes: K including background.
+        ignore_index: ``ref`` value of pixels nobody labelled (partial labels: 255);
+            those pixels count in no sum, whatever ``pred`` says there.
 
     Returns:
         float64 tensor ``(3, K)``; accumulate over batches, then take
@@ -39,6 +42,9 @@ def batch_dice(pred: "torch.Tensor", ref: "torch.Tensor", num_classes: int) -> "
 
     pred = pred.reshape(-1).long()
     ref = ref.reshape(-1).long()
+    if ignore_index is not None:
+        labelled = ref != ignore_index
+        pred, ref = pred[labelled], ref[labelled]
     inter = torch.bincount(pred[pred == ref], minlength=num_classes)[:num_classes]
     psum = torch.bincount(pred, minlength=num_classes)[:num_classes]
     rsum = torch.bincount(ref, minlength=num_classes)[:num_classes]

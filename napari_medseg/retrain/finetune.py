@@ -28,6 +28,11 @@ on the held-out slices when there are some, else on the training slices, at
 native resolution as inference computes them (logits brought back before the
 argmax).
 
+Partial labels: ``255`` (:data:`~napari_medseg.scribbles.UNLABELLED`) in a
+label slice means "nobody labelled this pixel".  Such pixels count in neither
+loss term, crops centred on organs never pick them, augmentation keeps them
+(nearest-neighbour labels) and the before/after Dice ignores them.
+
 Efficiency (CPU fine-tuning in a minute or two): all slices are prepared once
 and kept as tensors on the device; augmentation runs batched in torch; the
 resize policy comes from ``preprocessing`` (``"native"`` = pad to the model's
@@ -56,6 +61,7 @@ from napari_medseg.retrain.losses import DiceCELoss
 from napari_medseg.retrain.schedule import warmup_cosine
 from napari_medseg.retrain.slices import SliceDataset
 from napari_medseg.retrain.step import train_step
+from napari_medseg.scribbles import UNLABELLED
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ class FinetuneData:
 
     Args:
         images: raw ``(H, W)`` slices (HU for CT) of one volume.
-        labels: ``(H, W)`` integer label slices (the user's corrected truth).
+        labels: ``(H, W)`` integer label slices (the user's corrected truth); ``255`` = not
+            labelled (partial labels, scribbles): ignored by the loss and the Dice.
         preprocessing: the checkpoint's preprocessing (intensity and resize policy).
         replay: earlier corrections, ``[(images (n,H,W) raw, labels (n,H,W), ...), ...]``
             (e.g. ``CorrectionStore.replay``); mixed into every batch.
@@ -244,11 +251,17 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     run.sample_weights = torch.tensor(weights, dtype=torch.float64)
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
-    run.num_classes = num_classes if num_classes is not None else int(max(int(lab.max()) for lab in labels)) + 1
-    max_label = max(int(run.y_train.max()), max(int(lab.max()) for lab in labels))
+    max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
+    run.num_classes = num_classes if num_classes is not None else max_label + 1
     if max_label >= run.num_classes:
         raise ValueError(f"labels go up to {max_label} but the model predicts {run.num_classes} classes")
     return run
+
+
+def _max_labelled(labels) -> int:
+    """The largest label value other than :data:`UNLABELLED` (0 when none)."""
+    values = labels[labels != UNLABELLED].reshape(-1)
+    return int(values.max()) if len(values) else 0
 
 
 def _crop_size(crop_size: int | None, multiple: int, shape) -> int | None:
@@ -360,8 +373,8 @@ def _check_slices(images, labels, model) -> None:
             raise ValueError(f"slice {i}: image {im.shape} and labels {lab.shape} must be equal 2D shapes")
         if lab.min() < 0:
             raise ValueError(f"slice {i}: negative labels")
-    if not any(lab.any() for lab in labels):
-        raise ValueError("the corrected slices hold no labelled pixels; paint at least one organ")
+    if not any(((lab > 0) & (lab != UNLABELLED)).any() for lab in labels):
+        raise ValueError("the corrected slices hold no labelled pixels of any organ; paint at least one organ")
     for attr in ("size_multiple", "config"):
         if not hasattr(model, attr):
             raise TypeError(f"model has no {attr!r}; pass a model from napari_medseg.models.build_model or load_checkpoint")
@@ -371,7 +384,8 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
     """Random ``size x size`` crops of ``(B, C, H, W)`` images and ``(B, H, W)`` labels.
 
     With probability ``p_foreground`` a crop is centred (as far as the borders allow)
-    on a random pixel of an organ drawn uniformly from those present in the slice.
+    on a random pixel of an organ drawn uniformly from those present in the slice
+    (never on an unlabelled pixel, 255).
     """
     b, _, h, w = images.shape
     xs, ys = [], []
@@ -379,7 +393,7 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
         cy, cx = None, None
         if float(torch.rand((), generator=gen)) < p_foreground:
             present = torch.unique(labels[i])
-            present = present[present > 0]
+            present = present[(present > 0) & (present != UNLABELLED)]
             if len(present):
                 organ = present[int(torch.randint(len(present), (), generator=gen))]
                 where = torch.nonzero(labels[i] == organ)
@@ -395,7 +409,7 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
 
 @torch.no_grad()
 def _native_dice(model, slices, prep, multiple, num_classes, device, precision) -> np.ndarray:
-    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does."""
+    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does (255 not counted)."""
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, num_classes, dtype=torch.float64)
@@ -404,6 +418,7 @@ def _native_dice(model, slices, prep, multiple, num_classes, device, precision) 
         with autocast(device, precision):
             logits = model(x)
         pred = logits_to_native(logits.float(), info).argmax(1)[0].cpu()
-        counts += batch_dice(pred, torch.from_numpy(np.asarray(label).astype(np.int64)), num_classes)
+        counts += batch_dice(pred, torch.from_numpy(np.asarray(label).astype(np.int64)), num_classes,
+                             ignore_index=UNLABELLED)
     model.train(was_training)
     return dice_from_counts(counts)

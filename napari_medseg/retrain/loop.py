@@ -151,7 +151,8 @@ def prepare_model(start: StartFrom, image: np.ndarray):
     return model, label_set, prep, None
 
 
-def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int], label_set: LabelSet):
+def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int], label_set: LabelSet,
+                  partial: bool = False):
     if image.ndim != 3:
         raise ValueError(f"fine-tuning needs a 3D (z, y, x) image, got shape {image.shape}")
     if labels.shape != image.shape:
@@ -161,11 +162,23 @@ def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int
     bad = [z for z in corrected if not 0 <= z < image.shape[0]]
     if bad:
         raise ValueError(f"slice indices {bad} are outside 0..{image.shape[0] - 1}")
+    if partial:
+        from napari_medseg.scribbles import validate_partial
+
+        validate_partial(labels[corrected], label_set.num_classes - 1, name="partial labels of the chosen slices")
+        return
     top = int(max(labels[z].max() for z in corrected))
     if top >= label_set.num_classes:
         raise ValueError(
             f"corrected slices contain label {top}, but label set {label_set.name!r} only has 0..{label_set.num_classes - 1}"
         )
+
+
+def _complete_slices(labels: np.ndarray, slices) -> list[int]:
+    """The ``slices`` with no unlabelled (255) pixel: full corrections, which re-segmenting must keep."""
+    from napari_medseg.scribbles import UNLABELLED
+
+    return [z for z in slices if not (labels[z] == UNLABELLED).any()]
 
 
 def retrain_volume(
@@ -183,6 +196,7 @@ def retrain_volume(
     resegment: bool = True,
     should_stop=None,
     on_model=None,
+    partial: bool = False,
 ) -> Iterator[RetrainProgress]:
     """Fine-tune on ``corrected`` slices, save a new version and re-segment the rest.
 
@@ -207,12 +221,15 @@ def retrain_volume(
             "stop now" button).  Closing the generator instead aborts everything.
         on_model: optional ``on_model(model, label_set, preprocessing)`` called once before
             fine-tuning (e.g. a live preview that predicts with the weights being trained).
+        partial: ``labels`` on ``corrected`` may be partial (255 not labelled, 0 background,
+            1..K organs): unlabelled pixels are ignored, slices holding 255 are not locked
+            (re-segmenting fills them in; fully labelled ones stay locked) and the store keeps the 255s.
     """
     t0 = time.monotonic()
     image, labels = np.asarray(image), np.asarray(labels)
     corrected = sorted({int(z) for z in corrected})
     model, label_set, prep, parent = prepare_model(start, image)
-    _check_inputs(image, labels, corrected, label_set)
+    _check_inputs(image, labels, corrected, label_set, partial)
     if on_model is not None:
         on_model(model, label_set, prep)
     config = finetune_config(model.model_name, from_scratch=parent is None, options=options)
@@ -225,7 +242,7 @@ def retrain_volume(
     )
     _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result)
     if resegment:
-        yield from _resegment(model, image, labels, config, result)
+        yield from _resegment(model, image, labels, config, result, locked=_complete_slices(labels, corrected) if partial else corrected)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -297,12 +314,12 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
               label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality)
 
 
-def _resegment(model, image, labels, config, result) -> Iterator[RetrainProgress]:
+def _resegment(model, image, labels, config, result, locked) -> Iterator[RetrainProgress]:
     """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are copied."""
     from napari_medseg.inference import segment_volume
 
     seg = segment_volume(image, [(model, result.checkpoint)], device=config.device, precision=config.precision,
-                         locked=result.corrected, previous=labels.astype(np.uint8, copy=False))
+                         locked=locked, previous=labels.astype(np.uint8, copy=False))
     try:
         while True:
             p = next(seg)

@@ -4,6 +4,13 @@ DCAU-Net: ``0.4 * CE + 0.6 * Dice``; U-DFA: ``CE + Dice`` (weights 0.5/0.5 in
 the TransUNet code base it builds on).  The Dice term follows TransUNet's
 ``DiceLoss``: softmax probabilities, one soft Dice per class over the whole
 batch, averaged over classes (background included by default).
+
+Partial labels: target pixels equal to ``ignore_index`` (255, "not labelled",
+see :mod:`napari_medseg.scribbles`) count in neither term.  Cross-entropy is
+averaged over the labelled pixels only, and the Dice sums run over them only,
+so the loss of a partially labelled slice equals the loss of its labelled
+pixels alone.  A batch with no labelled pixel gives a loss of 0 with zero
+gradients (not NaN).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from napari_medseg.scribbles import UNLABELLED
 
 
 class DiceCELoss(nn.Module):
@@ -22,10 +31,11 @@ class DiceCELoss(nn.Module):
         dice_weight: weight of the Dice term.
         include_background: include class 0 in the Dice mean (TransUNet does).
         smooth: additive smoothing of the soft Dice (TransUNet uses 1e-5).
+        ignore_index: target value of pixels nobody labelled (default 255); ``None``: none.
 
     Forward:
-        logits: ``(B, K, H, W)`` raw scores; target: ``(B, H, W)`` integer labels.
-        Returns a scalar tensor.
+        logits: ``(B, K, H, W)`` raw scores; target: ``(B, H, W)`` integer labels
+        in ``0..K-1`` or ``ignore_index``.  Returns a scalar tensor.
     """
 
     def __init__(
@@ -35,6 +45,7 @@ class DiceCELoss(nn.Module):
         dice_weight: float = 0.5,
         include_background: bool = True,
         smooth: float = 1e-5,
+        ignore_index: int | None = UNLABELLED,
     ):
         super().__init__()
         if num_classes < 2:
@@ -46,6 +57,9 @@ class DiceCELoss(nn.Module):
         self.dice_weight = float(dice_weight)
         self.include_background = include_background
         self.smooth = float(smooth)
+        if ignore_index is not None and 0 <= ignore_index < num_classes:
+            raise ValueError(f"ignore_index {ignore_index} is a class of the model (0..{num_classes - 1})")
+        self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
@@ -54,25 +68,49 @@ class DiceCELoss(nn.Module):
             raise ValueError(f"target must be (B, H, W) = {(logits.shape[0], *logits.shape[2:])}, got {tuple(target.shape)}")
         logits = logits.float()
         target = target.long()
+        labelled = target != self.ignore_index if self.ignore_index is not None else None
+        if labelled is not None:
+            bad = target[labelled & ((target < 0) | (target >= self.num_classes))]
+        else:
+            bad = target[(target < 0) | (target >= self.num_classes)]
+        if bad.numel():
+            allowed = f"0..{self.num_classes - 1}" + (f" or {self.ignore_index}" if labelled is not None else "")
+            raise ValueError(f"target holds label {int(bad[0])}, not one of {allowed}")
         loss = logits.new_zeros(())
         if self.ce_weight:
-            loss = loss + self.ce_weight * F.cross_entropy(logits, target)
+            loss = loss + self.ce_weight * masked_cross_entropy(logits, target, labelled)
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(
-                logits, target, self.include_background, self.smooth
+                logits, target, self.include_background, self.smooth, labelled
             )
         return loss
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = True, smooth: float = 1e-5):
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None):
+    """Cross-entropy averaged over the ``labelled`` pixels ``(B, H, W)`` bool (all when None); 0 if none."""
+    if labelled is None:
+        return F.cross_entropy(logits, target)
+    per_pixel = F.cross_entropy(logits, torch.where(labelled, target, 0), reduction="none")
+    return (per_pixel * labelled).sum() / labelled.sum().clamp(min=1)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = True, smooth: float = 1e-5,
+                   labelled: torch.Tensor | None = None):
     """``1 - mean_k dice_k`` with softmax probabilities, pooled over the batch.
 
     Args:
         logits: ``(B, K, H, W)``; target: ``(B, H, W)`` integer labels.
+        labelled: optional ``(B, H, W)`` bool; only those pixels enter the sums
+            (``target`` elsewhere is not read).
     """
     num_classes = logits.shape[1]
     probs = logits.softmax(dim=1)
+    if labelled is not None:
+        target = torch.where(labelled, target, 0)
     onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    if labelled is not None:
+        weight = labelled[:, None].to(probs.dtype)
+        probs, onehot = probs * weight, onehot * weight
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = (probs * probs).sum(dims) + onehot.sum(dims)  # TransUNet squares the probabilities

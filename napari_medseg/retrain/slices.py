@@ -25,7 +25,8 @@ class SliceDataset(Dataset):
 
     Args:
         images: sequence of ``(H, W)`` float arrays normalised to [0, 1].
-        labels: sequence of ``(H, W)`` integer arrays (values < ``num_classes``).
+        labels: sequence of ``(H, W)`` integer arrays (values < ``num_classes``, or 255 =
+            not labelled; resizing is nearest-neighbour, so 255 stays 255).
         preprocessing: resize policy / input size (intensities are already normalised).
         size_multiple: the model's size multiple (14 for U-DFA, 32 for DCAU-Net).
         names: optional name per slice (e.g. ``"case0005_slice042"``).
@@ -84,7 +85,10 @@ class SliceDataset(Dataset):
         return {"image": image[0], "label": label[0], "index": index}
 
     def max_label(self) -> int:
-        return int(max((int(lab.max()) for lab in self.labels if lab.size), default=0))
+        """The largest label value, not counting 255 (not labelled, partial labels)."""
+        from napari_medseg.scribbles import UNLABELLED
+
+        return int(max((int(lab[lab != UNLABELLED].max()) for lab in self.labels if (lab != UNLABELLED).any()), default=0))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All slices stacked: ``(N, 1, H', W')`` float and ``(N, H', W')`` int64 (padded to a common size)."""

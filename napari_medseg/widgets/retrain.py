@@ -323,7 +323,7 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         gen = retrain_volume(array, labels_before, slices, start=start, spacing=tuple(image.scale[-3:]),
                              source=str(meta.get("source_path") or image.name),
                              options=dict(scope=scope, device=device, precision=precision, **self.budget_kwargs()),
-                             should_stop=self._stop.is_set, on_model=self._preview.on_model)
+                             should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
         self.worker = create_worker(lambda: (yield from throttled(gen, preview=self._preview)), _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
