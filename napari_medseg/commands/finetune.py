@@ -39,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-weights", default="auto",
                         help="U-DFA from scratch: DINOv2 weights file, 'hub', 'auto' or 'none' (random, tests only)")
     parser.add_argument("--store", help="corrections datastore folder (default: the user's data dir)")
-    parser.add_argument("--no-replay", action="store_true", help="do not replay earlier stored corrections")
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument("--no-replay", action="store_true", help="do not replay earlier stored corrections")
+    replay.add_argument("--replay-entry", action="append", metavar="ID",
+                        help="replay only this store entry (repeatable; see: medseg datastore list)")
     parser.add_argument("-o", "--output", required=True, help="new checkpoint path (.safetensors); never overwritten")
 
 
@@ -79,7 +82,6 @@ def load_pair(image_path: str, labels_path: str, frame: int | None, series: str 
 def run(args: argparse.Namespace) -> int:
     from napari_medseg.commands._outputs import check_new_checkpoint
     from napari_medseg.labels import check_label_values
-    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
     from napari_medseg.retrain.config import check_positive
     from napari_medseg.retrain.loop import StartFrom, retrain_volume
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--time-budget", args.time_budget)  # before reading anything: nan/inf/0 would never end
     check_positive("--steps", args.steps, integer=True)
     slices = parse_slices(args.slices)
+    store = check_store(args.store)
     check_new_checkpoint(args.output, inputs=[args.image, args.labels] + ([args.checkpoint] if args.checkpoint else []))
     image, labels = load_pair(args.image, args.labels, args.frame, args.series)
     weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
@@ -98,17 +101,30 @@ def run(args: argparse.Namespace) -> int:
     options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
     gen = retrain_volume(
         image.array, check_label_values(labels.array, slices), slices, start=start, spacing=image.geometry.spacing,
-        source=str(args.image), options=options, store=CorrectionStore(args.store) if args.store else None,
-        replay=not args.no_replay, output=args.output, resegment=False,
+        source=str(args.image), options=options, store=store,
+        replay=args.replay_entry or not args.no_replay, output=args.output, resegment=False,
     )
     result = drive(gen, _progress_printer())
     ft = result.finetune
     print(f"\nsaved {result.checkpoint.path}")
     print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
     print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
-    if result.replayed_slices:
-        print(f"  replayed {result.replayed_slices} earlier corrected slices")
+    print(f"  store {store.root}: " + ("replay off (--no-replay)" if args.no_replay else result.replay_plan.describe()))
     return 0
+
+
+def check_store(path: str | None):
+    """The ``--store`` datastore (default: the user's); a file or an unwritable folder is refused before any work."""
+    from pathlib import Path
+
+    from napari_medseg.commands._outputs import check_parent_writable
+    from napari_medseg.retrain.datastore import CorrectionStore
+
+    store = CorrectionStore(path) if path else CorrectionStore()
+    if store.root.exists() and not store.root.is_dir():
+        raise CommandError(f"--store {store.root} is a file, not a datastore folder")
+    check_parent_writable(Path(store.root) / "meta.json", "--store")
+    return store
 
 
 def _progress_printer():
