@@ -326,3 +326,41 @@ def test_export_partial_labels_as_nnunet_ignore(tmp_path):
     clean = CorrectionStore(tmp_path / "clean")
     clean.add(*_slices(), [0, 1], spacing=(1, 1, 1), source="b", label_set=SYNAPSE.to_dict(), modality="ct")
     assert "ignore" not in json.loads((clean.export_nnunet(tmp_path / "e2", "synapse") / "dataset.json").read_text())["labels"]
+
+
+# ---- medseg finetune: the store in use and what it replays are printed; re-runs never duplicate -----------
+
+def test_cli_finetune_reruns_never_duplicate_and_print_the_store(sample_ct, sample_labels, tmp_path, capsys):
+    import torch
+
+    from napari_medseg.checkpoint import save_checkpoint
+    from napari_medseg.cli import main
+    from napari_medseg.io import read_volume
+    from napari_medseg.models import TINY_CONFIGS, build_model
+    from napari_medseg.preprocess import Preprocessing
+
+    torch.manual_seed(0)
+    tiny = save_checkpoint(tmp_path / "tiny.safetensors", build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"]),
+                           label_set=SYNAPSE, preprocessing=Preprocessing(modality="ct", resize_policy="native"))
+    store = CorrectionStore(tmp_path / "project-store")
+    other = read_volume(sample_labels).array.astype(np.uint8)[[3, 4]]
+    store.add(np.full((2, *other.shape[1:]), -50, np.float32), other, [3, 4], spacing=(3, 1, 1), source="patient-a",
+              label_set=SYNAPSE.to_dict(), modality="ct", image_hash="another patient")
+    args = ["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--checkpoint", str(tiny.path),
+            "--steps", "1", "--device", "cpu", "--store", str(store.root)]
+    for run, slices in enumerate(["5,10", "10,14", "5"]):
+        assert main(args + ["--slices", slices, "-o", str(tmp_path / f"run{run}.safetensors")]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert f"store {store.root}: replays 2 slices of 1 patient" in out, out
+    mine = [e for e in store.entries() if e.image_hash != "another patient"]
+    assert len(mine) == 1 and mine[0].slice_indices == [5, 10, 14]  # one entry for the image, no duplicates
+    assert main(args + ["--slices", "5", "--no-replay", "-o", str(tmp_path / "off.safetensors")]) == 0
+    assert f"store {store.root}: replay off (--no-replay)" in capsys.readouterr().out
+    # an explicitly named entry of another label set is a one-line error
+    acdc = store.add(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 4), np.uint8), [0], spacing=(1, 1, 1),
+                     source="heart", label_set=ACDC.to_dict(),
+                     modality="ct")
+    code = main(args + ["--slices", "5", "--replay-entry", acdc.id, "-o", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"entry {acdc.id} has label set 'acdc'" in err, err
+    assert not (tmp_path / "x.safetensors").exists()

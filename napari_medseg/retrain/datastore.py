@@ -113,7 +113,8 @@ class ReplayPlan:
 
     def describe(self) -> str:
         """One line: ``"replays 12 slices of 3 patients from /path (skipped: 1 damaged)"``."""
-        text = f"replays {self.slices} slices of {self.patients} patients from {self.root}"
+        n = self.patients
+        text = f"replays {self.slices} slices of {n} patient{'' if n == 1 else 's'} from {self.root}"
         if self.skipped:
             text += " (skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) + ")"
         return text

@@ -269,7 +269,7 @@ def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop
     n = result.replayed_slices
     patients = result.replay_plan.patients if result.replay_plan is not None else 0
     yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices"
-                          + (f" + {n} replayed from {patients} patients" if n else ""))
+                          + (f" + {n} replayed from {patients} patient(s)" if n else ""))
     gen = finetune(model, data, config, result=result.finetune)
     try:
         for p in gen:

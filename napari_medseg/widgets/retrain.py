@@ -20,6 +20,7 @@ from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
+from napari_medseg.widgets._store_row import StoreRow
 
 BROWSE = "Browse for a checkpoint\u2026"
 #: Undo steps kept per labels layer (each holds one full label volume).
@@ -106,6 +107,8 @@ class RetrainWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        self.store_row = StoreRow(self)
+        layout.addWidget(self.store_row)
         layout.addWidget(self.new_labels_btn)
         layout.addWidget(self.counts)
         layout.addWidget(self.slice_list)
@@ -290,6 +293,7 @@ class RetrainWidget(QWidget):
                              source=str(meta.get("source_path") or image.name),
                              options=dict(scope=scope, device=self.device_combo.currentText(),
                                           precision=self.precision_combo.currentText(), **self.budget_kwargs()),
+                             store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
                              should_stop=self._stop.is_set)
         self.worker = create_worker(lambda: (yield from gen), _progress={"total": 100, "desc": "Fine-tuning"},
                                     _start_thread=False)
@@ -352,7 +356,9 @@ class RetrainWidget(QWidget):
         self.status.setText(
             f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
             f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
-            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept.")
+            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
+            f"replayed {result.replayed_slices} stored slice(s).")
+        self.store_row.refresh()
         self._set_running(False)
 
     def remember(self, layer, start_choice: str, labels_before: np.ndarray):
