@@ -280,6 +280,17 @@ def test_cli_check_list_prune_with_damage(tmp_path, capsys):
     assert "3 entries in" in capsys.readouterr().out
 
 
+def test_cli_export_with_damaged_entries_warns_and_exports_the_rest(tmp_path, capsys):
+    from napari_medseg.cli import main
+
+    store, good, bad = _damaged_store(tmp_path)
+    assert main(["datastore", "export", "--store", str(store.root), "-o", str(tmp_path / "export")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("medseg datastore: warning: skipped damaged datastore entry") for line in err)
+    assert all(any(e.id in line for line in err) for e in bad)
+    assert len(list((tmp_path / "export" / "labelsTr").glob("*.nii.gz"))) == 2 * len(good)
+
+
 @pytest.mark.parametrize("kind", ["non_empty", "file", "read_only"])
 def test_cli_export_refused_before_any_work(tmp_path, capsys, kind, monkeypatch):
     import os

@@ -78,10 +78,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{e.created}  {e.source}")
         return 0
     if args.action == "check":
-        entries, _ = store.scan()
+        entries, unreadable_meta = store.scan()
         damaged = store.check()
-        print(f"{len(entries) + len(damaged) - len([d for d in damaged if d.path in {e.path for e in entries}])} "
-              f"entries in {store.root}, {len(damaged)} damaged")
+        print(f"{len(entries) + len(unreadable_meta)} entries in {store.root}, {len(damaged)} damaged")
         for d in damaged:
             print(f"  damaged: {d}")
         if damaged:
