@@ -129,7 +129,8 @@ def test_plan_replay_same_label_set_and_modality_other_images(tmp_path):
     assert sorted(e.source for e in plan.entries) == ["a", "b"]
     assert (plan.slices, plan.patients) == (4, 2)
     assert plan.skipped == {"other label set": 1, "other modality": 1, "this image": 1}
-    assert plan.describe().startswith(f"replays 4 slices of 2 patients from {tmp_path}")
+    assert plan.describe() == (f"store {tmp_path}: replays 4 slices of 2 patients "
+                               "(skipped: 1 other label set, 1 other modality, 1 this image)")
     assert [e.source for *_, e in store.replay(plan)] == ["a", "b"]
 
 
@@ -357,12 +358,15 @@ def test_cli_finetune_reruns_never_duplicate_and_print_the_store(sample_ct, samp
     other = read_volume(sample_labels).array.astype(np.uint8)[[3, 4]]
     store.add(np.full((2, *other.shape[1:]), -50, np.float32), other, [3, 4], spacing=(3, 1, 1), source="patient-a",
               label_set=SYNAPSE.to_dict(), modality="ct", image_hash="another patient")
+    (store.root / "broken").mkdir()
+    (store.root / "broken" / "meta.json").write_text("{")  # a damaged entry never blocks a fine-tune
     args = ["finetune", "--image", str(sample_ct), "--labels", str(sample_labels), "--checkpoint", str(tiny.path),
             "--steps", "1", "--device", "cpu", "--store", str(store.root)]
     for run, slices in enumerate(["5,10", "10,14", "5"]):
         assert main(args + ["--slices", slices, "-o", str(tmp_path / f"run{run}.safetensors")]) == 0, capsys.readouterr().err
-        out = capsys.readouterr().out
-        assert f"store {store.root}: replays 2 slices of 1 patient" in out, out
+        out, err = capsys.readouterr()
+        assert f"store {store.root}: replays 2 slices of 1 patient (skipped: 1 damaged" in out, out
+        assert f"warning: skipped damaged datastore entry {store.root / 'broken' / 'meta.json'}: bad meta.json" in err, err
     mine = [e for e in store.entries() if e.image_hash != "another patient"]
     assert len(mine) == 1 and mine[0].slice_indices == [5, 10, 14]  # one entry for the image, no duplicates
     assert main(args + ["--slices", "5", "--no-replay", "-o", str(tmp_path / "off.safetensors")]) == 0
@@ -372,6 +376,6 @@ def test_cli_finetune_reruns_never_duplicate_and_print_the_store(sample_ct, samp
                      source="heart", label_set=ACDC.to_dict(),
                      modality="ct")
     code = main(args + ["--slices", "5", "--replay-entry", acdc.id, "-o", str(tmp_path / "x.safetensors")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and f"entry {acdc.id} has label set 'acdc'" in err, err
+    errors = [line for line in capsys.readouterr().err.splitlines() if "warning: skipped damaged" not in line]
+    assert code == 2 and len(errors) == 1 and f"error: datastore entry {acdc.id} has label set 'acdc'" in errors[0], errors
     assert not (tmp_path / "x.safetensors").exists()

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nsaved {result.checkpoint.path}")
     print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
     print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
-    print(f"  store {store.root}: " + ("replay off (--no-replay)" if args.no_replay else result.replay_plan.describe()))
+    print("  " + (f"store {store.root}: replay off (--no-replay)" if args.no_replay else result.replay_plan.describe()))
     return 0
 
 

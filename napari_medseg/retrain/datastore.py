@@ -80,13 +80,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class Damaged:
-    """An entry folder that cannot be used: ``path`` and a one-line ``reason``."""
+    """An entry folder that cannot be used: ``path`` and a one-line ``reason`` naming the bad file."""
 
     path: Path
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return self.reason
 
 
 @dataclass
@@ -112,9 +112,9 @@ class ReplayPlan:
         return len({e.patient for e in self.entries})
 
     def describe(self) -> str:
-        """One line: ``"replays 12 slices of 3 patients from /path (skipped: 1 damaged)"``."""
+        """One line: ``"store /path: replays 12 slices of 3 patients (skipped: 1 damaged)"``."""
         n = self.patients
-        text = f"replays {self.slices} slices of {n} patient{'' if n == 1 else 's'} from {self.root}"
+        text = f"store {self.root}: replays {self.slices} slices of {n} patient{'' if n == 1 else 's'}"
         if self.skipped:
             text += " (skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) + ")"
         return text
@@ -179,7 +179,7 @@ class CorrectionStore:
         if not np.isfinite(images).all():
             raise ValueError("image slices contain NaN or infinite values")
         labels = labels.astype(np.uint8)
-        older = [e for e in self.entries() if image_hash is not None and e.image_hash == image_hash
+        older = [e for e in self.scan()[0] if e.image_hash == image_hash  # damaged ones: named by entries()/replay
                  and same_label_set(e.label_set, label_set)] if image_hash else []
         images, labels, indices = self._merge(older, images, labels, indices)
         entry_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:4]  # sorts by creation time
@@ -249,7 +249,7 @@ class CorrectionStore:
             try:
                 self.load(e)
             except ValueError as err:
-                damaged.append(Damaged(e.path, str(err).split(": ", 1)[-1]))
+                damaged.append(Damaged(e.path, str(err)))
         return sorted(damaged, key=lambda d: d.path.name)
 
     def load(self, entry: Entry | str) -> tuple[np.ndarray, np.ndarray]:
