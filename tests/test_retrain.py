@@ -90,7 +90,8 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
 def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path):
     image, ref = sample
     store = CorrectionStore(tmp_path / "store")
-    store.add(image.array[[3, 4]], ref[[3, 4]], [3, 4], spacing=(3, 3, 3), source="patient-a", label_set=SYNAPSE.to_dict())
+    store.add(image.array[[3, 4]], ref[[3, 4]], [3, 4], spacing=(3, 3, 3), source="patient-a", label_set=SYNAPSE.to_dict(),
+              modality="ct")
     result = drive(retrain_volume(image.array, ref, [12], start=StartFrom(checkpoint=tiny_checkpoint.path),
                                   source="patient-b", options=dict(steps=2, device="cpu"), store=store,
                                   resegment=False))

@@ -165,3 +165,46 @@ def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):
     widget.revert()
     np.testing.assert_array_equal(np.asarray(labels.data), volumes[4])  # nothing locked: every slice comes back
     assert len(history) == 2
+
+
+def test_store_row_project_store_replay_and_off(setup, qtbot, tmp_path):
+    """The dock says which store it uses and what it replays; a project store is chosen; replay is one click."""
+    from napari_medseg.labels import ACDC
+    from napari_medseg.retrain.datastore import CorrectionStore
+
+    viewer, widget, labels, base = setup
+    row = widget.store_row
+    assert row.replay.isChecked()  # on by default
+    assert row.summary.toolTip() == str(tmp_path / "data" / "corrections") and row.summary.text().startswith("Store: ")
+    project = CorrectionStore(tmp_path / "project")
+    rng = np.random.default_rng(0)
+    slices = rng.normal(0, 100, (2, 32, 32)).astype(np.float32)
+    project.add(slices, np.ones((2, 32, 32), np.uint8), [4, 9], spacing=(3, 1, 1), source="patient-a",
+                label_set=SYNAPSE.to_dict(), modality="ct", image_hash="patient-a")
+    project.add(slices[:1], np.ones((1, 32, 32), np.uint8), [4], spacing=(3, 1, 1), source="heart",
+                label_set=ACDC.to_dict(), modality="mr", image_hash="heart")
+    row.choose(str(tmp_path / "project"))
+    assert row.summary.toolTip() == str(project.root) and row.summary.text().startswith("Store: \u2026")
+    assert row.summary.text().endswith("/project\nReplays 2 slices of 1 patient\nSkipped 1 other label set")
+    if SCREENSHOT_DIR:
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "retrain_store_row.png"), canvas_only=False)
+
+    paint_slice(labels, 12)
+    widget.budget_unit.setCurrentText("steps")
+    widget.budget.setValue(2)
+    run_and_wait(widget, qtbot)
+    assert "replayed 2 stored slice(s)" in widget.status.text(), widget.status.text()
+    assert len(project.entries()) == 3 and {"heart", "patient-a"} < {e.source for e in project.entries()}
+    assert not (tmp_path / "data" / "corrections").exists()  # the default store was not touched
+
+    row.replay.setChecked(False)  # one click
+    assert row.summary.text().endswith("\nReplay off (corrections are still added).")
+    paint_slice(labels, 16)
+    run_and_wait(widget, qtbot)
+    assert "replayed 0 stored slice(s)" in widget.status.text(), widget.status.text()
+    [mine] = [e for e in project.entries() if e.source not in ("heart", "patient-a")]
+    assert mine.slice_indices == [12, 16]  # the same image: one entry, not two
+
+    (tmp_path / "a-file").write_text("x")
+    row.choose(str(tmp_path / "a-file"))
+    assert "is a file" in row.summary.text() and row.store().root == project.root

@@ -1,4 +1,9 @@
-"""``medseg datastore``: list, prune or export the stored corrections."""
+"""``medseg datastore``: list, check, prune or export the stored corrections.
+
+Damaged entries (bad ``meta.json``, corrupt or missing ``slices.npz``) are named in a
+one-line warning and skipped by ``list``, ``prune`` and ``export``; ``check`` lists
+them and exits 2 if there is any (delete one with ``prune --id <folder name>``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from napari_medseg.cli import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "prune", "export"])
+    parser.add_argument("action", choices=["list", "check", "prune", "export"])
     parser.add_argument("--store", help="datastore folder (default: the user's data dir)")
     parser.add_argument("--id", action="append", dest="ids", help="prune: entry id (repeatable)")
     parser.add_argument("--source", help="prune: all entries of this source image")
@@ -69,11 +74,22 @@ def run(args: argparse.Namespace) -> int:
         entries = store.entries()
         print(f"{len(entries)} entries in {store.root}")
         for e in entries:
-            print(f"  {e.id}  {e.num_slices:3d} slices  {e.label_set.get('name', '?'):<8}  {e.created}  {e.source}")
+            print(f"  {e.id}  {e.num_slices:3d} slices  {e.label_set.get('name', '?'):<8}  {e.modality or '?':<3}  "
+                  f"{e.created}  {e.source}")
         return 0
+    if args.action == "check":
+        entries, unreadable_meta = store.scan()
+        damaged = store.check()
+        print(f"{len(entries) + len(unreadable_meta)} entries in {store.root}, {len(damaged)} damaged")
+        for d in damaged:
+            print(f"  damaged: {d}")
+        if damaged:
+            print("  delete a damaged entry with: medseg datastore prune --store ... --id <folder name>")
+        return 2 if damaged else 0
     if args.action == "prune":
         if args.ids:
-            unknown = sorted(set(args.ids) - {e.id for e in store.entries()})
+            entries, damaged = store.scan()
+            unknown = sorted(set(args.ids) - {e.id for e in entries} - {d.path.name for d in damaged})
             if unknown:
                 raise CommandError(f"no entries with id {', '.join(unknown)} in {store.root}; see: medseg datastore list")
         removed = store.prune(ids=args.ids, source=args.source, keep_last=args.keep_last)

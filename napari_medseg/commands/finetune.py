@@ -43,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-weights", default="auto",
                         help="U-DFA from scratch: DINOv2 weights file, 'hub', 'auto' or 'none' (random, tests only)")
     parser.add_argument("--store", help="corrections datastore folder (default: the user's data dir)")
-    parser.add_argument("--no-replay", action="store_true", help="do not replay earlier stored corrections")
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument("--no-replay", action="store_true", help="do not replay earlier stored corrections")
+    replay.add_argument("--replay-entry", action="append", metavar="ID",
+                        help="replay only this store entry (repeatable; see: medseg datastore list)")
     parser.add_argument("-o", "--output", required=True, help="new checkpoint path (.safetensors); never overwritten")
 
 
@@ -82,7 +85,6 @@ def load_pair(image_path: str, labels_path: str, frame: int | None, series: str 
 
 def run(args: argparse.Namespace) -> int:
     from napari_medseg.commands._outputs import check_new_checkpoint
-    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.progress import drive
     from napari_medseg.retrain.config import check_positive
     from napari_medseg.retrain.loop import StartFrom, retrain_volume
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slices is None and not args.partial:
         raise CommandError("--slices is required (e.g. --slices 3,10,17), unless --partial picks the labelled slices")
     slices = parse_slices(args.slices) if args.slices is not None else None
+    store = check_store(args.store)
     check_new_checkpoint(args.output, inputs=[args.image, args.labels] + ([args.checkpoint] if args.checkpoint else []))
     image, labels = load_pair(args.image, args.labels, args.frame, args.series)
     slices, truth = _truth(labels.array, slices, args.partial, args.labels)
@@ -104,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
     gen = retrain_volume(
         image.array, truth, slices, start=start, spacing=image.geometry.spacing,
-        source=str(args.image), options=options, store=CorrectionStore(args.store) if args.store else None,
-        replay=not args.no_replay, output=args.output, resegment=False, partial=args.partial,
+        source=str(args.image), options=options, store=store,
+        replay=args.replay_entry or not args.no_replay, output=args.output, resegment=False, partial=args.partial,
     )
     result = drive(gen, _progress_printer())
     ft = result.finetune
@@ -114,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  partial labels on slices {','.join(map(str, slices))} (unlabelled pixels ignored)")
     print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
     print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
-    if result.replayed_slices:
-        print(f"  replayed {result.replayed_slices} earlier corrected slices")
+    print("  " + (f"store {store.root}: replay off (--no-replay)" if args.no_replay else result.replay_plan.describe()))
     return 0
 
 
@@ -136,6 +138,20 @@ def _truth(labels, slices, partial: bool, path: str):
         if not slices:
             raise CommandError(f"nothing is labelled in {path}: every value is {UNLABELLED}; paint some strokes first")
     return slices, truth
+
+
+def check_store(path: str | None):
+    """The ``--store`` datastore (default: the user's); a file or an unwritable folder is refused before any work."""
+    from pathlib import Path
+
+    from napari_medseg.commands._outputs import check_parent_writable
+    from napari_medseg.retrain.datastore import CorrectionStore
+
+    store = CorrectionStore(path) if path else CorrectionStore()
+    if store.root.exists() and not store.root.is_dir():
+        raise CommandError(f"--store {store.root} is a file, not a datastore folder")
+    check_parent_writable(Path(store.root) / "meta.json", "--store")
+    return store
 
 
 def _progress_printer():

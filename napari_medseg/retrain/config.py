@@ -53,7 +53,8 @@ class FinetuneConfig:
         scope: trainable group (``"adapters" | "decoder" | "encoder" | "all"``); ``None`` = the family's default.
         steps / time_budget_s: stop after whichever comes first (neither: :data:`DEFAULT_STEPS`).
             The time budget (s) bounds the optimisation loop; at least one step runs.
-        replay_fraction: share of each batch drawn from replayed corrections (when there are some).
+        replay_fraction: share of each batch drawn from replayed corrections (when there are some), at most
+            0.5: at least half of every batch is the current patient's (``retrain.sampling.BalancedSampler``).
         augment: ``True`` (``AugmentConfig.finetune()``), ``False``, an ``AugmentConfig``, or its fields as a dict.
         batch_size, lr, weight_decay: AdamW settings; lr warms up over ``warmup_fraction`` of the
             budget, then decays (cosine) to 0.
@@ -100,6 +101,8 @@ class FinetuneConfig:
         check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)
         for name in ("replay_fraction", "warmup_fraction", "crop_foreground"):
             check_fraction(name, getattr(self, name))
+        if self.replay_fraction > 0.5:
+            raise ValueError(f"replay_fraction must be at most 0.5 (at least half of every batch is the current patient's), got {self.replay_fraction!r}")
         check_fraction("validation_fraction", self.validation_fraction, upper_open=True)
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")

@@ -58,6 +58,7 @@ from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
 from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.sampling import BalancedSampler
 from napari_medseg.retrain.schedule import warmup_cosine
 from napari_medseg.retrain.slices import SliceDataset
 from napari_medseg.retrain.step import train_step
@@ -240,15 +241,9 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
         replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range)
         pool.images += replayed.images
         pool.labels += replayed.labels
-    n_replay = len(pool) - n_new
-    if n_replay and n_new:
-        f = config.replay_fraction
-        weights = [(1 - f) / n_new] * n_new + [f / n_replay] * n_replay
-    else:
-        weights = [1.0] * len(pool)
+    run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
-    run.sample_weights = torch.tensor(weights, dtype=torch.float64)
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
     max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
@@ -297,7 +292,7 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         if fraction >= 1.0 and step > 0:
             result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
             break
-        idx = torch.multinomial(run.sample_weights, config.batch_size, replacement=True, generator=run.gen)
+        idx = run.sampler.draw(config.batch_size, run.gen)
         xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
         if run.crop_size is not None:
             xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)

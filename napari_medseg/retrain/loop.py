@@ -29,7 +29,8 @@ import numpy as np
 
 from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import Preprocessing, guess_modality
-from napari_medseg.retrain.datastore import CorrectionStore
+from napari_medseg.hashing import voxel_hash
+from napari_medseg.retrain.datastore import CorrectionStore, ReplayPlan
 from napari_medseg.userdirs import data_dir
 
 #: Fine-tuning seconds of a retrain run given neither ``steps`` nor ``time_budget_s``.
@@ -85,6 +86,8 @@ class RetrainResult:
         uncertainty: float16 ``(z, y, x)`` (0 on corrected slices).
         corrected: the slice indices trained on (and kept).
         replayed_slices: how many earlier corrected slices were replayed.
+        replay_plan: :class:`ReplayPlan`: the store in use, the entries replayed (slices, patients), what was skipped.
+        image_hash: voxel hash of the image (its key in the store).
         seconds: wall time of the whole loop.
     """
 
@@ -95,6 +98,8 @@ class RetrainResult:
     uncertainty: np.ndarray | None = None
     corrected: list[int] = field(default_factory=list)
     replayed_slices: int = 0
+    replay_plan: ReplayPlan | None = None
+    image_hash: str | None = None
     seconds: float = 0.0
 
 
@@ -191,7 +196,7 @@ def retrain_volume(
     source: str = "",
     options: Mapping | None = None,
     store: CorrectionStore | None = None,
-    replay: bool = True,
+    replay: bool | Sequence[str] = True,
     output: str | Path | None = None,
     resegment: bool = True,
     should_stop=None,
@@ -211,8 +216,11 @@ def retrain_volume(
             ``time_budget_s``, ``lr``, ``device``, ...) over the family's recipe
             (``FamilySpec.recipe(from_scratch)``; from scratch its ``scratch_scope``) and a
             60 s time budget; unknown keys raise.
-        store: corrections datastore (``None`` = the default one); ``replay``
-            mixes its earlier entries (same label set, other sources) into training.
+        store: corrections datastore (``None`` = the default one); the corrected slices are added to it,
+            keyed by the image's voxel hash (a re-run replaces, never duplicates).
+        replay: mix the store's entries of the same label set and modality, from other images, into
+            training (``CorrectionStore.plan_replay``); ``False`` = none; a list of entry ids = exactly
+            those (one of another label set or modality is an error).
         output: path of the new checkpoint; default :func:`next_version_path`.
             Never overwrites an existing file.
         resegment: re-segment unlocked slices afterwards (with ``options``' device and precision).
@@ -234,8 +242,12 @@ def retrain_volume(
         on_model(model, label_set, prep)
     config = finetune_config(model.model_name, from_scratch=parent is None, options=options)
     store = store if store is not None else CorrectionStore()
-    replayed = store.replay(label_set.name, exclude_source=source) if replay else []
-    result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model)
+    image_hash = voxel_hash(image)
+    plan = store.plan_replay(label_set.to_dict(), prep.modality, exclude_hash=image_hash, exclude_source=source,
+                             ids=None if isinstance(replay, bool) else replay) if replay is not False else ReplayPlan(store.root)
+    replayed = store.replay(plan)
+    result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model,
+                           replay_plan=plan, image_hash=image_hash)
     yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop)
     path = Path(output) if output is not None else next_version_path(
         start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"
@@ -277,7 +289,9 @@ def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop
                         replay=replayed or (), value_range=value_range)
     result.finetune = FinetuneResult()
     n = result.replayed_slices
-    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices" + (f" + {n} replayed" if n else ""))
+    patients = result.replay_plan.patients if result.replay_plan is not None else 0
+    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices"
+                          + (f" + {n} replayed from {patients} patient(s)" if n else ""))
     gen = finetune(model, data, config, result=result.finetune)
     try:
         for p in gen:
@@ -311,7 +325,8 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)
     store.add(image[corrected], labels[corrected], corrected, spacing=spacing, source=source,
-              label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality)
+              label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality,
+              image_hash=result.image_hash)
 
 
 def _resegment(model, image, labels, config, result, locked) -> Iterator[RetrainProgress]:

@@ -24,6 +24,7 @@ from napari_medseg.widgets._preview import PREVIEW, LivePreview, PreviewLayer, t
 from napari_medseg.widgets._scribble_actions import ScribbleActions
 from napari_medseg.widgets._scribble_actions import layer_key as _key
 from napari_medseg.widgets._scribble_mode import MODE_HELP, is_scribble_layer
+from napari_medseg.widgets._store_row import StoreRow
 
 BROWSE = "Browse for a checkpoint\u2026"
 #: Undo steps kept per labels layer (each holds one full label volume).
@@ -123,6 +124,8 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        self.store_row = StoreRow(self)
+        layout.addWidget(self.store_row)
         layout.addWidget(self.new_labels_btn)
         layout.addLayout(_row(self.scribble_btn, self.fill_btn))
         layout.addWidget(self.mode_help)
@@ -323,6 +326,7 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         gen = retrain_volume(array, labels_before, slices, start=start, spacing=tuple(image.scale[-3:]),
                              source=str(meta.get("source_path") or image.name),
                              options=dict(scope=scope, device=device, precision=precision, **self.budget_kwargs()),
+                             store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
                              should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
         self.worker = create_worker(lambda: (yield from throttled(gen, preview=self._preview)), _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
@@ -391,8 +395,9 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         self.status.setText(
             f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
             f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
-            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept. "
-            f"This round cost {job['cost']:,} px changed.")
+            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
+            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
+        self.store_row.refresh()
         self._set_running(False)
 
     def remember(self, layer, start_choice: str, labels_before: np.ndarray):
