@@ -48,7 +48,14 @@ import torch
 
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.progress import drive
-from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size
+from napari_medseg.preprocess import (
+    Preprocessing,
+    inplane_spacing,
+    intensity_range,
+    logits_to_native,
+    normalize,
+    to_model_size,
+)
 from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
@@ -70,6 +77,9 @@ class FinetuneData:
             (e.g. ``CorrectionStore.replay``); mixed into every batch.
         value_range: the whole volume's ``intensity_range`` (MR; ignored for CT);
             default: computed from the given slices.
+        spacing: in-plane pixel size of ``images`` in mm, ``(sy, sx)`` or the volume's
+            ``(sz, sy, sx)``; required when ``preprocessing`` uses the ``"spacing"`` resize
+            policy (replayed entries bring their own, ``Entry.spacing``).
     """
 
     images: Sequence[np.ndarray]
@@ -77,6 +87,7 @@ class FinetuneData:
     preprocessing: Preprocessing
     replay: Sequence = ()
     value_range: tuple[float, float] | None = None
+    spacing: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,14 +236,18 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     if value_range is None and prep.modality == "mr":
         value_range = intensity_range(np.concatenate([im.ravel() for im in images]), prep)
     norm = [normalize(im, prep, value_range) for im in images]
-    pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple)
+    run.spacing = inplane_spacing(data.spacing, prep)  # one-line error when "spacing" has none
+    pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple,
+                        spacings=run.spacing)
     n_new = len(pool)
     for item in data.replay or []:
         r_images = np.asarray(item[0])
         r_range = intensity_range(r_images, prep) if prep.modality == "mr" else None
-        replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range)
+        replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range,
+                                         spacings=_replay_spacing(item, prep))
         pool.images += replayed.images
         pool.labels += replayed.labels
+        pool.spacings += replayed.spacings
     n_replay = len(pool) - n_new
     if n_replay and n_new:
         f = config.replay_fraction
@@ -249,6 +264,17 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     if max_label >= run.num_classes:
         raise ValueError(f"labels go up to {max_label} but the model predicts {run.num_classes} classes")
     return run
+
+
+def _replay_spacing(item, prep):
+    """The in-plane spacing of a replayed ``(images, labels, Entry)``; a clear error when it is unusable."""
+    entry = item[2] if len(item) > 2 else None
+    spacing = getattr(entry, "spacing", None)
+    try:
+        return inplane_spacing(spacing, prep)
+    except ValueError as err:
+        name = getattr(entry, "id", "a replayed entry")
+        raise ValueError(f"replayed store entry {name}: {err}") from None
 
 
 def _crop_size(crop_size: int | None, multiple: int, shape) -> int | None:
@@ -329,7 +355,8 @@ def _snapshot(model, run: SimpleNamespace) -> dict:
 
 def _evaluate(model, run: SimpleNamespace) -> tuple[float, dict]:
     """``(mean foreground Dice, {label: dice})`` on the evaluation slices, at native size."""
-    per_class = _native_dice(model, run.eval_set, run.prep, run.multiple, run.num_classes, run.device, run.precision)
+    per_class = _native_dice(model, run.eval_set, run.prep, run.multiple, run.num_classes, run.device, run.precision,
+                             run.spacing)
     return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
 
 
@@ -394,13 +421,17 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
 
 
 @torch.no_grad()
-def _native_dice(model, slices, prep, multiple, num_classes, device, precision) -> np.ndarray:
-    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does."""
+def _native_dice(model, slices, prep, multiple, num_classes, device, precision, spacing=None) -> np.ndarray:
+    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does.
+
+    ``spacing``: the slices' in-plane ``(sy, sx)`` mm (the ``"spacing"`` policy resamples by it).
+    """
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, num_classes, dtype=torch.float64)
     for image, label in slices:
-        x, info = to_model_size(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device), prep, multiple)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+        x, info = to_model_size(x, prep, multiple, spacing)
         with autocast(device, precision):
             logits = model(x)
         pred = logits_to_native(logits.float(), info).argmax(1)[0].cpu()
