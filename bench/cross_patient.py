@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--learn-budget", type=float, default=60.0, help="fine-tuning s on the first half (k = 3)")
     parser.add_argument("--carry-budget", type=float, default=60.0, help="fine-tuning s on the second half (k = 2)")
     parser.add_argument("--checkpoint-lrs", default="", help="more from-model runs at these lrs, e.g. 3e-4,3e-3")
+    parser.add_argument("--variants", default="[]",
+                        help='more from-model runs, JSON list of FinetuneConfig fields, e.g. \'[{"batchnorm": "frozen"}]\'')
     parser.add_argument("--both-directions", action="store_true", help="carry-over superior -> inferior too")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: within,aprime,carry,dicom")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -170,10 +172,11 @@ def main(argv=None) -> int:
                                tag=f"{second}_scratch")
             carried = protocol(f"{second} half, k=2, from A's model", image[s], ref[s], 2, args.carry_budget,
                                spacing, checkpoint=learned.checkpoint.path, tag=f"{second}_carry")
-            for lr in filter(None, args.checkpoint_lrs.split(",")):
-                protocol(f"{second} half, k=2, from A's model, lr {lr}", image[s], ref[s], 2, args.carry_budget,
-                         spacing, checkpoint=learned.checkpoint.path, options=dict(lr=float(lr)),
-                         tag=f"{second}_carry_lr{lr}")
+            variants = [dict(lr=float(lr)) for lr in filter(None, args.checkpoint_lrs.split(","))]
+            for i, options in enumerate(variants + json.loads(args.variants)):
+                label = ", ".join(f"{k} {v}" for k, v in options.items())
+                protocol(f"{second} half, k=2, from A's model, {label}", image[s], ref[s], 2, args.carry_budget,
+                         spacing, checkpoint=learned.checkpoint.path, options=options, tag=f"{second}_carry_{i}")
             print(f"   from the model - from scratch: {carried.mean_dice - scratch.mean_dice:+.3f} (target >= 0)")
     if "dicom" not in skip and base is not None and DICOM.is_dir():
         from napari_medseg.overlay import overlay_grid, save_png

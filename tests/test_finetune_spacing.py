@@ -106,3 +106,28 @@ def test_retrain_from_scratch_defaults_to_spacing_and_needs_a_spacing(ct, tmp_pa
     assert prep.resize_policy == "spacing" and prep.target_spacing == DEFAULT_TARGET_SPACING
     assert result.labels.shape == labels.shape  # re-segmented on the native grid
     np.testing.assert_array_equal(result.labels[[10, 20]], labels[[10, 20]])
+
+
+def test_scratch_target_spacing_can_be_chosen(ct):
+    from napari_medseg.retrain.loop import prepare_model
+
+    image, _, _ = ct
+    tiny = dict(TINY_CONFIGS["dcaunet"])
+    _, _, prep, parent = prepare_model(StartFrom(model_name="dcaunet", label_set="synapse", model_config=tiny,
+                                                 target_spacing=2.0), image)
+    assert parent is None and prep.resize_policy == "spacing" and prep.target_spacing == 2.0
+
+
+def test_frozen_batchnorm_keeps_running_statistics(ct):
+    image, labels, spacing = ct
+    model = _dcaunet()
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bn]
+    data = FinetuneData([image[10]], [labels[10]], AT_6MM, spacing=spacing)
+    run_finetune(finetune(model, data, FinetuneConfig(steps=2, batch_size=2, device="cpu", batchnorm="frozen",
+                                                      scope="all")))
+    assert bn and all(torch.equal(a, m.running_mean) for a, m in zip(before, bn))
+    run_finetune(finetune(model, data, FinetuneConfig(steps=2, batch_size=2, device="cpu", scope="all")))
+    assert any(not torch.equal(a, m.running_mean) for a, m in zip(before, bn))
+    with pytest.raises(ValueError, match="batchnorm must be 'train' or 'frozen'"):
+        FinetuneConfig(batchnorm="eval")

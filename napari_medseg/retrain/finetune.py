@@ -302,7 +302,7 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
 
 def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: FinetuneResult) -> Iterator[FinetuneProgress]:
     """The optimisation loop: sample, crop, augment, step; keep the best weights every ``check_every``."""
-    model.train()
+    _train_mode(model, config)
     step, ema, budget = 0, None, config.time_budget_s
     train_start = time.monotonic()  # the budget bounds the optimisation loop (at least one step)
     while True:
@@ -328,10 +328,19 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         run.ema = ema
         if step % run.check_every == 0:
             _keep_if_better(model, run, result, step)
-            model.train()
+            _train_mode(model, config)
         elapsed = time.monotonic() - train_start
         yield FinetuneProgress(step, run.steps, elapsed, budget, value, current_lr,
                                min(1.0, _fraction(step, elapsed, run.steps, budget)))
+
+
+def _train_mode(model, config: FinetuneConfig) -> None:
+    """``model.train()``; with ``batchnorm="frozen"`` BatchNorm layers stay in eval mode (running stats kept)."""
+    model.train()
+    if config.batchnorm == "frozen":
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _keep_if_better(model, run: SimpleNamespace, result: FinetuneResult, step: int, final: bool = False) -> None:

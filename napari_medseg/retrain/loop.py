@@ -48,6 +48,8 @@ class StartFrom:
         model_config: overrides of the family's scratch preset (``FamilySpec.scratch``; e.g. a tiny config in tests).
         backbone_weights: U-DFA from scratch: DINOv2 weights (path, ``"hub"``,
             ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
+        target_spacing: from scratch with the ``"spacing"`` policy: pixel size in mm
+            (``None`` = ``DEFAULT_TARGET_SPACING``; bench/spacing_target.py sweeps it).
     """
 
     checkpoint: str | Path | None = None
@@ -56,6 +58,7 @@ class StartFrom:
     modality: str | None = None
     model_config: dict | None = None
     backbone_weights: str | None = "auto"
+    target_spacing: float | None = None
 
     def __post_init__(self):
         if self.checkpoint is None and (self.model_name is None or self.label_set is None):
@@ -142,7 +145,7 @@ def prepare_model(start: StartFrom, image: np.ndarray):
     modality = start.modality or guess_modality(image)
     policy = spec.scratch_resize_policy
     prep = Preprocessing(modality=modality, resize_policy=policy,
-                         target_spacing=DEFAULT_TARGET_SPACING if policy == "spacing" else None)
+                         target_spacing=(start.target_spacing or DEFAULT_TARGET_SPACING) if policy == "spacing" else None)
     config = spec.scratch_config()
     config.update(start.model_config or {})
     if spec.external_weights:

@@ -58,12 +58,14 @@ def run_protocol(
     options: dict | None = None,
     spacing=None,
     checkpoint=None,
+    target_spacing: float | None = None,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
     ``options``: more ``FinetuneConfig`` fields over the family's recipe.
     ``spacing``: the volume's ``(sz, sy, sx)`` mm (needed by spacing-aware models, the scratch default).
     ``checkpoint``: start from this checkpoint instead of from scratch.
+    ``target_spacing``: from scratch, the ``"spacing"`` policy's pixel size (mm; default: the package's).
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -79,7 +81,7 @@ def run_protocol(
         start = StartFrom(checkpoint=checkpoint)
     else:
         start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
-                          backbone_weights=None if model_name == "udfa" else "auto")
+                          backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing)
     if k == 0:
         import torch
 
