@@ -79,7 +79,8 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    image = read_volume(SAMPLE_CT).array
+    volume = read_volume(SAMPLE_CT)
+    image, spacing = volume.array, volume.geometry.spacing
     reference = read_volume(SAMPLE_LABELS).array.astype(np.uint8)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             for seed in range(seeds):
                 load = os.getloadavg()[0]
                 r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
-                                 model_config=config, device="cpu", seed=seed, options=options)
+                                 model_config=config, device="cpu", seed=seed, options=options, spacing=spacing)
                 row = dict(model=model, k=k, seed=seed, mean_dice=r.mean_dice, seconds=r.seconds, steps=r.steps,
                            dice=r.dice, corrected=r.corrected, load_before=load)
                 results.append(row)

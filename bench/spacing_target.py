@@ -3,12 +3,12 @@
 For each candidate target T (mm), the sample CT (3 mm pixels) is resampled to
 T mm in-plane (bilinear image, nearest labels): that is what the ``"spacing"``
 policy feeds the model.  A DCAU-Net is trained from scratch on k = 5 of its
-slices with the existing retrain protocol (``run_protocol``, native policy on
-the resampled volume) for a FIXED number of optimiser steps, so targets are
-compared at equal steps whatever the load; steps/s is measured separately.
-The checkpoint is then relabelled as ``resize_policy="spacing",
-target_spacing=T`` (what a native-policy model trained on T mm pixels is) and
-run through ``segment_volume`` on:
+slices with the retrain protocol (``run_protocol``) for a FIXED number of
+optimiser steps, so targets are compared at equal steps whatever the load;
+steps/s is measured separately.
+The model starts from scratch with the ``"spacing"`` policy at target T
+(``run_protocol(..., target_spacing=T)``: the policy itself resamples the
+slices) and its checkpoint is run through ``segment_volume`` on:
 
 * the sample CT itself (3 mm), Dice on its untouched slices, native grid;
 * A': the sample CT resampled to 0.8 mm in-plane and padded to 512 x 512 with
@@ -61,17 +61,6 @@ def pad_to(array: np.ndarray, hw, value) -> np.ndarray:
     return out
 
 
-def spacing_checkpoint(path, target: float):
-    """The protocol's checkpoint (trained on ``target`` mm pixels) as a ``"spacing"`` model."""
-    from dataclasses import replace
-
-    from napari_medseg.checkpoint import load_checkpoint
-
-    model, info = load_checkpoint(path)
-    prep = replace(info.preprocessing, resize_policy="spacing", target_spacing=float(target))
-    return model.eval(), replace(info, preprocessing=prep)
-
-
 def segment(array, ckpt, spacing):
     from napari_medseg.inference import run_segmentation, segment_volume
 
@@ -81,30 +70,32 @@ def segment(array, ckpt, spacing):
 
 
 def run_one(target, seed, steps, image, ref, spacing, a_img, a_ref, a_spacing, dicom, outdir):
+    from napari_medseg.checkpoint import load_checkpoint
     from napari_medseg.labels import SYNAPSE
-    from napari_medseg.protocol import run_protocol, untouched_dice
+    from napari_medseg.preprocess import resampled_hw
+    from napari_medseg.retrain.protocol import run_protocol, untouched_dice
 
-    img_t = resample_inplane(image, spacing[1:], target)
-    ref_t = resample_inplane(ref, spacing[1:], target, labels=True)
     stamps = []
 
     def on_progress(p):
         if getattr(p, "phase", "") == "fine-tune" and getattr(p, "step", None):
             stamps.append((time.perf_counter(), p.step))
 
-    res = run_protocol(img_t, ref_t, 5, model_name="dcaunet", time_budget_s=None, steps=steps, device="cpu",
-                       seed=seed, output_dir=outdir / f"T{target}-s{seed}", callback=on_progress)
+    # from scratch with the "spacing" policy at T mm: the policy itself resamples the 3 mm slices
+    res = run_protocol(image, ref, 5, model_name="dcaunet", time_budget_s=None, device="cpu", seed=seed,
+                       output_dir=outdir / f"T{target}-s{seed}", callback=on_progress, options=dict(steps=steps),
+                       spacing=spacing, target_spacing=target)
     (t_a, s_a), (t_b, s_b) = (stamps[0], stamps[-1]) if stamps else ((0.0, 0), (0.0, 0))
     steps_per_s = (s_b - s_a) / (t_b - t_a) if t_b > t_a else float("nan")  # between progress reports
-    ckpt = spacing_checkpoint(res.checkpoint.path, target)
-    own, _ = segment(image, ckpt, spacing)
+    model, info = load_checkpoint(res.checkpoint.path)
+    ckpt = (model.eval(), info)
+    own = res.labels
     a_pred, a_sps = segment(a_img, ckpt, a_spacing)
     _, dicom_sps = segment(dicom.array, ckpt, dicom.geometry.spacing) if dicom is not None else (None, float("nan"))
     d_own = untouched_dice(own, ref, res.corrected, SYNAPSE)
     d_a = untouched_dice(a_pred, a_ref, res.corrected, SYNAPSE)
     return dict(target=target, seed=seed, steps=res.steps, steps_per_s=steps_per_s,
-                resampled_hw=list(img_t.shape[1:]),
-                dice_resampled_grid=res.mean_dice,
+                resampled_hw=list(resampled_hw(image.shape[1:], spacing[1:], target)),
                 dice_sample=float(np.nanmean(list(d_own.values()))), dice_a_prime=float(np.nanmean(list(d_a.values()))),
                 organs_sample=d_own, organs_a_prime=d_a, a_prime_slices_per_s=a_sps,
                 dicom_slices_per_s=dicom_sps)

@@ -60,8 +60,8 @@ def test_decoder_scope_freezes_encoder_and_restores_flags(ct):
     encoder = [p.detach().clone() for p in model.parameter_groups()["encoder"]]
     decoder = [p.detach().clone() for p in model.parameter_groups()["decoder"]]
     result = run_finetune(tune(model, images=[image[15]], labels=[labels[15]], preprocessing=SMALL,
-                                   steps=4, batch_size=2, device="cpu"))
-    assert result.scope == "decoder"  # the DCAU-Net default
+                                   scope="decoder", steps=4, batch_size=2, device="cpu"))
+    assert result.scope == "decoder"
     assert all(torch.equal(a, b) for a, b in zip(encoder, model.parameter_groups()["encoder"]))
     assert any(not torch.equal(a, b) for a, b in zip(decoder, model.parameter_groups()["decoder"]))
     decoder_ids = {id(p) for p in model.parameter_groups()["decoder"]}

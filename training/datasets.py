@@ -48,24 +48,26 @@ from napari_medseg.retrain.slices import SliceDataset
 
 
 def volume_slices(
-    volumes: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    volumes: Iterable[tuple],
     preprocessing: Preprocessing,
     *,
     foreground_only: bool = False,
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list]:
     """Split raw ``(z, y, x)`` image/label volumes into normalised axial slices.
 
     Args:
-        volumes: ``(name, raw_image, labels)`` triples on the same grid.
+        volumes: ``(name, raw_image, labels)`` or ``(name, raw_image, labels, spacing (sz, sy, sx) mm)``
+            on the same grid.
         preprocessing: intensity normalisation (MR percentiles are per volume).
         foreground_only: keep only slices with at least one labelled pixel.
 
     Returns:
-        ``(images, labels, names)``; image slices are views of one normalised
-        float32 volume (no per-slice copies).
+        ``(images, labels, names, spacings)``; image slices are views of one normalised
+        float32 volume (no per-slice copies); ``spacings[i]`` is the volume's spacing (or ``None``).
     """
-    images, labels, names = [], [], []
-    for name, image, label in volumes:
+    images, labels, names, spacings = [], [], [], []
+    for name, image, label, *rest in volumes:
+        spacing = rest[0] if rest else None
         if image.shape != label.shape or image.ndim != 3:
             raise ValueError(f"{name}: image {image.shape} and labels {label.shape} must be equal 3D (z, y, x) shapes")
         norm = normalize(image, preprocessing, intensity_range(image, preprocessing))
@@ -76,7 +78,8 @@ def volume_slices(
             images.append(norm[z])
             labels.append(lab[z])
             names.append(f"{name}_slice{z:03d}")
-    return images, labels, names
+            spacings.append(spacing)
+    return images, labels, names, spacings
 
 
 # ---------------------------------------------------------------- Synapse (TransUNet)
@@ -116,6 +119,7 @@ def synapse_npz_dataset(
     list_name: str = "train.txt",
     prenormalized: bool = True,
     inplane: str | None = None,
+    spacing=None,
 ) -> SliceDataset:
     """TransUNet's Synapse training slices (``root/train_npz/<name>.npz``).
 
@@ -127,6 +131,10 @@ def synapse_npz_dataset(
         prenormalized: images are already in [0, 1] (TransUNet's release); when
             False they are raw HU and go through :func:`normalize`.
         inplane: optional reorientation (see module docstring).
+        spacing: in-plane ``(sy, sx)`` mm of every slice.  The npz files carry none, so a
+            ``"spacing"`` resize policy refuses them unless it is given (recipe ``data.spacing``);
+            Synapse's in-plane spacing varies per case (0.54-0.98 mm): prefer the nnU-Net
+            layout of the NIfTI originals, which keeps each case's spacing.
     """
     root = Path(root)
     folder = root / "train_npz"
@@ -153,7 +161,12 @@ def synapse_npz_dataset(
             image = normalize(image, preprocessing)
         images.append(_apply_inplane(image, inplane))
         labels.append(_apply_inplane(label.astype(np.uint8), inplane))
-    return SliceDataset(images, labels, preprocessing, size_multiple, names)
+    if preprocessing.resize_policy == "spacing" and spacing is None:
+        raise ValueError(
+            f"TransUNet's Synapse npz slices carry no voxel spacing, but resize policy 'spacing' resamples by it; "
+            "set data.spacing: [sy, sx] (mm) in the recipe, or use the nnU-Net layout of the NIfTI originals"
+        )
+    return SliceDataset(images, labels, preprocessing, size_multiple, names, spacing)
 
 
 def read_synapse_h5_volume(path: str | Path, inplane: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -350,11 +363,10 @@ def read_pair(image_path, label_path) -> tuple[np.ndarray, np.ndarray, tuple[flo
 def _nifti_pairs_dataset(pairs, preprocessing, size_multiple) -> SliceDataset:
     def gen():
         for name, image_path, label_path in pairs:
-            image, labels, _ = read_pair(image_path, label_path)
-            yield name, image, labels
+            yield (name, *read_pair(image_path, label_path))
 
-    images, labels, names = volume_slices(gen(), preprocessing)
-    return SliceDataset(images, labels, preprocessing, size_multiple, names)
+    images, labels, names, spacings = volume_slices(gen(), preprocessing)
+    return SliceDataset(images, labels, preprocessing, size_multiple, names, spacings)
 
 
 # ---------------------------------------------------------------- from a config
@@ -378,6 +390,7 @@ def build_dataset(data_cfg: dict, preprocessing: Preprocessing, size_multiple: i
         return synapse_npz_dataset(
             root, preprocessing, size_multiple, list_name=list_name,
             prenormalized=data_cfg.get("prenormalized", True), inplane=data_cfg.get("inplane"),
+            spacing=data_cfg.get("spacing"),
         )
     if kind == "acdc":
         patients = patient_names(data_cfg.get(f"{prefix}patients"))

@@ -246,6 +246,11 @@ def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplan
 
     for _, info in checkpoints:
         prep = info.preprocessing
+        if prep.resize_policy == "spacing":
+            raise ValueError(
+                f"TransUNet's h5 volumes carry no voxel spacing, but checkpoint {info.path} resamples slices to "
+                f"{prep.target_spacing:g} mm; evaluate it on the NIfTI originals (--images/--labels) instead"
+            )
         if prep.modality != "ct" or tuple(prep.window) != (-125.0, 275.0):
             raise ValueError(
                 f"TransUNet's h5 volumes are pre-windowed to [-125, 275] HU; checkpoint {info.path} uses "

@@ -115,6 +115,7 @@ class DataSection(_Section):
     val_list: str | None = None
     prenormalized: bool = True
     inplane: str | None = None
+    spacing: object = None  # synapse npz: in-plane (sy, sx) mm (the files carry none)
     patients: object = None
     val_patients: object = None
     cases: object = None

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  fine-tune {int(100 * p.fraction):3d}%  {p.message}", flush=True)
 
     result = run_protocol(image.array, ref, args.slices, model_name=args.model, time_budget_s=args.time_budget,
-                          device=args.device, seed=args.seed, output_dir=out, callback=report)
+                          device=args.device, seed=args.seed, output_dir=out, callback=report,
+                          spacing=image.geometry.spacing)
     print(f"\nDice on the {ref.shape[0] - len(result.corrected)} untouched slices "
           f"(trained on slices {result.corrected}, {result.steps} steps):")
     print_dice_table(result.dice)

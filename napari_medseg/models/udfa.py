@@ -238,7 +238,7 @@ SPEC = FamilySpec(
     scopes=("adapters", "all"),
     finetune_scope="adapters",
     scratch_scope="adapters",
-    scratch_resize_policy="native",
+    scratch_resize_policy="spacing",  # DEFAULT_TARGET_SPACING mm pixels (docs/inference.md)
     loss_weights=(0.5, 0.5),
     checkpoint_recipe=frozen(dict(lr=3e-4, batch_size=8)),
     scratch_recipe=frozen(dict(lr=2e-3, batch_size=8, augment=False)),

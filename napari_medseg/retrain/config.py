@@ -66,6 +66,9 @@ class FinetuneConfig:
         eval_every: steps between held-out evaluations / best-loss checks (``None``: ~ budget / 20).
         crop_size: train on random ``crop_size``^2 crops (px, a multiple of the model's size multiple);
             ``None`` = whole slices.  crop_foreground: share of crops centred on an organ.
+        batchnorm: ``"train"`` (BatchNorm layers normalise by the batch and update their running
+            statistics) or ``"frozen"`` (they keep the checkpoint's running statistics, in eval
+            mode; their affine weights still train).
     """
 
     scope: str | None = None
@@ -87,6 +90,7 @@ class FinetuneConfig:
     eval_every: int | None = None
     crop_size: int | None = None
     crop_foreground: float = 0.5
+    batchnorm: str = "train"
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -106,6 +110,8 @@ class FinetuneConfig:
         check_fraction("validation_fraction", self.validation_fraction, upper_open=True)
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.batchnorm not in ("train", "frozen"):
+            raise ValueError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.loss_weights is not None:

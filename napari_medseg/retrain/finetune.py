@@ -53,7 +53,14 @@ import torch
 
 from napari_medseg.device import autocast, pick_device, resolve_precision
 from napari_medseg.progress import drive
-from napari_medseg.preprocess import Preprocessing, intensity_range, logits_to_native, normalize, to_model_size
+from napari_medseg.preprocess import (
+    Preprocessing,
+    inplane_spacing,
+    intensity_range,
+    logits_to_native,
+    normalize,
+    to_model_size,
+)
 from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
@@ -78,6 +85,9 @@ class FinetuneData:
             (e.g. ``CorrectionStore.replay``); mixed into every batch.
         value_range: the whole volume's ``intensity_range`` (MR; ignored for CT);
             default: computed from the given slices.
+        spacing: in-plane pixel size of ``images`` in mm, ``(sy, sx)`` or the volume's
+            ``(sz, sy, sx)``; required when ``preprocessing`` uses the ``"spacing"`` resize
+            policy (replayed entries bring their own, ``Entry.spacing``).
     """
 
     images: Sequence[np.ndarray]
@@ -85,6 +95,7 @@ class FinetuneData:
     preprocessing: Preprocessing
     replay: Sequence = ()
     value_range: tuple[float, float] | None = None
+    spacing: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,14 +244,18 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     if value_range is None and prep.modality == "mr":
         value_range = intensity_range(np.concatenate([im.ravel() for im in images]), prep)
     norm = [normalize(im, prep, value_range) for im in images]
-    pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple)
+    run.spacing = inplane_spacing(data.spacing, prep)  # one-line error when "spacing" has none
+    pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple,
+                        spacings=run.spacing)
     n_new = len(pool)
     for item in data.replay or []:
         r_images = np.asarray(item[0])
         r_range = intensity_range(r_images, prep) if prep.modality == "mr" else None
-        replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range)
+        replayed = SliceDataset.from_raw(r_images, np.asarray(item[1]), prep, run.multiple, value_ranges=r_range,
+                                         spacings=_replay_spacing(item, prep))
         pool.images += replayed.images
         pool.labels += replayed.labels
+        pool.spacings += replayed.spacings
     run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
@@ -257,6 +272,17 @@ def _max_labelled(labels) -> int:
     """The largest label value other than :data:`UNLABELLED` (0 when none)."""
     values = labels[labels != UNLABELLED].reshape(-1)
     return int(values.max()) if len(values) else 0
+
+
+def _replay_spacing(item, prep):
+    """The in-plane spacing of a replayed ``(images, labels, Entry)``; a clear error when it is unusable."""
+    entry = item[2] if len(item) > 2 else None
+    spacing = getattr(entry, "spacing", None)
+    try:
+        return inplane_spacing(spacing, prep)
+    except ValueError as err:
+        name = getattr(entry, "id", "a replayed entry")
+        raise ValueError(f"replayed store entry {name}: {err}") from None
 
 
 def _crop_size(crop_size: int | None, multiple: int, shape) -> int | None:
@@ -284,7 +310,7 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
 
 def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: FinetuneResult) -> Iterator[FinetuneProgress]:
     """The optimisation loop: sample, crop, augment, step; keep the best weights every ``check_every``."""
-    model.train()
+    _train_mode(model, config)
     step, ema, budget = 0, None, config.time_budget_s
     train_start = time.monotonic()  # the budget bounds the optimisation loop (at least one step)
     while True:
@@ -310,10 +336,19 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         run.ema = ema
         if step % run.check_every == 0:
             _keep_if_better(model, run, result, step)
-            model.train()
+            _train_mode(model, config)
         elapsed = time.monotonic() - train_start
         yield FinetuneProgress(step, run.steps, elapsed, budget, value, current_lr,
                                min(1.0, _fraction(step, elapsed, run.steps, budget)))
+
+
+def _train_mode(model, config: FinetuneConfig) -> None:
+    """``model.train()``; with ``batchnorm="frozen"`` BatchNorm layers stay in eval mode (running stats kept)."""
+    model.train()
+    if config.batchnorm == "frozen":
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _keep_if_better(model, run: SimpleNamespace, result: FinetuneResult, step: int, final: bool = False) -> None:
@@ -337,7 +372,8 @@ def _snapshot(model, run: SimpleNamespace) -> dict:
 
 def _evaluate(model, run: SimpleNamespace) -> tuple[float, dict]:
     """``(mean foreground Dice, {label: dice})`` on the evaluation slices, at native size."""
-    per_class = _native_dice(model, run.eval_set, run.prep, run.multiple, run.num_classes, run.device, run.precision)
+    per_class = _native_dice(model, run.eval_set, run.prep, run.multiple, run.num_classes, run.device, run.precision,
+                             run.spacing)
     return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
 
 
@@ -403,13 +439,17 @@ def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Gen
 
 
 @torch.no_grad()
-def _native_dice(model, slices, prep, multiple, num_classes, device, precision) -> np.ndarray:
-    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does (255 not counted)."""
+def _native_dice(model, slices, prep, multiple, num_classes, device, precision, spacing=None) -> np.ndarray:
+    """Per-class Dice ``(K,)`` pooled over normalised slices, predicted as inference does (255 not counted).
+
+    ``spacing``: the slices' in-plane ``(sy, sx)`` mm (the ``"spacing"`` policy resamples by it).
+    """
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, num_classes, dtype=torch.float64)
     for image, label in slices:
-        x, info = to_model_size(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device), prep, multiple)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+        x, info = to_model_size(x, prep, multiple, spacing)
         with autocast(device, precision):
             logits = model(x)
         pred = logits_to_native(logits.float(), info).argmax(1)[0].cpu()

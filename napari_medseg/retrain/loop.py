@@ -28,7 +28,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from napari_medseg.labels import LabelSet, get_label_set
-from napari_medseg.preprocess import Preprocessing, guess_modality
+from napari_medseg.preprocess import DEFAULT_TARGET_SPACING, Preprocessing, guess_modality, inplane_spacing
 from napari_medseg.hashing import voxel_hash
 from napari_medseg.retrain.datastore import CorrectionStore, ReplayPlan
 from napari_medseg.userdirs import data_dir
@@ -49,6 +49,8 @@ class StartFrom:
         model_config: overrides of the family's scratch preset (``FamilySpec.scratch``; e.g. a tiny config in tests).
         backbone_weights: U-DFA from scratch: DINOv2 weights (path, ``"hub"``,
             ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
+        target_spacing: from scratch with the ``"spacing"`` policy: pixel size in mm
+            (``None`` = ``DEFAULT_TARGET_SPACING``; bench/spacing_target.py sweeps it).
     """
 
     checkpoint: str | Path | None = None
@@ -57,6 +59,7 @@ class StartFrom:
     modality: str | None = None
     model_config: dict | None = None
     backbone_weights: str | None = "auto"
+    target_spacing: float | None = None
 
     def __post_init__(self):
         if self.checkpoint is None and (self.model_name is None or self.label_set is None):
@@ -145,7 +148,9 @@ def prepare_model(start: StartFrom, image: np.ndarray):
     label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
     spec = family_spec(start.model_name)
     modality = start.modality or guess_modality(image)
-    prep = Preprocessing(modality=modality, resize_policy=spec.scratch_resize_policy)
+    policy = spec.scratch_resize_policy
+    prep = Preprocessing(modality=modality, resize_policy=policy,
+                         target_spacing=(start.target_spacing or DEFAULT_TARGET_SPACING) if policy == "spacing" else None)
     config = spec.scratch_config()
     config.update(start.model_config or {})
     if spec.external_weights:
@@ -192,7 +197,7 @@ def retrain_volume(
     corrected: Sequence[int],
     *,
     start: StartFrom,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | None = None,
     source: str = "",
     options: Mapping | None = None,
     store: CorrectionStore | None = None,
@@ -210,7 +215,9 @@ def retrain_volume(
         labels: ``(z, y, x)`` current labels; only the ``corrected`` slices are read as truth.
         corrected: axial indices of edited + reviewed slices (locked, never overwritten).
         start: :class:`StartFrom` (base checkpoint, or model + label set from scratch).
-        spacing: ``(sz, sy, sx)`` mm (stored with the corrections).
+        spacing: ``(sz, sy, sx)`` mm: resamples the slices when the model's resize policy is
+            ``"spacing"`` (then required: one-line error without a usable one) and is stored
+            with the corrections (NaN when unknown).
         source: identity of the image (path, name) for provenance and the store.
         options: :class:`~napari_medseg.retrain.config.FinetuneConfig` fields (``scope``, ``steps``,
             ``time_budget_s``, ``lr``, ``device``, ...) over the family's recipe
@@ -238,6 +245,7 @@ def retrain_volume(
     corrected = sorted({int(z) for z in corrected})
     model, label_set, prep, parent = prepare_model(start, image)
     _check_inputs(image, labels, corrected, label_set, partial)
+    inplane_spacing(spacing, prep)  # a spacing-aware model needs the volume's spacing: fail before any work
     if on_model is not None:
         on_model(model, label_set, prep)
     config = finetune_config(model.model_name, from_scratch=parent is None, options=options)
@@ -248,13 +256,14 @@ def retrain_volume(
     replayed = store.replay(plan)
     result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model,
                            replay_plan=plan, image_hash=image_hash)
-    yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop)
+    yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop, spacing)
     path = Path(output) if output is not None else next_version_path(
         start.checkpoint, stem=f"{start.model_name or model.model_name}-{label_set.name}"
     )
     _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result)
     if resegment:
-        yield from _resegment(model, image, labels, config, result, locked=_complete_slices(labels, corrected) if partial else corrected)
+        yield from _resegment(model, image, labels, config, result, locked=_complete_slices(labels, corrected) if partial else corrected,
+                                   spacing=spacing)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -275,7 +284,7 @@ def finetune_config(model_name: str, *, from_scratch: bool, options: Mapping | N
     return FinetuneConfig.from_dict(defaults)
 
 
-def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop) -> Iterator[RetrainProgress]:
+def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop, spacing) -> Iterator[RetrainProgress]:
     """Phase 1: fine-tune on the corrected slices (+ replay); ``result.finetune`` fills as it runs."""
     from napari_medseg.retrain.finetune import FinetuneData, FinetuneResult, finetune
 
@@ -286,7 +295,7 @@ def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop
 
         value_range = intensity_range(image, prep)
     data = FinetuneData(images=list(image[corrected]), labels=list(labels[corrected]), preprocessing=prep,
-                        replay=replayed or (), value_range=value_range)
+                        replay=replayed or (), value_range=value_range, spacing=spacing)
     result.finetune = FinetuneResult()
     n = result.replayed_slices
     patients = result.replay_plan.patients if result.replay_plan is not None else 0
@@ -324,17 +333,18 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
     }
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)
-    store.add(image[corrected], labels[corrected], corrected, spacing=spacing, source=source,
+    known = spacing if spacing is not None else (float("nan"),) * 3  # replay by a spacing-aware model refuses NaN
+    store.add(image[corrected], labels[corrected], corrected, spacing=known, source=source,
               label_set=label_set.to_dict(), checkpoint=result.checkpoint.sha256, modality=prep.modality,
               image_hash=result.image_hash)
 
 
-def _resegment(model, image, labels, config, result, locked) -> Iterator[RetrainProgress]:
+def _resegment(model, image, labels, config, result, locked, spacing=None) -> Iterator[RetrainProgress]:
     """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are copied."""
     from napari_medseg.inference import segment_volume
 
     seg = segment_volume(image, [(model, result.checkpoint)], device=config.device, precision=config.precision,
-                         locked=locked, previous=labels.astype(np.uint8, copy=False))
+                         locked=locked, previous=labels.astype(np.uint8, copy=False), spacing=spacing)
     try:
         while True:
             p = next(seg)

@@ -56,10 +56,16 @@ def run_protocol(
     output_dir: str | Path | None = None,
     callback=None,
     options: dict | None = None,
+    spacing=None,
+    checkpoint=None,
+    target_spacing: float | None = None,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
-    ``options``: more ``FinetuneConfig`` fields over the family's scratch recipe.
+    ``options``: more ``FinetuneConfig`` fields over the family's recipe.
+    ``spacing``: the volume's ``(sz, sy, sx)`` mm (needed by spacing-aware models, the scratch default).
+    ``checkpoint``: start from this checkpoint instead of from scratch.
+    ``target_spacing``: from scratch, the ``"spacing"`` policy's pixel size (mm; default: the package's).
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -71,18 +77,21 @@ def run_protocol(
 
     t0 = time.monotonic()
     corrected = evenly_spaced_slices(image.shape[0], k)
-    start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
-                      backbone_weights=None if model_name == "udfa" else "auto")
+    if checkpoint is not None:
+        start = StartFrom(checkpoint=checkpoint)
+    else:
+        start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
+                          backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing)
     if k == 0:
         import torch
 
         torch.manual_seed(seed)  # the random init of the untrained model
-        labels, steps, checkpoint = _untrained_labels(start, image, device), 0, None
+        labels, steps, checkpoint = _untrained_labels(start, image, device, spacing), 0, None
     else:
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
         options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
-        gen = retrain_volume(image, reference, corrected, start=start, source=f"sample CT, {k} slices",
+        gen = retrain_volume(image, reference, corrected, start=start, spacing=spacing, source=f"sample CT, {k} slices",
                              options=options, store=CorrectionStore(work / "corrections"), replay=False,
                              output=unused_path(work / f"{model_name}-k{k}.safetensors"))
         result = drive(gen, callback)
@@ -91,7 +100,7 @@ def run_protocol(
     return ProtocolResult(model_name, k, corrected, scores, time.monotonic() - t0, steps, labels, checkpoint)
 
 
-def _untrained_labels(start, image, device):
+def _untrained_labels(start, image, device, spacing=None):
     from types import SimpleNamespace
 
     from napari_medseg.inference import run_segmentation, segment_volume
@@ -99,7 +108,8 @@ def _untrained_labels(start, image, device):
 
     model, label_set, prep, _ = prepare_model(start, image)
     info = SimpleNamespace(label_set=label_set, preprocessing=prep, model_name=model.model_name, path="untrained")
-    return run_segmentation(segment_volume(image, [(model.eval(), info)], device=device, uncertainty=False)).labels
+    gen = segment_volume(image, [(model.eval(), info)], device=device, uncertainty=False, spacing=spacing)
+    return run_segmentation(gen).labels
 
 
 def unused_path(path: Path) -> Path:

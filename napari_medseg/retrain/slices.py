@@ -6,6 +6,9 @@ slices; ``__getitem__`` applies :func:`~napari_medseg.preprocess.to_model_size` 
 so a model sees the same pixels in training and in use.  :meth:`SliceDataset.from_raw`
 normalises raw slices (HU for CT; MR by its volume's ``intensity_range``) first:
 that is how fine-tuning builds its pool of corrected and replayed slices.
+Each slice may carry its in-plane spacing ``(sy, sx)`` mm; the ``"spacing"``
+resize policy resamples it to the checkpoint's ``target_spacing`` (and refuses,
+in one line, a slice without a usable spacing).
 Recipe datasets (``training.datasets``) reduce to this class too.
 """
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from napari_medseg.preprocess import Preprocessing, labels_to_model_size, normalize, to_model_size
+from napari_medseg.preprocess import Preprocessing, inplane_spacing, labels_to_model_size, normalize, to_model_size
 
 
 class SliceDataset(Dataset):
@@ -30,6 +33,9 @@ class SliceDataset(Dataset):
         preprocessing: resize policy / input size (intensities are already normalised).
         size_multiple: the model's size multiple (14 for U-DFA, 32 for DCAU-Net).
         names: optional name per slice (e.g. ``"case0005_slice042"``).
+        spacings: in-plane pixel size in mm: one ``(sy, sx)`` (or a volume's ``(sz, sy, sx)``)
+            for all slices, or one per slice (``None`` entries = unknown).  Needed by the
+            ``"spacing"`` policy (checked here, one-line error), ignored by the others.
 
     Item: ``{"image": float32 (1, H', W'), "label": int64 (H', W'), "index": int}``.
     """
@@ -41,6 +47,7 @@ class SliceDataset(Dataset):
         preprocessing: Preprocessing,
         size_multiple: int,
         names: Sequence[str] | None = None,
+        spacings=None,
     ):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} image slices but {len(labels)} label slices")
@@ -52,9 +59,11 @@ class SliceDataset(Dataset):
         self.preprocessing = preprocessing
         self.size_multiple = int(size_multiple)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.images))]
+        self.spacings = per_slice_spacings(spacings, len(self.images), preprocessing)
 
     @classmethod
-    def from_raw(cls, images, labels, preprocessing: Preprocessing, size_multiple: int, value_ranges=None, names=None):
+    def from_raw(cls, images, labels, preprocessing: Preprocessing, size_multiple: int, value_ranges=None, names=None,
+                 spacings=None):
         """A dataset from raw ``(H, W)`` slices (HU for CT), normalised as inference does.
 
         Args:
@@ -72,7 +81,7 @@ class SliceDataset(Dataset):
             if len(ranges) != len(images):
                 raise ValueError(f"{len(ranges)} value ranges for {len(images)} slices")
         normalised = [normalize(im, preprocessing, r) for im, r in zip(images, ranges)]
-        return cls(normalised, [np.asarray(lab) for lab in labels], preprocessing, size_multiple, names)
+        return cls(normalised, [np.asarray(lab) for lab in labels], preprocessing, size_multiple, names, spacings)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,7 +89,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image = torch.from_numpy(np.ascontiguousarray(self.images[index], dtype=np.float32))[None, None]
         label = torch.from_numpy(np.ascontiguousarray(self.labels[index]).astype(np.int64))[None]
-        image, info = to_model_size(image, self.preprocessing, self.size_multiple)
+        image, info = to_model_size(image, self.preprocessing, self.size_multiple, self.spacings[index])
         label = labels_to_model_size(label, info)
         return {"image": image[0], "label": label[0], "index": index}
 
@@ -94,6 +103,22 @@ class SliceDataset(Dataset):
         """All slices stacked: ``(N, 1, H', W')`` float and ``(N, H', W')`` int64 (padded to a common size)."""
         batch = pad_collate([self[i] for i in range(len(self))])
         return batch["image"], batch["label"]
+
+
+def per_slice_spacings(spacings, n: int, prep: Preprocessing) -> list:
+    """``n`` in-plane spacings ``(sy, sx)`` (or ``None``) from one spacing for all or one per slice.
+
+    Raises the one-line ``ValueError`` of :func:`inplane_spacing` when ``prep`` resamples
+    by spacing and a slice has none (or an unusable one).
+    """
+    if spacings is None or (len(spacings) in (2, 3) and all(np.isscalar(v) for v in spacings)):
+        spacings = [spacings] * n
+    spacings = list(spacings)
+    if len(spacings) != n:
+        raise ValueError(f"{len(spacings)} spacings for {n} slices")
+    if prep.resize_policy != "spacing":
+        return [None if s is None else tuple(float(v) for v in s)[-2:] for s in spacings]
+    return [inplane_spacing(s, prep) for s in spacings]
 
 
 def pad_collate(items: list[dict]) -> dict:
