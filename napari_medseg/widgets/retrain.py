@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg._torch_compat import hide_triton
-from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
 
@@ -45,6 +45,7 @@ class RetrainWidget(QWidget):
         self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
         self._uncertainty: dict[str, np.ndarray] = {}
         self._watched: set[str] = set()
+        self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -341,6 +342,7 @@ class RetrainWidget(QWidget):
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
+        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
         self._uncertainty[_key(layer)] = result.uncertainty
         path = str(result.checkpoint.path)
         medseg = dict(layer.metadata.get("medseg", {}))
