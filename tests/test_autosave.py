@@ -49,6 +49,8 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     other = make_napari_viewer(show=True)
     image2, dock2 = open_ct(other)
     assert len(dock2.autosave.offers) == 1 and dock2.autosave is not saver
+    assert dock2.autosave.dialog is not None and dock2.autosave.dialog.isVisible()
+    assert "ct_abdomen" in dock2.autosave.dialog.text() and "3 corrected or reviewed" in dock2.autosave.dialog.text()
     if SCREENSHOT_DIR:
         qtbot.wait(300)
         other.screenshot(os.path.join(SCREENSHOT_DIR, "autosave_offer.png"), canvas_only=False)
@@ -58,7 +60,7 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     assert ledger.edited == [12, 20] and ledger.reviewed == [25]
     assert restored.metadata["medseg"]["locked_slices"] == [12, 20, 25]
     np.testing.assert_allclose(restored.scale, image2.scale)
-    assert dock2.autosave.offers == []
+    assert dock2.autosave.offers == [] and dock2.autosave.dialog is None  # answered: the dialog closed
     assert dock2.autosave.save_changed() == []  # restored state is the saved state
 
 
@@ -93,5 +95,5 @@ def test_unreadable_autosave_is_named_not_offered(make_napari_viewer, tmp_path, 
     (folder / "case.json").write_text(json.dumps({"format": "something else"}))
     viewer = make_napari_viewer(show=True)
     _, dock = open_ct(viewer)
-    assert dock.autosave.offers == []
+    assert dock.autosave.offers == [] and dock.autosave.dialog is None
     assert "cannot be read" in dock.autosave.last_error and "case.json" in dock.autosave.last_error

@@ -12,7 +12,7 @@ folder, written atomically):
 A labels layer is *managed* when a model update went through it, or when it is
 named ``"<image> labels"`` on the grid of an open image.  When an image whose
 voxel hash has an autosave (written by another session) is opened, a
-notification offers *Restore*; :meth:`Autosaver.restore` does the same for
+non-modal dialog offers *Restore*; :meth:`Autosaver.restore` does the same for
 scripts and tests.  A restore never replaces a layer the user has: if the image
 already has a different labels layer, the autosave comes back as
 ``"<image> labels (recovered)"``.
@@ -81,6 +81,7 @@ class Autosaver(QObject):
         self.viewer = viewer
         self.offers: list[RestoreOffer] = []
         self.last_error: str | None = None
+        self.dialog = None  # the open restore offer, if any
         self._hashes: dict[str, str] = {}  # image unique_id -> voxel hash
         self._pairs: dict[str, str] = {}  # labels unique_id -> image unique_id (from model updates / restores)
         self._saved: dict[str, tuple] = {}  # labels unique_id -> fingerprint at the last save
@@ -168,13 +169,31 @@ class Autosaver(QObject):
         self._notify(offer)
 
     def _notify(self, offer: RestoreOffer) -> None:
-        from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
+        """A non-modal dialog (it stays until answered, unlike a toast): Restore / Not now."""
+        from qtpy.QtWidgets import QMessageBox
 
         when = offer.saved_at.replace("T", " ")[:19]
-        message = (f"An autosave of the labels for \u201c{offer.image_name}\u201d from {when} UTC exists "
-                   f"({len(offer.locked)} corrected/reviewed slice(s)). Restore it?")
-        notification_manager.dispatch(Notification(
-            message, NotificationSeverity.WARNING, actions=[("Restore", lambda *_: self.restore(offer))]))
+        parent = getattr(self.viewer.window, "_qt_window", None)
+        box = QMessageBox(QMessageBox.Icon.Question, "napari-medseg: restore autosave?",
+                          f"An autosave of the labels for \u201c{offer.image_name}\u201d exists "
+                          f"(saved {when} UTC, {len(offer.locked)} corrected or reviewed slice(s)).\n\n"
+                          f"Restore it as a labels layer? Layers you have open are not changed.",
+                          parent=parent)
+        box.setDetailedText(f"Recovery folder: {offer.folder}")
+        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Not now", QMessageBox.ButtonRole.RejectRole)
+        box.setModal(False)
+        box.buttonClicked.connect(lambda button: self._answer(offer, button is restore))
+        self.dialog = box
+        box.show()
+
+    def _answer(self, offer: RestoreOffer, restore: bool) -> None:
+        self.dialog = None
+        if restore:
+            try:
+                self.restore(offer)
+            except ValueError as err:  # CaseStateError is a ValueError
+                self._warn(f"Could not restore the autosave: {err}")
 
     def restore(self, offer: RestoreOffer | None = None):
         """Add the autosaved labels (and ledger) of ``offer`` (default: the latest) as a labels layer; returns it."""
@@ -211,6 +230,9 @@ class Autosaver(QObject):
         self._saved[str(layer.unique_id)] = self._fingerprint(layer)
         self._written.add(offer.folder)  # from now on this session owns that autosave
         self.offers = [o for o in self.offers if o is not offer]
+        if self.dialog is not None and not self.offers:
+            self.dialog.close()
+            self.dialog = None
         return layer
 
     # -------------------------------------------------------------- helpers
