@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,7 +86,7 @@ def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_pa
     revision = max([int(previous.get("revision", 0)) if previous else 0] + _state_revisions(folder)) + 1
     state_name = f"state-{revision:06d}.npz"
     arrays = {"labels": labels.astype(np.uint8, copy=False), **ledger.to_state()}
-    atomic_write(folder / state_name, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+    atomic_write(folder / state_name, lambda tmp: _write_npz(tmp, arrays), suffix=".npz")
     meta = {
         "format": FORMAT, "version": VERSION, "revision": revision, "state_file": state_name,
         "image_hash": str(image_hash), "source_path": None if source_path is None else str(source_path),
@@ -131,6 +132,14 @@ def load_case(folder) -> CaseState:
                      source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
                      saved_at=meta["saved_at"], revision=int(meta["revision"]),
                      extra={k: v for k, v in meta.items() if k not in known})
+
+
+def _write_npz(path, arrays: dict) -> None:
+    """``np.savez_compressed`` at deflate level 1: labels compress almost as well, several times faster."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 def _state_revisions(folder: Path) -> list[int]:

@@ -33,6 +33,7 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     dock.new_labels_layer()
     labels = viewer.layers[dock.labels_combo.currentText()]
     assert saver.save_changed() == [labels.name]  # a new managed layer: saved once ...
+    saver.flush()
     assert saver.save_changed() == []  # ... and not again while nothing changed
     labels.brush_size = 6
     labels.paint((12, 50, 40), 5)
@@ -40,6 +41,7 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     _ledger = dock.autosave.managed()[0][0].metadata["medseg_ledger"]
     _ledger.mark_reviewed(25)
     assert saver.save_changed() == [labels.name]
+    saver.flush()
     folder = tmp_path / "data" / "recovery" / voxel_hash(np.asarray(image.data))
     info = read_case_info(folder)
     assert info["edited"] == [12, 20] and info["reviewed"] == [25] and info["status"] == "in progress"
@@ -72,6 +74,7 @@ def test_restore_never_replaces_open_labels(make_napari_viewer, tmp_path, monkey
     labels = viewer.layers[dock.labels_combo.currentText()]
     labels.paint((10, 50, 50), 4)
     dock.autosave.save(labels, image)
+    dock.autosave.flush()
 
     other = make_napari_viewer(show=True)
     image2, dock2 = open_ct(other)
@@ -97,3 +100,17 @@ def test_unreadable_autosave_is_named_not_offered(make_napari_viewer, tmp_path, 
     _, dock = open_ct(viewer)
     assert dock.autosave.offers == [] and dock.autosave.dialog is None
     assert "cannot be read" in dock.autosave.last_error and "case.json" in dock.autosave.last_error
+
+
+def test_failed_autosave_is_reported_and_retried(make_napari_viewer, tmp_path, monkeypatch):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data dir should be")
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(blocker))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    dock.new_labels_layer()
+    labels = viewer.layers[dock.labels_combo.currentText()]
+    assert dock.autosave.save_changed() == [labels.name]
+    dock.autosave.flush()
+    assert "failed" in dock.autosave.last_error and str(blocker) in dock.autosave.last_error
+    assert dock.autosave.save_changed() == [labels.name]  # not marked saved: tried again at the next tick
