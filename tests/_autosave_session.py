@@ -105,6 +105,8 @@ def restore(out: Path):
     layer = viewer.layers[name]
     np.savez(out / "restored.npz", **ledger_arrays(layer, ""))
     dock.labels_combo.setCurrentText(layer.name)
+    assert "edited 4 \u00b7 reviewed 1" in dock.counts.text(), dock.counts.text()  # the dock shows the restored ledger
+    assert layer.metadata["medseg"]["checkpoints"] and "tiny.v" in layer.metadata["medseg"]["checkpoints"][0]
     viewer.screenshot(str(out / "restored.png"), canvas_only=False)
     print("RESTORED", layer.name, flush=True)
     viewer.close()

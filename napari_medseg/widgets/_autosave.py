@@ -250,9 +250,10 @@ class Autosaver(QObject):
                 name += " (recovered)"  # never replace labels the user has open (napari numbers repeats)
             geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
             label_set = LabelSet.from_dict(case.label_set) if case.label_set else LabelSet.numbered(int(case.labels.max()))
-            layer = self.viewer.add_labels(case.labels, **labels_layer_kwargs(case.labels, geometry, label_set, name))
-            checkpoints = case.extra.get("checkpoints") or []
-            layer.metadata["medseg"] = {**layer.metadata["medseg"], "checkpoints": list(checkpoints)}
+            kwargs = labels_layer_kwargs(case.labels, geometry, label_set, name)
+            kwargs["metadata"]["medseg"]["checkpoints"] = list(case.extra.get("checkpoints") or [])
+            kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the docks see the new layer
+            layer = self.viewer.add_labels(case.labels, **kwargs)
         layer.metadata[_ledger_sync.KEY] = case.ledger
         _ledger_sync.refresh(layer)
         self._pairs[str(layer.unique_id)] = offer.image_id

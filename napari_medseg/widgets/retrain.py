@@ -342,12 +342,12 @@ class RetrainWidget(QWidget):
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
-        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
         self._uncertainty[_key(layer)] = result.uncertainty
         path = str(result.checkpoint.path)
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
         layer.metadata["medseg"] = medseg
+        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
         self._fill_start_combo(layer, select=path)
         ft = result.finetune
         self.progress.setValue(100)
