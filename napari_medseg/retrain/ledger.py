@@ -106,6 +106,31 @@ class SliceLedger:
         """Small JSON-safe summary for ``layer.metadata['medseg']``."""
         return {"edited": self.edited, "reviewed": self.reviewed, "locked_slices": self.locked}
 
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild the ledger, as arrays (``np.savez``-ready).
+
+        ``model_output`` uint8 (z, y, x); ``has_prediction`` and ``reviewed``
+        bool (z,).  ``edited`` is not stored: :meth:`from_state` re-derives it
+        from the labels.
+        """
+        return {"model_output": self._model_output.copy(), "has_prediction": self._has_prediction.copy(),
+                "reviewed": self._reviewed.copy()}
+
+    @classmethod
+    def from_state(cls, state, labels: np.ndarray) -> "SliceLedger":
+        """The ledger saved by :meth:`to_state`, with ``edited`` re-derived from ``labels`` (z, y, x)."""
+        model_output = np.asarray(state["model_output"])
+        ledger = cls(model_output.shape)
+        ledger._check(labels)
+        for key, want in (("has_prediction", ledger._has_prediction), ("reviewed", ledger._reviewed)):
+            value = np.asarray(state[key])
+            if value.shape != want.shape:
+                raise ValueError(f"ledger state '{key}' has shape {value.shape}, expected {want.shape}")
+            want[:] = value.astype(bool)
+        ledger._model_output[...] = model_output.astype(np.uint8, copy=False)
+        ledger.update_from(labels)
+        return ledger
+
     def _index(self, z: int) -> int:
         z = int(z)
         if not 0 <= z < self.shape[0]:

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg._torch_compat import hide_triton
-from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, LivePreview, PreviewLayer, throttled
@@ -53,6 +53,7 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
         self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
         self._preview = None
+        self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -389,6 +390,7 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
         layer.metadata["medseg"] = medseg
+        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
         self._fill_start_combo(layer, select=path)
         ft = result.finetune
         self.progress.setValue(100)

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._organ_table import OrganTable
 
@@ -48,6 +48,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
+        self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh_images)
@@ -311,6 +312,7 @@ class SegmentWidget(QWidget):
         job = self._job
         image, label_set = job["image"], job["label_set"]
         layer = self._show_labels(image, result, label_set, job["paths"])
+        self.autosave.save(layer, image, reason="segment")
         if result.uncertainty is not None:
             self._show_uncertainty(image, result.uncertainty)
         unit = "HU" if image.metadata.get("medseg", {}).get("modality") == "ct" else "a.u."

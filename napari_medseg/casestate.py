@@ -1,0 +1,165 @@
+"""Save and load one case's work (labels + slice ledger + status) in a folder, atomically.
+
+Layout of a case folder (a script needs only numpy and json)::
+
+    <case>/
+      case.json            small metadata, written last (see below)
+      state-000007.npz     labels        uint8 (z, y, x)   the labels as the user left them
+                           model_output  uint8 (z, y, x)   the model's last output (ledger)
+                           has_prediction bool (z,)        slices the model has segmented
+                           reviewed      bool (z,)         slices marked "correct as it is"
+
+``case.json`` holds ``format`` ("napari-medseg case"), ``version`` (1),
+``revision`` (counts saves), ``state_file`` (the npz it belongs to),
+``image_hash`` (:func:`napari_medseg.hashing.voxel_hash` of the image voxels),
+``source_path``, ``label_set`` (``LabelSet.to_dict()``), ``status`` (one of
+:data:`STATUSES`), ``saved_at`` (ISO-8601 UTC), ``shape`` and, for reading
+without numpy, the ``edited``/``reviewed``/``locked`` slice lists.  Slices are
+axial indices along axis 0, inferior to superior.  ``edited`` is derived: a
+slice whose labels differ from ``model_output``.
+
+Atomic: each save writes a *new* npz (temp file + rename), then renames a new
+``case.json`` that points to it over the old one, then removes older npz
+files.  A kill at any moment leaves ``case.json`` pointing to a complete npz:
+the previous state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write, is_temp_name
+from .retrain.ledger import SliceLedger
+
+FORMAT = "napari-medseg case"
+VERSION = 1
+CASE_JSON = "case.json"
+STATUSES = ("new", "in progress", "reviewed", "done")
+_STATE_RE = re.compile(r"^state-(\d+)\.npz$")
+
+
+class CaseStateError(ValueError):
+    """A case folder that cannot be read (names the folder and what is wrong)."""
+
+
+@dataclass
+class CaseState:
+    """One case as loaded from its folder.  ``labels`` uint8 (z, y, x)."""
+
+    folder: Path
+    labels: np.ndarray
+    ledger: SliceLedger
+    image_hash: str
+    source_path: str | None
+    label_set: dict | None
+    status: str
+    saved_at: str
+    revision: int
+    extra: dict = field(default_factory=dict)
+
+
+def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_path=None, label_set: dict | None = None,
+              status: str = "in progress", extra: dict | None = None) -> Path:
+    """Write ``labels`` (integer, z, y, x, values 0..255) and ``ledger`` into ``folder``; returns ``case.json``.
+
+    ``extra``: small JSON-safe fields kept in ``case.json`` (e.g. Dice history).
+    """
+    if status not in STATUSES:
+        raise ValueError(f"case status must be one of {', '.join(STATUSES)}; got {status!r}")
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or tuple(labels.shape) != ledger.shape:
+        raise ValueError(f"labels shape {labels.shape} does not match the ledger's {ledger.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"case labels must be integers, got {labels.dtype}")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        raise ValueError(f"case labels must lie in 0..255, got {int(labels.min())}..{int(labels.max())}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = _read_json(folder) if (folder / CASE_JSON).exists() else None
+    revision = max([int(previous.get("revision", 0)) if previous else 0] + _state_revisions(folder)) + 1
+    state_name = f"state-{revision:06d}.npz"
+    arrays = {"labels": labels.astype(np.uint8, copy=False), **ledger.to_state()}
+    atomic_write(folder / state_name, lambda tmp: _write_npz(tmp, arrays), suffix=".npz")
+    meta = {
+        "format": FORMAT, "version": VERSION, "revision": revision, "state_file": state_name,
+        "image_hash": str(image_hash), "source_path": None if source_path is None else str(source_path),
+        "label_set": label_set, "status": status, "saved_at": datetime.now(timezone.utc).isoformat(),
+        "shape": list(ledger.shape), "edited": ledger.edited, "reviewed": ledger.reviewed, "locked": ledger.locked,
+        **(extra or {}),
+    }
+    text = json.dumps(meta, indent=1)
+    target = atomic_write(folder / CASE_JSON, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+    for old in folder.iterdir():  # the new state is in place: older ones (and stray temps) can go
+        match = _STATE_RE.match(old.name)
+        if (match and old.name != state_name) or (is_temp_name(old) and old.name.startswith(".state-")):
+            old.unlink(missing_ok=True)
+    return target
+
+
+def read_case_info(folder) -> dict:
+    """``case.json`` of a case folder (cheap: no arrays); raises :class:`CaseStateError`."""
+    return _read_json(Path(folder))
+
+
+def load_case(folder) -> CaseState:
+    """The case saved in ``folder``; raises :class:`CaseStateError` naming what is missing or damaged."""
+    folder = Path(folder)
+    meta = _read_json(folder)
+    state_path = folder / str(meta.get("state_file", ""))
+    try:
+        with np.load(state_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in ("labels", "model_output", "has_prediction", "reviewed")}
+    except (OSError, ValueError, KeyError) as err:
+        raise CaseStateError(f"case state {state_path} is missing or damaged ({err}); "
+                             f"the case in {folder} cannot be restored") from None
+    labels = arrays.pop("labels")
+    if list(labels.shape) != list(meta.get("shape", [])):
+        raise CaseStateError(f"{state_path}: labels shape {labels.shape} differs from case.json's {meta.get('shape')}")
+    try:
+        ledger = SliceLedger.from_state(arrays, labels)
+    except ValueError as err:
+        raise CaseStateError(f"{state_path}: {err}") from None
+    known = {"format", "version", "revision", "state_file", "image_hash", "source_path", "label_set", "status",
+             "saved_at", "shape", "edited", "reviewed", "locked"}
+    return CaseState(folder=folder, labels=labels, ledger=ledger, image_hash=meta["image_hash"],
+                     source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
+                     saved_at=meta["saved_at"], revision=int(meta["revision"]),
+                     extra={k: v for k, v in meta.items() if k not in known})
+
+
+def _write_npz(path, arrays: dict) -> None:
+    """``np.savez_compressed`` at deflate level 1: labels compress almost as well, several times faster."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+
+
+def _state_revisions(folder: Path) -> list[int]:
+    return [int(m.group(1)) for p in folder.iterdir() if (m := _STATE_RE.match(p.name))]
+
+
+def _read_json(folder: Path) -> dict:
+    path = folder / CASE_JSON
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CaseStateError(f"no saved case in {folder} ({CASE_JSON} is missing)") from None
+    except (OSError, ValueError) as err:
+        raise CaseStateError(f"{path} is unreadable or not JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CaseStateError(f"{path} is not a napari-medseg case file")
+    if int(meta.get("version", 0)) > VERSION:
+        raise CaseStateError(f"{path} was written by a newer napari-medseg (case format {meta.get('version')}); "
+                             f"update the plugin to read it")
+    missing = [k for k in ("revision", "state_file", "image_hash", "status", "saved_at", "shape") if k not in meta]
+    if missing:
+        raise CaseStateError(f"{path} lacks {', '.join(missing)}")
+    return meta

@@ -1,0 +1,290 @@
+"""Autosave of the plugin's labels layers, and the offer to restore them after a crash.
+
+One :class:`Autosaver` per viewer (the docks call :func:`attach`).  It saves a
+managed labels layer with its slice ledger to
+``<data dir>/recovery/<voxel hash of the image>/`` (a :mod:`napari_medseg.casestate`
+folder, written atomically):
+
+- right after each model update (Segment, Fine-tune): :func:`after_model_update`;
+- every :data:`INTERVAL_MS` while it has unsaved changes (a cheap adler32 of
+  the labels plus the reviewed slices tells whether anything changed).
+
+A labels layer is *managed* when a model update went through it, or when it is
+named ``"<image> labels"`` on the grid of an open image.  When an image whose
+voxel hash has an autosave (written by another session) is opened, a
+non-modal dialog offers *Restore*; :meth:`Autosaver.restore` does the same for
+scripts and tests.  A restore never replaces a layer the user has: if the image
+already has a different labels layer, the autosave comes back as
+``"<image> labels (recovered)"``.
+"""
+
+from __future__ import annotations
+
+import weakref
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer
+
+from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._common import labels_name
+
+#: Autosave period while a layer has unsaved changes (issue 11: every 30 s).
+INTERVAL_MS = 30_000
+_BY_VIEWER: dict[int, tuple] = {}  # id(viewer) -> (weakref(viewer), Autosaver): one per open viewer
+
+
+def recovery_dir() -> Path:
+    """``<data dir>/recovery``: one case folder per image voxel hash."""
+    from napari_medseg.userdirs import data_dir
+
+    return data_dir() / "recovery"
+
+
+@dataclass
+class RestoreOffer:
+    """An autosave found for an open image."""
+
+    image_id: str  # the image layer's unique_id
+    image_name: str
+    folder: Path
+    saved_at: str
+    locked: list[int]
+
+
+def attach(viewer) -> "Autosaver":
+    """The viewer's autosaver (created on first call; docks call this in their ``__init__``)."""
+    real = getattr(viewer, "__wrapped__", viewer)  # docks get a proxy; key on the viewer itself
+    for key, (ref, _) in list(_BY_VIEWER.items()):
+        if ref() is None:
+            del _BY_VIEWER[key]
+    entry = _BY_VIEWER.get(id(real))
+    if entry is None or entry[0]() is not real:
+        entry = (weakref.ref(real), Autosaver(real))
+        _BY_VIEWER[id(real)] = entry
+    return entry[1]
+
+
+def after_model_update(viewer, image, labels) -> None:
+    """Hook for the docks: ``labels`` now holds fresh model output for ``image``; save it now."""
+    if image is not None and labels is not None:
+        attach(viewer).save(labels, image, reason="model update")
+
+
+def _write(folder, labels, ledger, kwargs) -> None:
+    from napari_medseg.casestate import save_case
+
+    save_case(folder, labels, ledger, **kwargs)
+
+
+class Autosaver(QObject):
+    """Saves managed labels layers to the recovery folder and offers restores.  See the module docstring."""
+
+    def __init__(self, viewer):
+        super().__init__()
+        self.viewer = viewer
+        self.offers: list[RestoreOffer] = []
+        self.last_error: str | None = None
+        self.dialog = None  # the open restore offer, if any
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medseg-autosave")
+        self._pending: list[tuple] = []  # (labels uid, name, folder, Future) of saves not yet reported
+        self._hashes: dict[str, str] = {}  # image unique_id -> voxel hash
+        self._pairs: dict[str, str] = {}  # labels unique_id -> image unique_id (from model updates / restores)
+        self._saved: dict[str, tuple] = {}  # labels unique_id -> fingerprint at the last save
+        self._written: set[Path] = set()  # recovery folders this session wrote (not offered back to it)
+        self.timer = QTimer(self)
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self.save_changed)
+        self.timer.start()
+        viewer.layers.events.inserted.connect(lambda event: self._on_inserted(event.value))
+        for layer in list(viewer.layers):
+            self._on_inserted(layer)
+
+    # ------------------------------------------------------------- saving
+    def managed(self) -> list[tuple]:
+        """``[(labels layer, image layer), ...]`` this autosaver keeps safe."""
+        from napari.layers import Image, Labels
+
+        layers = {str(layer.unique_id): layer for layer in self.viewer.layers}
+        images = [layer for layer in layers.values() if isinstance(layer, Image) and self._image_hash(layer)]
+        pairs = []
+        for uid, layer in layers.items():
+            if not isinstance(layer, Labels) or np.asarray(layer.data).ndim != 3:
+                continue
+            image = layers.get(self._pairs.get(uid, ""))
+            if image is None:
+                image = next((i for i in images if labels_name(i.name) in (layer.name, layer.name.removesuffix(" (recovered)"))), None)
+            if image is not None and tuple(image.data.shape) == tuple(layer.data.shape):
+                pairs.append((layer, image))
+        return pairs
+
+    def save_changed(self) -> list[str]:
+        """Save every managed layer whose labels or reviewed slices changed since its last save; their names."""
+        self._report()
+        saved = []
+        for layer, image in self.managed():
+            if self._fingerprint(layer) != self._saved.get(str(layer.unique_id)):
+                if self.save(layer, image, reason="periodic"):
+                    saved.append(layer.name)
+        return saved
+
+    def save(self, layer, image, reason: str = "manual") -> Path | None:
+        """Save ``layer`` (labels of ``image``) with its ledger; returns the case folder, or None when not managed.
+
+        The labels and ledger are copied here (GUI thread, ~0.1 s for 512x512x600);
+        compressing and writing run in one background thread, in order
+        (:meth:`flush` waits for them).  A failed write is reported as a
+        warning and retried at the next tick.
+        """
+        from napari_medseg.retrain.ledger import SliceLedger
+
+        image_hash = self._image_hash(image) if image is not None else None
+        if image_hash is None or tuple(image.data.shape) != tuple(layer.data.shape):
+            return None
+        uid = str(layer.unique_id)
+        self._pairs[uid] = str(image.unique_id)
+        labels = np.array(layer.data)  # a snapshot: painting goes on while it is written
+        ledger = SliceLedger.from_state(_ledger_sync.refresh(layer).to_state(), labels)
+        meta = layer.metadata.get("medseg", {})
+        folder = recovery_dir() / image_hash
+        kwargs = dict(image_hash=image_hash, source_path=image.metadata.get("medseg", {}).get("source_path"),
+                      label_set=meta.get("label_set"), status="in progress",
+                      extra={"layer_name": layer.name, "image_name": image.name, "reason": reason,
+                             "checkpoints": list(meta.get("checkpoints", []))})
+        self._written.add(folder)
+        self._saved[uid] = self._fingerprint(layer)
+        self._pending.append((uid, layer.name, folder, self._executor.submit(_write, folder, labels, ledger, kwargs)))
+        return folder
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submitted save is on disk; report failures."""
+        for *_, future in list(self._pending):
+            future.exception(timeout=timeout)
+        self._report()
+
+    def _report(self) -> None:
+        """Warn (GUI thread) about finished saves that failed, and mark their layers unsaved."""
+        still = []
+        for uid, name, folder, future in self._pending:
+            if not future.done():
+                still.append((uid, name, folder, future))
+            elif future.exception() is not None:
+                self._saved.pop(uid, None)
+                self._warn(f"Autosave of \u201c{name}\u201d to {folder} failed: {future.exception()}")
+        self._pending = still
+
+    # ------------------------------------------------------------ restoring
+    def _on_inserted(self, layer) -> None:
+        from napari.layers import Image
+
+        if not isinstance(layer, Image):
+            return
+        image_hash = self._image_hash(layer)
+        folder = recovery_dir() / image_hash if image_hash else None
+        if folder is None or folder in self._written or not (folder / "case.json").exists():
+            return
+        from napari_medseg.casestate import CaseStateError, read_case_info
+
+        try:
+            info = read_case_info(folder)
+        except CaseStateError as err:
+            self._warn(f"An autosave for \u201c{layer.name}\u201d exists but cannot be read: {err}")
+            return
+        offer = RestoreOffer(str(layer.unique_id), layer.name, folder, info["saved_at"], list(info.get("locked", [])))
+        self.offers.append(offer)
+        self._notify(offer)
+
+    def _notify(self, offer: RestoreOffer) -> None:
+        """A non-modal dialog (it stays until answered, unlike a toast): Restore / Not now."""
+        from qtpy.QtWidgets import QMessageBox
+
+        when = offer.saved_at.replace("T", " ")[:19]
+        parent = getattr(self.viewer.window, "_qt_window", None)
+        box = QMessageBox(QMessageBox.Icon.Question, "napari-medseg: restore autosave?",
+                          f"An autosave of the labels for \u201c{offer.image_name}\u201d exists "
+                          f"(saved {when} UTC, {len(offer.locked)} corrected or reviewed slice(s)).\n\n"
+                          f"Restore it as a labels layer? Layers you have open are not changed.",
+                          parent=parent)
+        box.setDetailedText(f"Recovery folder: {offer.folder}")
+        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Not now", QMessageBox.ButtonRole.RejectRole)
+        box.setModal(False)
+        box.buttonClicked.connect(lambda button: self._answer(offer, button is restore))
+        self.dialog = box
+        box.show()
+
+    def _answer(self, offer: RestoreOffer, restore: bool) -> None:
+        self.dialog = None
+        if restore:
+            try:
+                self.restore(offer)
+            except ValueError as err:  # CaseStateError is a ValueError
+                self._warn(f"Could not restore the autosave: {err}")
+
+    def restore(self, offer: RestoreOffer | None = None):
+        """Add the autosaved labels (and ledger) of ``offer`` (default: the latest) as a labels layer; returns it."""
+        from napari_medseg.casestate import CaseStateError, load_case
+        from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
+        from napari_medseg.labels import LabelSet
+
+        offer = offer if offer is not None else (self.offers[-1] if self.offers else None)
+        if offer is None:
+            raise ValueError("no autosave to restore: none was found for the images opened in this viewer")
+        image = next((layer for layer in self.viewer.layers if str(layer.unique_id) == offer.image_id), None)
+        if image is None:
+            raise ValueError(f"the image \u201c{offer.image_name}\u201d was closed; open it again to restore its autosave")
+        try:
+            case = load_case(offer.folder)
+        except CaseStateError as err:
+            self._warn(str(err))
+            raise
+        if case.image_hash != self._image_hash(image) or case.labels.shape != tuple(image.data.shape):
+            raise ValueError(f"the autosave in {offer.folder} does not belong to \u201c{image.name}\u201d (voxels differ)")
+        name = labels_name(image.name)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None or not np.array_equal(np.asarray(layer.data), case.labels):
+            if layer is not None:
+                name += " (recovered)"  # never replace labels the user has open (napari numbers repeats)
+            geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
+            label_set = LabelSet.from_dict(case.label_set) if case.label_set else LabelSet.numbered(int(case.labels.max()))
+            kwargs = labels_layer_kwargs(case.labels, geometry, label_set, name)
+            kwargs["metadata"]["medseg"]["checkpoints"] = list(case.extra.get("checkpoints") or [])
+            kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the docks see the new layer
+            layer = self.viewer.add_labels(case.labels, **kwargs)
+        layer.metadata[_ledger_sync.KEY] = case.ledger
+        _ledger_sync.refresh(layer)
+        self._pairs[str(layer.unique_id)] = offer.image_id
+        self._saved[str(layer.unique_id)] = self._fingerprint(layer)
+        self._written.add(offer.folder)  # from now on this session owns that autosave
+        self.offers = [o for o in self.offers if o is not offer]
+        if self.dialog is not None and not self.offers:
+            self.dialog.close()
+            self.dialog = None
+        return layer
+
+    # -------------------------------------------------------------- helpers
+    def _image_hash(self, image) -> str | None:
+        """Voxel hash of a 3D image layer opened through the plugin (cached per layer); None otherwise."""
+        from napari_medseg.hashing import voxel_hash
+
+        uid = str(image.unique_id)
+        if uid not in self._hashes:
+            meta = image.metadata.get("medseg") or {}
+            if image.multiscale or image.data.ndim != 3 or "geometry" not in meta or "uncertainty" in meta:
+                return None
+            self._hashes[uid] = voxel_hash(np.asarray(image.data))
+        return self._hashes[uid]
+
+    @staticmethod
+    def _fingerprint(layer) -> tuple:
+        ledger = _ledger_sync.ledger_for(layer)
+        return zlib.adler32(np.ascontiguousarray(layer.data).data), tuple(ledger.reviewed)
+
+    def _warn(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        self.last_error = message
+        show_warning(message)
