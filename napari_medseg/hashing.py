@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 
 #: Bytes hashed per update (bounded memory for a 512x512x600 CT).
-_CHUNK = 1 << 24
+CHUNK_BYTES = 1 << 24
 
 
 def voxel_hash(array) -> str:
@@ -25,7 +25,7 @@ def voxel_hash(array) -> str:
     if array.ndim == 0 or array.size == 0:
         digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
-    rows = max(1, _CHUNK // max(array[0].nbytes, 1))  # whole leading-axis slabs: C order, copies bounded
+    rows = max(1, CHUNK_BYTES // max(array[0].nbytes, 1))  # whole leading-axis slabs: C order, copies bounded
     for start in range(0, array.shape[0], rows):
         digest.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
     return digest.hexdigest()
