@@ -16,37 +16,15 @@ from napari_medseg.io.dicom_seg import Algorithm, srgb_to_cielab  # noqa: E402
 from napari_medseg.labels import ACDC, SYNAPSE, SNOMED_CODES  # noqa: E402
 
 
-def write_series_like(image: sitk.Image, folder: Path, uid: str) -> list[Path]:
-    """Write a 3D SimpleITK image as single-frame CT files; file ``k`` holds slice ``k`` (InstanceNumber k+1)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    arr = sitk.GetArrayFromImage(image).astype(np.int16)  # (k, rows, cols)
+def write_series_like(image: sitk.Image, folder: Path, uid: str) -> Path:
+    """Write a 3D SimpleITK image as single-frame CT files in its own slice order (InstanceNumber k+1)."""
+    from dicom_fixtures import write_dicom_series
+
     d = np.asarray(image.GetDirection()).reshape(3, 3)
     sx, sy, sz = image.GetSpacing()
-    files = []
-    for k in range(arr.shape[0]):
-        sl = sitk.GetImageFromArray(arr[k : k + 1])
-        pos = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
-            "0008|0018": f"{uid}.{k + 1}",
-            "0020|000d": f"{uid}.0",
-            "0020|000e": uid,
-            "0020|0052": f"{uid}.9",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in pos),
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])),
-            "0028|0030": f"{sy:.6f}\\{sx:.6f}",
-            "0018|0050": f"{sz:.6f}",
-        }
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
-        writer.Execute(sl)
-        files.append(folder / f"slice_{k:03d}.dcm")
-    return files
+    return write_dicom_series(folder, sitk.GetArrayFromImage(image), uid, step=tuple(d[:, 2] * sz),
+                              origin=image.GetOrigin(), pixel_spacing=(sy, sx),
+                              orientation=tuple(d[:, 0]) + tuple(d[:, 1]))
 
 
 def sop_uid(ds) -> str:
