@@ -81,3 +81,23 @@ def test_live_preview_skips_locked_and_waits_its_interval():
     assert preview.maybe_predict(6.0) is None  # too soon
     z, labels = preview.maybe_predict(6.6)
     assert z == 2 and (labels == 2).all()
+
+
+def test_preview_and_guided_fill_predict_with_a_spacing_model():
+    """New models use the 'spacing' policy: the preview and the fill's probabilities must pass the spacing."""
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.models import TINY_CONFIGS, build_model
+    from napari_medseg.preprocess import Preprocessing
+    from napari_medseg.widgets._scribble_mode import slice_probabilities
+
+    model = build_model("dcaunet", SYNAPSE.num_classes, **TINY_CONFIGS["dcaunet"]).eval()
+    prep = Preprocessing(resize_policy="spacing", target_spacing=3.0)
+    image = np.random.default_rng(0).normal(0, 100, (3, 40, 50)).astype(np.float32)
+    preview = LivePreview(image, locked=[], spacing=(2.0, 1.5, 1.5))
+    preview.on_model(model, SYNAPSE, prep)
+    assert preview.predict(1).shape == (40, 50)
+    info = preview._info
+    probs = slice_probabilities(model, info, image[1], spacing=(1.5, 1.5))
+    assert probs.shape == (SYNAPSE.num_classes, 40, 50) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    with pytest.raises(ValueError, match="spacing"):
+        slice_probabilities(model, info, image[1])  # no spacing: the one-line refusal, not a wrong guess

@@ -63,11 +63,12 @@ class LivePreview:
         locked: slices never previewed (their labels are the user's).
         device, precision: as for the fine-tune.
         every_s: seconds between predictions (default :data:`PREVIEW_EVERY_S`).
+        spacing: the volume's ``(sz, sy, sx)`` mm (``"spacing"``-policy models need it).
     """
 
     def __init__(self, image: np.ndarray, locked, device: str = "cpu", precision: str = "fp32",
-                 every_s: float | None = None):
-        self.image, self.locked = image, {int(z) for z in locked}
+                 every_s: float | None = None, spacing=None):
+        self.image, self.locked, self.spacing = image, {int(z) for z in locked}, spacing
         self.device, self.precision = device, precision
         self.every_s = PREVIEW_EVERY_S if every_s is None else every_s
         self.z: int | None = None
@@ -98,7 +99,7 @@ class LivePreview:
         from napari_medseg.inference import run_segmentation, segment_volume
 
         seg = segment_volume(self.image[z:z + 1], [(self.model, self._info)], device=self.device,
-                             precision=self.precision, uncertainty=False)
+                             precision=self.precision, uncertainty=False, spacing=self.spacing)
         return run_segmentation(seg).labels[0]
 
 

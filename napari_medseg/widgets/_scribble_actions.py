@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 
-from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume
 from napari_medseg.widgets._scribble_mode import (
     add_scribble_layer, check_aligned, fill_slice, scribble_layer_name, slice_probabilities, training_labels,
@@ -91,7 +90,7 @@ class ScribbleActions:
 
             model, info = guided
             value_range = intensity_range(array, info.preprocessing) if info.preprocessing.modality == "mr" else None
-            probs = slice_probabilities(model, info, array[z], value_range=value_range)
+            probs = slice_probabilities(model, info, array[z], value_range=value_range, spacing=image.scale[-2:])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -93,17 +93,20 @@ def fill_slice(image_slice: np.ndarray, scribble_slice: np.ndarray, num_organs: 
                                value_range=value_range)
 
 
-def slice_probabilities(model, info, image_slice: np.ndarray, device: str = "cpu", value_range=None) -> np.ndarray:
+def slice_probabilities(model, info, image_slice: np.ndarray, device: str = "cpu", value_range=None,
+                        spacing=None) -> np.ndarray:
     """The model's softmax ``(K+1, y, x)`` float32 for one raw slice (guides the fill).
 
-    ``value_range``: the volume's raw ``(low, high)`` for MR (see ``preprocess.intensity_range``).
+    ``value_range``: the volume's raw ``(low, high)`` for MR (see ``preprocess.intensity_range``);
+    ``spacing``: the slice's in-plane ``(sy, sx)`` mm (needed by ``"spacing"``-policy checkpoints).
     """
     from napari_medseg.inference import _predict_probs  # the one place that maps a slice to model probabilities
 
     was_training = model.training
     model.eval()
     try:
-        probs = _predict_probs([(model, info)], np.asarray(image_slice)[None], [value_range], device, "fp32", False, False)
+        probs = _predict_probs([(model, info)], np.asarray(image_slice)[None], [value_range], device, "fp32", False, False,
+                               spacing=spacing)
     finally:
         model.train(was_training)
     return probs[0].cpu().numpy()

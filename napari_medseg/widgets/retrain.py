@@ -320,7 +320,8 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         meta = image.metadata.get("medseg", {})
         self._stop = threading.Event()
         device, precision = self.device_combo.currentText(), self.precision_combo.currentText()
-        self._preview = LivePreview(array, ledger.locked, device=device, precision=precision)
+        self._preview = LivePreview(array, ledger.locked, device=device, precision=precision,
+                                    spacing=tuple(image.scale[-3:]))
         self._on_step_changed()
         self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=np.array(layer.data, np.uint8),
                          locked=ledger.locked, cost=self.round_cost())
