@@ -20,3 +20,14 @@ def current_volume(viewer, image) -> tuple[np.ndarray, int | None]:
         return np.asarray(data), None
     t = int(viewer.dims.current_step[viewer.dims.ndim - 4])  # the layer's time axis
     return np.asarray(data[t]), t
+
+
+def known_spacing(image) -> tuple[float, float, float] | None:
+    """``(sz, sy, sx)`` mm of an image layer, or None when unknown.
+
+    A layer without medseg geometry and with unit in-plane scale has no known voxel
+    size: a ``"spacing"``-policy model then refuses it instead of assuming 1 mm pixels.
+    """
+    spacing = tuple(float(s) for s in image.scale[-3:])
+    known = "geometry" in image.metadata.get("medseg", {}) or spacing[-2:] != (1.0, 1.0)
+    return spacing if known else None

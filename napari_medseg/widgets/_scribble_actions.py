@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from napari_medseg.widgets._common import current_volume
+from napari_medseg.widgets._common import current_volume, known_spacing
 from napari_medseg.widgets._scribble_mode import (
     add_scribble_layer, check_aligned, fill_slice, scribble_layer_name, slice_probabilities, training_labels,
 )
@@ -90,7 +90,7 @@ class ScribbleActions:
 
             model, info = guided
             value_range = intensity_range(array, info.preprocessing) if info.preprocessing.modality == "mr" else None
-            probs = slice_probabilities(model, info, array[z], value_range=value_range, spacing=image.scale[-2:])
+            probs = slice_probabilities(model, info, array[z], value_range=value_range, spacing=known_spacing(image))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import current_volume, labels_name
+from napari_medseg.widgets._common import current_volume, known_spacing, labels_name
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, LivePreview, PreviewLayer, throttled
 from napari_medseg.widgets._scribble_actions import ScribbleActions
@@ -321,11 +321,11 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         self._stop = threading.Event()
         device, precision = self.device_combo.currentText(), self.precision_combo.currentText()
         self._preview = LivePreview(array, ledger.locked, device=device, precision=precision,
-                                    spacing=tuple(image.scale[-3:]))
+                                    spacing=known_spacing(image))
         self._on_step_changed()
         self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=np.array(layer.data, np.uint8),
                          locked=ledger.locked, cost=self.round_cost())
-        gen = retrain_volume(array, labels_before, slices, start=start, spacing=tuple(image.scale[-3:]),
+        gen = retrain_volume(array, labels_before, slices, start=start, spacing=known_spacing(image),
                              source=str(meta.get("source_path") or image.name),
                              options=dict(scope=scope, device=device, precision=precision, **self.budget_kwargs()),
                              store=self.store_row.store(), replay=self.store_row.replay.isChecked(),

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import current_volume, labels_name
+from napari_medseg.widgets._common import current_volume, known_spacing, labels_name
 from napari_medseg.widgets._organ_table import OrganTable
 
 NO_CHECKPOINT_TEXT = (
@@ -253,11 +253,8 @@ class SegmentWidget(QWidget):
         kwargs = dict(device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
                       uncertainty=self.unc_check.isChecked())
-        spacing = tuple(float(s) for s in image.scale[-3:])
-        # a layer without medseg geometry and unit scale has no known voxel size: None, so a
-        # spacing-aware checkpoint says so instead of assuming 1 mm pixels
-        known = "geometry" in image.metadata.get("medseg", {}) or spacing[-2:] != (1.0, 1.0)
-        kwargs["spacing"] = spacing if known else None
+        spacing = tuple(float(s) for s in image.scale[-3:])  # organ volumes (mL) use the layer's scale
+        kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked)
         self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
