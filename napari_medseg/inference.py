@@ -38,8 +38,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from napari_medseg.labels import LabelSet
+from napari_medseg.preprocess import (
+    inplane_spacing,
+    intensity_range,
+    logits_to_native,
+    normalize,
+    to_model_size,
+)
 from napari_medseg.progress import drive
-from napari_medseg.preprocess import inplane_spacing, intensity_range, logits_to_native, normalize, to_model_size
 
 #: flips used by test-time augmentation: tensor dims of (B, K, H, W) to flip
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -175,8 +181,6 @@ def _predict_probs(models, raw: np.ndarray, ranges, device, precision: str, tta:
     """Mean softmax ``(B, K, H, W)`` float32 over checkpoints and flips, at native size."""
     import torch
 
-    from napari_medseg.device import autocast
-
     flips = TTA_FLIPS if tta else ((),)
     total = None
     count = 0
@@ -186,18 +190,31 @@ def _predict_probs(models, raw: np.ndarray, ranges, device, precision: str, tta:
             multiple = int(getattr(model, "size_multiple", 1))
             x, rinfo = _prepare_batch(raw, prep, value_range, multiple, device, channels_last, spacing)
             for dims in flips:
-                xin = torch.flip(x, dims) if dims else x
-                with autocast(device, precision):
-                    logits = model(xin)
-                logits = logits.float()
-                if dims:
-                    logits = torch.flip(logits, dims)
-                logits = logits_to_native(logits, rinfo)
-                probs = torch.softmax(logits, dim=1)
+                probs = torch.softmax(native_logits(model, x, rinfo, device, precision, dims), dim=1)
                 total = probs if total is None else total.add_(probs)
                 count += 1
         total.div_(count)
     return total
+
+
+def native_logits(model, x, resize_info, device, precision: str, flip_dims=()):
+    """float32 logits ``(B, K, H, W)`` at native size for a model-size batch ``x`` ``(B, 1, h, w)``.
+
+    ``resize_info``: what :func:`napari_medseg.preprocess.to_model_size` returned with ``x``;
+    ``flip_dims``: test-time flip applied to the input and undone on the logits.
+    The one forward path shared by inference and fine-tuning's validation Dice.
+    """
+    import torch
+
+    from napari_medseg.device import autocast
+
+    xin = torch.flip(x, flip_dims) if flip_dims else x
+    with autocast(device, precision):
+        logits = model(xin)
+    logits = logits.float()
+    if flip_dims:
+        logits = torch.flip(logits, flip_dims)
+    return logits_to_native(logits, resize_info)
 
 
 def _labels_and_entropy(probs, want_uncertainty: bool):

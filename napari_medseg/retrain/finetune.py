@@ -51,16 +51,16 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from napari_medseg.device import autocast, pick_device, resolve_precision
-from napari_medseg.progress import drive
+from napari_medseg.device import pick_device, resolve_precision
+from napari_medseg.inference import native_logits
 from napari_medseg.preprocess import (
     Preprocessing,
     inplane_spacing,
     intensity_range,
-    logits_to_native,
     normalize,
     to_model_size,
 )
+from napari_medseg.progress import drive
 from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
@@ -450,9 +450,7 @@ def _native_dice(model, slices, prep, multiple, num_classes, device, precision, 
     for image, label in slices:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         x, info = to_model_size(x, prep, multiple, spacing)
-        with autocast(device, precision):
-            logits = model(x)
-        pred = logits_to_native(logits.float(), info).argmax(1)[0].cpu()
+        pred = native_logits(model, x, info, device, precision).argmax(1)[0].cpu()
         counts += batch_dice(pred, torch.from_numpy(np.asarray(label).astype(np.int64)), num_classes,
                              ignore_index=UNLABELLED)
     model.train(was_training)
