@@ -26,6 +26,7 @@ machine is visible; the header prints the machine and the load average (also per
 
     python bench/cross_patient.py                    # about 10 min on 2 idle cores
     python bench/cross_patient.py --budget 20 --learn-budget 10 --carry-budget 10   # smoke run
+    python bench/cross_patient.py --threads 1 --steps 900 --learn-steps 360 --carry-steps 360  # busy machine
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=150.0, help="fine-tuning s of the k = 5 runs (1, 3)")
     parser.add_argument("--learn-budget", type=float, default=60.0, help="fine-tuning s on the first half (k = 3)")
     parser.add_argument("--carry-budget", type=float, default=60.0, help="fine-tuning s on the second half (k = 2)")
+    parser.add_argument("--steps", type=int, help="fixed optimiser steps for the k = 5 runs instead of --budget "
+                        "(quality independent of the machine's load; translate with an idle machine's steps/s)")
+    parser.add_argument("--learn-steps", type=int, help="fixed steps instead of --learn-budget")
+    parser.add_argument("--carry-steps", type=int, help="fixed steps instead of --carry-budget")
     parser.add_argument("--checkpoint-lrs", default="", help="more from-model runs at these lrs, e.g. 3e-4,3e-3")
     parser.add_argument("--variants", default="[]",
                         help='more from-model runs, JSON list of FinetuneConfig fields, e.g. \'[{"batchnorm": "frozen"}]\'')
@@ -132,7 +137,9 @@ def main(argv=None) -> int:
     image, ref, spacing = sample.array, read_volume(SAMPLE_LABELS).array.astype(np.uint8), sample.geometry.spacing
     rows = []
 
-    def protocol(name, img, lab, k, budget, sp, checkpoint=None, options=None, tag=""):
+    def protocol(name, img, lab, k, budget, sp, checkpoint=None, options=None, tag="", steps=None):
+        if steps:  # equal steps, whatever the load: the budget is not used
+            budget, options = None, dict(options or {}, steps=steps)
         r = run_protocol(img, lab, k, model_name="dcaunet", time_budget_s=budget, device="cpu", seed=args.seed,
                          output_dir=work / (tag or name.replace(" ", "_")), spacing=sp, checkpoint=checkpoint,
                          options=options)
@@ -142,7 +149,8 @@ def main(argv=None) -> int:
     base = None
     if "within" not in skip:
         print(f"\n1. sample CT {image.shape} at {tuple(round(s, 2) for s in spacing)} mm, k = 5, {args.budget:.0f} s")
-        base = protocol("sample CT, k=5 (target >= 0.87)", image, ref, 5, args.budget, spacing, tag="sample")
+        base = protocol("sample CT, k=5 (target >= 0.87)", image, ref, 5, args.budget, spacing, tag="sample",
+                        steps=args.steps)
     if "aprime" not in skip:
         a, a_ref = write_a_prime(image, ref, sample.geometry, work)
         print(f"\n2-3. A' {a.array.shape} {a.array.dtype} at {tuple(round(s, 2) for s in a.geometry.spacing)} mm "
@@ -153,7 +161,7 @@ def main(argv=None) -> int:
             rows.append(row("A' segmented by the sample model", untouched_dice(pred, a_ref, base.corrected, SYNAPSE),
                             0, time.monotonic() - t0, f"(sample's own: {base.mean_dice:.3f}; target within 0.05)"))
         protocol("A', k=5 (target >= 0.85, within 0.05)", a.array, a_ref, 5, args.budget, a.geometry.spacing,
-                 tag="aprime")
+                 tag="aprime", steps=args.steps)
     if "carry" not in skip:
         half = image.shape[0] // 2
         halves = {"inferior": slice(0, half), "superior": slice(half, None)}
@@ -163,20 +171,22 @@ def main(argv=None) -> int:
             print(f"\n4. carry-over: learn on the {first} half (k = 3, {args.learn_budget:.0f} s), "
                   f"then the {second} half (k = 2, {args.carry_budget:.0f} s)")
             learned = protocol(f"{first} half, k=3 (patient A)", image[f], ref[f], 3, args.learn_budget, spacing,
-                               tag=f"{first}_k3")
+                               tag=f"{first}_k3", steps=args.learn_steps)
             t0 = time.monotonic()
             pred = segment(image[s], learned.checkpoint.path, spacing)
             rows.append(row(f"{second} half, A's model unseen", untouched_dice(pred, ref[s], [], SYNAPSE), 0,
                             time.monotonic() - t0))
             scratch = protocol(f"{second} half, k=2, from scratch", image[s], ref[s], 2, args.carry_budget, spacing,
-                               tag=f"{second}_scratch")
+                               tag=f"{second}_scratch", steps=args.carry_steps)
             carried = protocol(f"{second} half, k=2, from A's model", image[s], ref[s], 2, args.carry_budget,
-                               spacing, checkpoint=learned.checkpoint.path, tag=f"{second}_carry")
+                               spacing, checkpoint=learned.checkpoint.path, tag=f"{second}_carry",
+                               steps=args.carry_steps)
             variants = [dict(lr=float(lr)) for lr in filter(None, args.checkpoint_lrs.split(","))]
             for i, options in enumerate(variants + json.loads(args.variants)):
                 label = ", ".join(f"{k} {v}" for k, v in options.items())
                 protocol(f"{second} half, k=2, from A's model, {label}", image[s], ref[s], 2, args.carry_budget,
-                         spacing, checkpoint=learned.checkpoint.path, options=options, tag=f"{second}_carry_{i}")
+                         spacing, checkpoint=learned.checkpoint.path, options=options, tag=f"{second}_carry_{i}",
+                         steps=args.carry_steps)
             print(f"   from the model - from scratch: {carried.mean_dice - scratch.mean_dice:+.3f} (target >= 0)")
     if "dicom" not in skip and base is not None and DICOM.is_dir():
         from napari_medseg.overlay import overlay_grid, save_png

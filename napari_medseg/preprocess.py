@@ -32,9 +32,9 @@ import numpy as np
 CT_WINDOW = (-125.0, 275.0)  # TransUNet's Synapse preprocessing (HU)
 MR_PERCENTILES = (0.5, 99.5)
 RESIZE_POLICIES = ("fixed", "native", "spacing")
-#: In-plane pixel size (mm) of the ``"spacing"`` policy for new models.  Provisional:
-#: issue 9's measurements favour 3 mm (the sweep bench/spacing_target.py did not
-#: finish on the shared machine; see docs/inference.md, "Choosing the target spacing").
+#: In-plane pixel size (mm) of the ``"spacing"`` policy for new models: at equal fine-tuning
+#: steps 3 mm beat 1.5 and 2 mm and tied 4 mm (bench/spacing_target.py; docs/inference.md,
+#: "Choosing the target spacing", which also says what that sweep cannot show).
 DEFAULT_TARGET_SPACING = 3.0
 
 
