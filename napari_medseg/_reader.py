@@ -20,7 +20,34 @@ def volume_layer_data(vol) -> tuple:
     if vol.is_labels:
         kwargs["colormap"] = DirectLabelColormap(color_dict=kwargs["colormap"])
         return vol.array, kwargs, "labels"
+    offer_restore_later()
     return vol.array, kwargs, "image"
+
+
+def offer_restore_later() -> None:
+    """Attach the autosaver to the current viewer once the image is in it, so it offers *Restore* with no dock open.
+
+    Only in napari's GUI thread with a viewer open; costs nothing here (the
+    autosaver hashes the image when the layer is inserted).
+    """
+    try:
+        import napari
+        from qtpy.QtCore import QThread, QTimer
+        from qtpy.QtWidgets import QApplication
+    except ImportError:  # no Qt binding: nothing to offer in
+        return
+    app = QApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread() or napari.current_viewer() is None:
+        return
+
+    def attach():
+        from .widgets import _autosave
+
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            _autosave.attach(viewer)
+
+    QTimer.singleShot(0, attach)
 
 
 def read_layers(path) -> list[tuple]:

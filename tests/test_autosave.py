@@ -24,6 +24,7 @@ def open_ct(viewer):
 def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewer, tmp_path, monkeypatch, qtbot):
     from napari_medseg.casestate import read_case_info
     from napari_medseg.hashing import voxel_hash
+    from napari_medseg.recovery import layer_slug
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer(show=True)
@@ -42,7 +43,8 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     _ledger.mark_reviewed(25)
     assert saver.save_changed() == [labels.name]
     saver.flush()
-    folder = tmp_path / "data" / "recovery" / voxel_hash(np.asarray(image.data))
+    folder = tmp_path / "data" / "recovery" / voxel_hash(np.asarray(image.data)) / layer_slug(labels.name)
+    assert labels.metadata["medseg_recovery"] == {"folder": str(folder), "frame": None}
     info = read_case_info(folder)
     assert info["edited"] == [12, 20] and info["reviewed"] == [25] and info["status"] == "in progress"
     expected = np.array(labels.data)
@@ -91,9 +93,10 @@ def test_restore_never_replaces_open_labels(make_napari_viewer, tmp_path, monkey
 def test_unreadable_autosave_is_named_not_offered(make_napari_viewer, tmp_path, monkeypatch):
     from napari_medseg.hashing import voxel_hash
     from napari_medseg.io import read_volume
+    from napari_medseg.recovery import case_folder
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
-    folder = tmp_path / "data" / "recovery" / voxel_hash(read_volume(SAMPLE_CT).array)
+    folder = case_folder(voxel_hash(read_volume(SAMPLE_CT).array), "ct_abdomen labels", root=tmp_path / "data" / "recovery")
     folder.mkdir(parents=True)
     (folder / "case.json").write_text(json.dumps({"format": "something else"}))
     viewer = make_napari_viewer(show=True)
