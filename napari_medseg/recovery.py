@@ -111,14 +111,15 @@ def autosave_is_newer(info: dict, marker: dict | None) -> bool:
 
 
 def prune(in_use=(), keep_newest: int | None = None, keep_days: float | None = None, root: Path | None = None,
-          now: float | None = None) -> list[Path]:
+          now: float | None = None, errors: list | None = None) -> list[Path]:
     """Remove image folders older than ``keep_days`` and beyond the ``keep_newest`` newest; returns those removed.
 
     Defaults: :data:`KEEP_NEWEST`, :data:`KEEP_DAYS`.
     Age is the newest modification time of anything in the folder's case
     folders.  Folders named in ``in_use`` (image hashes) and folders whose
     name is not a voxel hash are never touched.  A folder that cannot be
-    removed is named in a :class:`RecoveryWarning` and left.
+    removed is left and named in a :class:`RecoveryWarning`, or appended to
+    ``errors`` (one line each) when a list is given (e.g. from a thread).
     """
     keep_newest = KEEP_NEWEST if keep_newest is None else keep_newest
     keep_days = KEEP_DAYS if keep_days is None else keep_days
@@ -137,7 +138,11 @@ def prune(in_use=(), keep_newest: int | None = None, keep_days: float | None = N
             shutil.rmtree(folder)
             removed.append(folder)
         except OSError as err:
-            warnings.warn(f"could not remove the old recovery folder {folder}: {err}", RecoveryWarning, stacklevel=2)
+            message = f"could not remove the old recovery folder {folder}: {err}"
+            if errors is None:
+                warnings.warn(message, RecoveryWarning, stacklevel=2)
+            else:
+                errors.append(message)
     return removed
 
 

@@ -148,7 +148,7 @@ def test_offer_with_no_dock_after_the_sample_then_the_file(make_napari_viewer, t
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer(show=True)
-    image, organs = viewer.open_sample("napari-medseg", "abdominal_ct")
+    image, _organs = viewer.open_sample("napari-medseg", "abdominal_ct")
     qtbot.waitUntil(lambda: attached(viewer) is not None, timeout=10_000)  # the sample attached it, no dock
     saver = attached(viewer)
     assert saver.offers == [] and len(viewer.window.dock_widgets) == 0
@@ -158,7 +158,7 @@ def test_offer_with_no_dock_after_the_sample_then_the_file(make_napari_viewer, t
     saver.flush()
 
     other = make_napari_viewer(show=True)
-    (image2,) = other.open(str(SAMPLE_CT), plugin="napari-medseg")
+    other.open(str(SAMPLE_CT), plugin="napari-medseg")
     saver2 = wait_for_offers(qtbot, other, 1)
     assert saver2 is not saver and saver2.dialog is not None and saver2.dialog.isVisible()
     assert "\u201cabdominal CT labels\u201d on \u201cct_abdomen\u201d" in saver2.dialog.text()
@@ -272,6 +272,7 @@ def test_opening_an_image_prunes_old_autosaves_but_not_its_own(make_napari_viewe
     other = make_napari_viewer(show=True)
     other.open(str(SAMPLE_CT), plugin="napari-medseg")
     saver2 = wait_for_offers(qtbot, other, 1)  # the CT's own autosave: kept (its image is open) and offered
+    saver2.flush()  # pruning runs in the autosave thread
     assert not stranger.parent.exists() and mine.is_dir()
     np.testing.assert_array_equal(saver2.restore().data, labels.data)
 

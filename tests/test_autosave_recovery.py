@@ -105,3 +105,18 @@ def test_prune_refuses_bad_arguments(root):
         recovery.prune(keep_newest=-1)
     with pytest.raises(ValueError, match="keep_days >= 0"):
         recovery.prune(keep_days=float("nan"))
+
+
+def test_prune_names_a_folder_it_cannot_remove(root, monkeypatch):
+    now = time.time()
+    stuck = _image_folder(root, 3, age_days=90, now=now)
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(recovery.shutil, "rmtree", refuse)
+    errors = []
+    assert recovery.prune(keep_newest=0, now=now, errors=errors) == []
+    assert len(errors) == 1 and str(stuck) in errors[0] and "Permission denied" in errors[0]
+    with pytest.warns(recovery.RecoveryWarning, match="could not remove the old recovery folder"):
+        recovery.prune(keep_newest=0, now=now)

@@ -41,7 +41,9 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
 from napari_medseg import recovery
-from napari_medseg.recovery import recovery_dir  # noqa: F401  (re-exported for scripts and tests)
+from napari_medseg.recovery import (
+    recovery_dir,  # also imported from here by scripts and tests
+)
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 
@@ -114,6 +116,7 @@ class Autosaver(QObject):
         self._written: set[Path] = set()  # recovery folders this session wrote (not offered back to it)
         self._folders: dict[tuple, Path] = {}  # (labels uid, image hash, layer name, frame) -> case folder
         self._warned: set[str] = set()  # labels unique_ids already warned about (4D labels)
+        self._pruning: tuple | None = None  # (errors, Future) of the pruning started by __init__
         self.timer = QTimer(self)
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self.save_changed)
@@ -211,27 +214,29 @@ class Autosaver(QObject):
             self._folders[key] = folder
         return self._folders[key]
 
-    def prune(self) -> list[Path]:
-        """Remove old recovery folders (:func:`napari_medseg.recovery.prune`), never those of images open in any viewer."""
+    def prune(self) -> None:
+        """Remove old recovery folders in the autosave thread (:func:`napari_medseg.recovery.prune`), never those of
+        images open in any viewer; :meth:`flush` waits for it, failures are shown as warnings."""
         in_use = set()
         for _, saver in list(_BY_VIEWER.values()) + [(None, self)]:
             for folder in saver._written | set(saver._folders.values()):
                 in_use |= {folder.name, folder.parent.name}  # case folders, or old one-per-image ones
             in_use |= set(saver._hashes.values())
-        try:
-            return recovery.prune(in_use)
-        except OSError as err:
-            self._warn(f"Could not prune old autosaves in {recovery_dir()}: {err}")
-            return []
+        errors: list[str] = []
+        self._pruning = (errors, self._executor.submit(recovery.prune, in_use, errors=errors))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every submitted save is on disk; report failures."""
-        for *_, future in list(self._pending):
+        for *_, future in list(self._pending) + ([self._pruning] if self._pruning else []):
             future.exception(timeout=timeout)
         self._report()
 
     def _report(self) -> None:
-        """Warn (GUI thread) about finished saves that failed, and mark their layers unsaved."""
+        """Warn (GUI thread) about finished saves (and pruning) that failed, and mark their layers unsaved."""
+        if self._pruning and self._pruning[1].done():
+            (errors, future), self._pruning = self._pruning, None
+            for message in errors + ([f"{future.exception()}"] if future.exception() else []):
+                self._warn(f"Pruning old autosaves in {recovery_dir()}: {message}")
         still = []
         for uid, name, folder, future in self._pending:
             if not future.done():
