@@ -131,10 +131,11 @@ def _mark_autosave_saved(metadata, written: Path, when) -> None:
     for an autosave older than ``when``.  A failure only warns: the user's file is written."""
     from .recovery import RecoveryWarning, mark_saved
 
-    folder = ((metadata or {}).get("medseg_recovery") or {}).get("folder")
+    stamp = (metadata or {}).get("medseg_recovery")
+    folder = stamp.get("folder") if isinstance(stamp, dict) else None
     if folder:
         try:
             mark_saved(folder, written, when)
-        except OSError as err:
+        except (OSError, ValueError, TypeError) as err:  # a bad path in the metadata: the save itself stands
             warnings.warn(f"{written.name} is saved, but its autosave in {folder} could not be marked as saved ({err}); "
                           "reopening the image may offer an older autosave", RecoveryWarning, stacklevel=2)

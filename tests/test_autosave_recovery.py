@@ -120,3 +120,27 @@ def test_prune_names_a_folder_it_cannot_remove(root, monkeypatch):
     assert len(errors) == 1 and str(stuck) in errors[0] and "Permission denied" in errors[0]
     with pytest.warns(recovery.RecoveryWarning, match="could not remove the old recovery folder"):
         recovery.prune(keep_newest=0, now=now)
+
+
+def test_the_napari_writer_marks_the_layers_autosave(root, tmp_path, sample_ct):
+    from napari_medseg._writer import write_labels
+    from napari_medseg.io import read_volume
+    from napari_medseg.io.layers import labels_layer_kwargs
+    from napari_medseg.labels import SYNAPSE
+
+    vol = read_volume(sample_ct)
+    labels = (vol.array > 100).astype("uint8")
+    attributes = labels_layer_kwargs(labels, vol.geometry, SYNAPSE, "ct labels")
+    folder = recovery.case_folder("ef" * 32, "ct labels")
+    attributes["metadata"]["medseg_recovery"] = {"folder": str(folder), "frame": None}
+    before = datetime.now(timezone.utc)
+    (written,) = write_labels(str(tmp_path / "mine.nii.gz"), labels, attributes)
+    marker = recovery.last_saved(folder)
+    assert marker["path"] == written and recovery.parse_time(marker["saved_at"]) >= before
+
+    outside = tmp_path / "not-recovery"
+    for stamp in ({"folder": str(outside)}, "not a dict", {"folder": 7}):
+        attributes["metadata"]["medseg_recovery"] = stamp
+        (again,) = write_labels(str(tmp_path / "again.nii.gz"), labels, attributes)  # the save itself stands
+        assert again.endswith("again.nii.gz")
+    assert not outside.exists()
