@@ -25,10 +25,12 @@ def volume_layer_data(vol) -> tuple:
 
 
 def offer_restore_later() -> None:
-    """Attach the autosaver to the current viewer once the image is in it, so it offers *Restore* with no dock open.
+    """Attach the autosaver to the viewer the image goes into, so it offers *Restore* with no dock open.
 
-    Only in napari's GUI thread with a viewer open; costs nothing here (the
-    autosaver hashes the image when the layer is inserted).
+    Only in napari's GUI thread with a viewer open.  Once the layer is in
+    (``QTimer.singleShot``), it attaches to every open viewer holding a layer
+    opened through the plugin (attaching twice is a no-op).  Costs nothing
+    here (the autosaver hashes the image when it sees the layer).
     """
     try:
         import napari
@@ -43,9 +45,10 @@ def offer_restore_later() -> None:
     def attach():
         from .widgets import _autosave
 
-        viewer = napari.current_viewer()
-        if viewer is not None:
-            _autosave.attach(viewer)
+        viewers = list(getattr(napari.Viewer, "_instances", ())) or [napari.current_viewer()]  # all open viewers
+        for viewer in viewers:
+            if viewer is not None and any("geometry" in layer.metadata.get("medseg", {}) for layer in viewer.layers):
+                _autosave.attach(viewer)
 
     QTimer.singleShot(0, attach)
 

@@ -325,3 +325,19 @@ def test_4d_labels_are_saved_per_frame(make_napari_viewer, tmp_path, monkeypatch
     assert restored.data.shape == image.data.shape[1:] and restored.metadata["medseg_recovery"]["frame"] == 2
     np.testing.assert_array_equal(restored.data, frame2_labels)  # the last save to frame 2's folder (the timer's)
     np.testing.assert_allclose(restored.scale, image.scale[1:])
+
+
+def test_offer_in_the_viewer_the_image_went_into(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    """Opening in a viewer that is not the current one: the offer comes in that viewer."""
+    from napari_medseg.widgets._autosave import attached
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    labels = add_labels(viewer, image, "ct_abdomen labels", [((8, 50, 50), 6)])
+    dock.autosave.save(labels, image)
+    dock.autosave.flush()
+    older, newer = make_napari_viewer(show=True), make_napari_viewer(show=True)
+    older.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver = wait_for_offers(qtbot, older, 1)
+    assert saver.dialog is not None and attached(newer) is None  # nothing was opened in the other one
