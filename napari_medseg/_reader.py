@@ -20,7 +20,37 @@ def volume_layer_data(vol) -> tuple:
     if vol.is_labels:
         kwargs["colormap"] = DirectLabelColormap(color_dict=kwargs["colormap"])
         return vol.array, kwargs, "labels"
+    offer_restore_later()
     return vol.array, kwargs, "image"
+
+
+def offer_restore_later() -> None:
+    """Attach the autosaver to the viewer the image goes into, so it offers *Restore* with no dock open.
+
+    Only in napari's GUI thread with a viewer open.  Once the layer is in
+    (``QTimer.singleShot``), it attaches to every open viewer holding a layer
+    opened through the plugin (attaching twice is a no-op).  Costs nothing
+    here (the autosaver hashes the image when it sees the layer).
+    """
+    try:
+        import napari
+        from qtpy.QtCore import QThread, QTimer
+        from qtpy.QtWidgets import QApplication
+    except ImportError:  # no Qt binding: nothing to offer in
+        return
+    app = QApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread() or napari.current_viewer() is None:
+        return
+
+    def attach():
+        from .widgets import _autosave
+
+        viewers = list(getattr(napari.Viewer, "_instances", ())) or [napari.current_viewer()]  # all open viewers
+        for viewer in viewers:
+            if viewer is not None and any("geometry" in layer.metadata.get("medseg", {}) for layer in viewer.layers):
+                _autosave.attach(viewer)
+
+    QTimer.singleShot(0, attach)
 
 
 def read_layers(path) -> list[tuple]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,24 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
             from .io.dicom_seg import Algorithm
 
             algorithm = Algorithm.from_checkpoint_paths(meta.get("checkpoints") or [])
-        return [str(write_nifti_labels(data, path, geometry, label_set, algorithm=algorithm))]
+        started = datetime.now(timezone.utc)
+        written = write_nifti_labels(data, path, geometry, label_set, algorithm=algorithm)
     except (ValueError, OSError, KeyError, TypeError) as err:
         raise SaveRefused(f"{Path(path).name} not saved: {' '.join(str(err).split())}") from err
+    _mark_autosave_saved(attributes.get("metadata"), written, started)
+    return [str(written)]
+
+
+def _mark_autosave_saved(metadata, written: Path, when) -> None:
+    """Tell the layer's autosave (``metadata["medseg_recovery"]``) that the user saved these labels: no restore offer
+    for an autosave older than ``when``.  A failure only warns: the user's file is written."""
+    from .recovery import RecoveryWarning, mark_saved
+
+    stamp = (metadata or {}).get("medseg_recovery")
+    folder = stamp.get("folder") if isinstance(stamp, dict) else None
+    if folder:
+        try:
+            mark_saved(folder, written, when)
+        except (OSError, ValueError, TypeError) as err:  # a bad path in the metadata: the save itself stands
+            warnings.warn(f"{written.name} is saved, but its autosave in {folder} could not be marked as saved ({err}); "
+                          "reopening the image may offer an older autosave", RecoveryWarning, stacklevel=2)

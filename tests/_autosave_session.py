@@ -4,8 +4,9 @@
 paint, fine-tune a tiny checkpoint for 3 steps through the dock (autosave after
 the model update), paint again and mark a slice reviewed, let the autosave
 *timer* save, write what must survive to ``OUT/expected.npz``, print READY and
-keep running until killed.  ``restore OUT``: open the same CT, screenshot the
-restore offer, restore it and write ``OUT/restored.npz``.
+keep running until killed.  ``restore OUT``: open the same CT with no dock open,
+wait for the restore offer, screenshot it, click *Restore*, write
+``OUT/restored.npz``, then open the dock and check it shows the restored ledger.
 """
 
 from __future__ import annotations
@@ -73,9 +74,8 @@ def work(out: Path):
     dock.toggle_reviewed()
     folder = dock.autosave.managed()[0]
     from napari_medseg.casestate import read_case_info
-    from napari_medseg.widgets._autosave import recovery_dir
 
-    case = next(recovery_dir().iterdir())
+    case = Path(layer.metadata["medseg_recovery"]["folder"])
     spin(app, lambda: 11 in read_case_info(case)["edited"] and 17 in read_case_info(case)["reviewed"], 60)
     np.savez(out / "expected.npz", **ledger_arrays(layer, ""))
     print("READY", folder[0].name, flush=True)
@@ -88,22 +88,29 @@ def restore(out: Path):
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from napari_medseg._sample_data import SAMPLE_CT
+    from napari_medseg.widgets._autosave import attached
+
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
-    image, dock = open_ct(viewer)
-    assert len(dock.autosave.offers) == 1, dock.autosave.offers
+    viewer.open(str(SAMPLE_CT), plugin="napari-medseg")  # no dock open: the reader brings the offer
+    spin(app, lambda: attached(viewer) is not None and attached(viewer).dialog is not None, 30)
+    saver = attached(viewer)
+    assert len(saver.offers) == 1, saver.offers
     t0 = time.monotonic()
     spin(app, lambda: time.monotonic() - t0 > 1.0)
     viewer.screenshot(str(out / "restore_offer.png"), canvas_only=False)
-    dialog = dock.autosave.dialog
-    assert dialog is not None and dialog.isVisible()
+    dialog = saver.dialog
+    assert dialog.isVisible()
     dialog.grab().save(str(out / "restore_dialog.png"))
     before = {layer.name for layer in viewer.layers}
     next(b for b in dialog.buttons() if b.text() == "Restore").click()  # as the user does
-    spin(app, lambda: dock.autosave.dialog is None, 30)
+    spin(app, lambda: saver.dialog is None, 30)
     (name,) = {layer.name for layer in viewer.layers} - before
     layer = viewer.layers[name]
     np.savez(out / "restored.npz", **ledger_arrays(layer, ""))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    assert dock.autosave is saver
     dock.labels_combo.setCurrentText(layer.name)
     assert "edited 4 \u00b7 reviewed 1" in dock.counts.text(), dock.counts.text()  # the dock shows the restored ledger
     assert layer.metadata["medseg"]["checkpoints"] and "tiny.v" in layer.metadata["medseg"]["checkpoints"][0]

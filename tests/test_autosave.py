@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ def open_ct(viewer):
 def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewer, tmp_path, monkeypatch, qtbot):
     from napari_medseg.casestate import read_case_info
     from napari_medseg.hashing import voxel_hash
+    from napari_medseg.recovery import layer_slug
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer(show=True)
@@ -42,7 +44,8 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
     _ledger.mark_reviewed(25)
     assert saver.save_changed() == [labels.name]
     saver.flush()
-    folder = tmp_path / "data" / "recovery" / voxel_hash(np.asarray(image.data))
+    folder = tmp_path / "data" / "recovery" / voxel_hash(np.asarray(image.data)) / layer_slug(labels.name)
+    assert labels.metadata["medseg_recovery"] == {"folder": str(folder), "frame": None}
     info = read_case_info(folder)
     assert info["edited"] == [12, 20] and info["reviewed"] == [25] and info["status"] == "in progress"
     expected = np.array(labels.data)
@@ -91,9 +94,10 @@ def test_restore_never_replaces_open_labels(make_napari_viewer, tmp_path, monkey
 def test_unreadable_autosave_is_named_not_offered(make_napari_viewer, tmp_path, monkeypatch):
     from napari_medseg.hashing import voxel_hash
     from napari_medseg.io import read_volume
+    from napari_medseg.recovery import case_folder
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
-    folder = tmp_path / "data" / "recovery" / voxel_hash(read_volume(SAMPLE_CT).array)
+    folder = case_folder(voxel_hash(read_volume(SAMPLE_CT).array), "ct_abdomen labels", root=tmp_path / "data" / "recovery")
     folder.mkdir(parents=True)
     (folder / "case.json").write_text(json.dumps({"format": "something else"}))
     viewer = make_napari_viewer(show=True)
@@ -114,3 +118,226 @@ def test_failed_autosave_is_reported_and_retried(make_napari_viewer, tmp_path, m
     dock.autosave.flush()
     assert "failed" in dock.autosave.last_error and str(blocker) in dock.autosave.last_error
     assert dock.autosave.save_changed() == [labels.name]  # not marked saved: tried again at the next tick
+
+
+# ------------------------------------------------ offers with no dock, saved marker, per layer, pruning, 4D
+def wait_for_offers(qtbot, viewer, n):
+    """The autosaver the reader attached (no dock opened), once it holds ``n`` offers."""
+    from napari_medseg.widgets._autosave import attached
+
+    qtbot.waitUntil(lambda: attached(viewer) is not None and len(attached(viewer).offers) == n, timeout=10_000)
+    return attached(viewer)
+
+
+def add_labels(viewer, image, name, paint):
+    from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
+    from napari_medseg.labels import SYNAPSE
+
+    geometry, _ = layer_geometry(image.metadata, image.data.shape[-3:], image.scale[-3:], image.translate[-3:])
+    data = np.zeros(image.data.shape[-3:], np.uint8)
+    layer = viewer.add_labels(data, **labels_layer_kwargs(data, geometry, SYNAPSE, name))
+    layer.brush_size = 6
+    for point, value in paint:
+        layer.paint(point, value)
+    return layer
+
+
+def test_offer_with_no_dock_after_the_sample_then_the_file(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    """The sample and the file hold the same voxels: an autosave made on one is offered when the other opens."""
+    from napari_medseg.widgets._autosave import attached
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, _organs = viewer.open_sample("napari-medseg", "abdominal_ct")
+    qtbot.waitUntil(lambda: attached(viewer) is not None, timeout=10_000)  # the sample attached it, no dock
+    saver = attached(viewer)
+    assert saver.offers == [] and len(viewer.window.dock_widgets) == 0
+    mine = add_labels(viewer, image, "abdominal CT labels", [((9, 50, 50), 6)])
+    assert [layer.name for layer, _ in saver.managed()] == ["abdominal CT labels"]  # by name; "organs" is not managed
+    assert saver.save_changed() == ["abdominal CT labels"]
+    saver.flush()
+
+    other = make_napari_viewer(show=True)
+    other.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver2 = wait_for_offers(qtbot, other, 1)
+    assert saver2 is not saver and saver2.dialog is not None and saver2.dialog.isVisible()
+    assert "\u201cabdominal CT labels\u201d on \u201cct_abdomen\u201d" in saver2.dialog.text()
+    restored = saver2.restore()
+    assert restored.name == "ct_abdomen labels"  # "<image> labels" follows the image's name
+    np.testing.assert_array_equal(restored.data, mine.data)
+    assert saver2.dialog is None
+
+
+def test_no_offer_when_the_user_saved_after_the_autosave(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    from napari_medseg.recovery import SAVED_JSON, last_saved
+    from napari_medseg.widgets._autosave import _local
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    dock.new_labels_layer()
+    labels = viewer.layers[dock.labels_combo.currentText()]
+    labels.paint((10, 50, 50), 4)
+    folder = dock.autosave.save(labels, image)
+    dock.autosave.flush()
+    assert not (folder / SAVED_JSON).exists()
+    (written,) = labels.save(str(tmp_path / "mine.nii.gz"), plugin="napari-medseg")  # the user saves
+    assert last_saved(folder)["path"] == written
+
+    second = make_napari_viewer(show=True)
+    second.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver2 = wait_for_offers(qtbot, second, 0)
+    qtbot.wait(200)
+    assert saver2.offers == [] and saver2.dialog is None  # the autosave is not newer than the save
+
+    labels.paint((14, 50, 50), 2)  # edits after the save ...
+    assert dock.autosave.save_changed() == [labels.name]  # ... autosaved
+    dock.autosave.flush()
+    third = make_napari_viewer(show=True)
+    third.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver3 = wait_for_offers(qtbot, third, 1)
+    offer = saver3.offers[0]
+    text = saver3.dialog.text()
+    assert f"taken {_local(offer.saved_at)}" in text and "newer than your last save" in text and "mine.nii.gz" in text
+    assert offer.saved_at > last_saved(folder)["saved_at"]
+    if SCREENSHOT_DIR:
+        saver3.dialog.grab().save(os.path.join(SCREENSHOT_DIR, "autosave_offer_after_save.png"))
+    np.testing.assert_array_equal(saver3.restore().data, labels.data)
+
+
+def test_two_labels_layers_of_one_image_are_kept_and_offered_apart(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    from napari_medseg.casestate import read_case_info
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    first = add_labels(viewer, image, "ct_abdomen labels", [((8, 50, 50), 6)])
+    second = add_labels(viewer, image, "liver only", [((12, 40, 60), 6), ((13, 40, 60), 6)])
+    saver = dock.autosave
+    saver.save(second, image, reason="segment")  # a model update went through it: managed from now on
+    assert sorted(saver.save_changed()) == ["ct_abdomen labels"]
+    saver.flush()
+    folders = {Path(layer.metadata["medseg_recovery"]["folder"]) for layer in (first, second)}
+    assert len(folders) == 2 and all(read_case_info(f)["layer_name"] in ("ct_abdomen labels", "liver only") for f in folders)
+
+    other = make_napari_viewer(show=True)
+    other.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver2 = wait_for_offers(qtbot, other, 2)
+    assert {o.layer_name for o in saver2.offers} == {"ct_abdomen labels", "liver only"}
+    assert len(saver2._dialogs) == 2  # one offer each
+    liver_offer = next(o for o in saver2.offers if o.layer_name == "liver only")
+    declined = next(o for o in saver2.offers if o is not liver_offer)
+    restored = saver2.restore(liver_offer)
+    assert restored.name == "liver only"
+    np.testing.assert_array_equal(restored.data, second.data)
+    next(b for b in saver2.dialog.buttons() if b.text() == "Not now").click()  # the other one: not now
+    assert saver2.dialog is None and saver2.offers == [declined]
+
+    # the user starts again in a layer of the declined one's name: the declined autosave is not overwritten
+    before = (declined.folder / "case.json").read_text()
+    image2 = other.layers["ct_abdomen"]
+    fresh = add_labels(other, image2, "ct_abdomen labels", [((20, 30, 30), 1)])
+    assert saver2.save_changed() == ["ct_abdomen labels"]
+    saver2.flush()
+    assert (declined.folder / "case.json").read_text() == before
+    assert Path(fresh.metadata["medseg_recovery"]["folder"]) == declined.folder.with_name(declined.folder.name + "~2")
+    restored.paint((25, 30, 30), 3)
+    assert saver2.save_changed() == ["liver only"]  # the restored layer keeps saving into its own folder
+    saver2.flush()
+    assert 25 in read_case_info(liver_offer.folder)["edited"]
+
+
+def test_opening_an_image_prunes_old_autosaves_but_not_its_own(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    import time
+
+    from napari_medseg import recovery
+    from napari_medseg.hashing import voxel_hash
+    from napari_medseg.io import read_volume
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(recovery, "KEEP_NEWEST", 0)
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    labels = add_labels(viewer, image, "ct_abdomen labels", [((8, 50, 50), 6)])
+    dock.autosave.save(labels, image)
+    dock.autosave.flush()
+    mine = tmp_path / "data" / "recovery" / voxel_hash(read_volume(SAMPLE_CT).array)
+    stranger = tmp_path / "data" / "recovery" / ("0" * 64) / "x-00000000"
+    stranger.mkdir(parents=True)
+    (stranger / "case.json").write_text("{}")
+    old = time.time() - 40 * 86400
+    for path in [*mine.rglob("*"), mine, stranger / "case.json", stranger, stranger.parent]:
+        os.utime(path, (old, old))
+
+    other = make_napari_viewer(show=True)
+    other.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver2 = wait_for_offers(qtbot, other, 1)  # the CT's own autosave: kept (its image is open) and offered
+    saver2.flush()  # pruning runs in the autosave thread
+    assert not stranger.parent.exists() and mine.is_dir()
+    np.testing.assert_array_equal(saver2.restore().data, labels.data)
+
+
+def test_4d_labels_are_saved_per_frame(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    import nibabel as nib
+
+    from napari_medseg.casestate import read_case_info
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    rng = np.random.default_rng(0)
+    cine = rng.integers(-500, 500, size=(48, 40, 6, 3)).astype(np.int16)  # (x, y, z, t)
+    nib.save(nib.Nifti1Image(cine, np.diag([1.5, 1.5, 4.0, 1.0])), str(tmp_path / "cine.nii.gz"))
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(tmp_path / "cine.nii.gz"), plugin="napari-medseg")
+    assert image.data.ndim == 4
+    _, dock = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    saver = dock.autosave
+    viewer.dims.set_current_step(0, 2)
+    labels = add_labels(viewer, image, "cine labels", [((3, 20, 20), 2)])
+    f2 = saver.save(labels, image, reason="segment")  # a model update on the frame on screen
+    viewer.dims.set_current_step(0, 1)
+    labels.paint((4, 20, 20), 2)
+    assert saver.save(labels, image, reason="periodic") == f2  # a timer save keeps the layer's frame
+    f1 = saver.save(labels, image, reason="segment")  # Segment on frame 1 rewrote the layer: a new folder
+    labels.paint((5, 20, 20), 2)
+    assert saver.save(labels, image, reason="periodic") == f1
+    frame2_labels = np.array(labels.data)
+    frame2_labels[5] = 0  # slice 5 was painted after frame 2 was left
+    saver.flush()
+    assert f2.name.endswith("-t2") and f1.name.endswith("-t1") and f1.parent == f2.parent
+    assert read_case_info(f2)["frame"] == 2 and read_case_info(f1)["frame"] == 1
+    assert labels.metadata["medseg_recovery"]["frame"] == 1
+
+    whole = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="cine labels [4D]")
+    saver._pairs[str(whole.unique_id)] = str(image.unique_id)
+    saver.save_changed()
+    assert "4D labels layer" in saver.last_error and "cine labels [4D]" in saver.last_error
+    saver.last_error = None
+    saver.save_changed()
+    assert saver.last_error is None  # said once
+
+    other = make_napari_viewer(show=True)
+    other.open(str(tmp_path / "cine.nii.gz"), plugin="napari-medseg")
+    saver2 = wait_for_offers(qtbot, other, 2)
+    assert sorted(o.frame for o in saver2.offers) == [1, 2]
+    frame2 = next(o for o in saver2.offers if o.frame == 2)
+    assert "time frame t=2" in next(box for o, box in saver2._dialogs if o is frame2).text()
+    restored = saver2.restore(frame2)
+    assert restored.data.shape == image.data.shape[1:] and restored.metadata["medseg_recovery"]["frame"] == 2
+    np.testing.assert_array_equal(restored.data, frame2_labels)  # the last save to frame 2's folder (the timer's)
+    np.testing.assert_allclose(restored.scale, image.scale[1:])
+
+
+def test_offer_in_the_viewer_the_image_went_into(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    """Opening in a viewer that is not the current one: the offer comes in that viewer."""
+    from napari_medseg.widgets._autosave import attached
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    labels = add_labels(viewer, image, "ct_abdomen labels", [((8, 50, 50), 6)])
+    dock.autosave.save(labels, image)
+    dock.autosave.flush()
+    older, newer = make_napari_viewer(show=True), make_napari_viewer(show=True)
+    older.open(str(SAMPLE_CT), plugin="napari-medseg")
+    saver = wait_for_offers(qtbot, older, 1)
+    assert saver.dialog is not None and attached(newer) is None  # nothing was opened in the other one
