@@ -21,6 +21,15 @@ if os.environ.get("QT_API") and not os.environ.get("PYTEST_QT_API"):
 SAMPLE_SERIES_UID = "1.2.826.0.1.3680043.10.1"
 
 
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Every test gets its own data and config dirs (autosaves, the store, recent files, caches):
+    the suite never reads, writes or prunes the user's own (subprocesses inherit the variables)."""
+    root = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("MEDSEG_CONFIG_DIR", str(root / "config"))
+
+
 def _find_shared_data() -> Path | None:
     candidates = [os.environ.get("MEDSEG_SHARED_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
     for c in candidates:
