@@ -158,3 +158,43 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     assert widget.current.checkpoint == version
     if SCREENSHOT_DIR:
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_dock.png"), canvas_only=False)
+
+
+def test_cancel_then_restore_withdraws_a_same_autosave_offer(cases, qtbot):
+    from napari_medseg.casestate import load_case, save_case
+    from napari_medseg.widgets import _autosave
+
+    viewer, widget, src, project, base, newest = cases
+    widget.set_project(project)
+    widget.open_worklist(src)
+    assert widget.open_next()
+    widget.cancel()  # before the first batch of slices is done
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.current is None and "Cancelled" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == [] and widget.rows[0].status == "new"
+
+    assert widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.open_next()  # leaves a_ct (saved), opens b_dicom
+    wait_open(widget, qtbot)
+    folder = case_folder(project, src / "a_ct.nii.gz")
+    saved = load_case(folder)
+    recovery = _autosave.recovery_dir() / saved.image_hash  # as if another session had autosaved it
+    changed = saved.labels.copy()
+    changed[3, :5, :5] = 2
+    save_case(recovery, changed, saved.ledger, image_hash=saved.image_hash, label_set=saved.label_set)
+    saver = _autosave.attach(viewer)
+
+    def offers_for_open_image():
+        return [o for o in saver.offers if o.image_id == str(widget._layers[0].unique_id)]
+
+    assert widget.open_row(0)
+    wait_open(widget, qtbot)
+    assert len(offers_for_open_image()) == 1  # a different recovery copy stays offered
+    widget.open_row(1)
+    wait_open(widget, qtbot)
+    save_case(recovery, saved.labels, saved.ledger, image_hash=saved.image_hash, label_set=saved.label_set)
+    saver.offers.clear()
+    assert widget.open_row(0)
+    wait_open(widget, qtbot)
+    assert offers_for_open_image() == []  # the same state as the project's: no restore dialog

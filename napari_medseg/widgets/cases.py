@@ -276,6 +276,8 @@ class CasesWidget(QWidget):
         image = self.viewer.add_image(data, **kwargs)
         labels = self._add_labels(case, image)
         self._layers, self.current = (image, labels), case
+        if case.restored:
+            self._drop_same_autosave(image, case)
         fresh = not case.restored or case.status == "new"
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
@@ -302,6 +304,25 @@ class CasesWidget(QWidget):
             layer.metadata[_ledger_sync.KEY] = case.ledger
         _ledger_sync.refresh(layer)
         return layer
+
+    def _drop_same_autosave(self, image, case):
+        """Withdraw the autosave's restore offer for ``image`` when the recovery copy is what was just restored."""
+        from napari_medseg.casestate import CaseStateError, load_case
+        from napari_medseg.widgets import _autosave
+
+        saver = _autosave.attach(self.viewer)
+        for offer in [o for o in saver.offers if o.image_id == str(image.unique_id)]:
+            try:
+                recovered = load_case(offer.folder)
+            except CaseStateError:
+                continue  # the autosave warns about it itself
+            same = np.array_equal(recovered.labels, case.labels) and all(
+                np.array_equal(v, case.ledger.to_state()[k]) for k, v in recovered.ledger.to_state().items())
+            if same:
+                saver.offers.remove(offer)
+        if saver.dialog is not None and not saver.offers:
+            saver.dialog.close()
+            saver.dialog = None
 
     def _retrain_label_set(self) -> str:
         dock = self._retrain_dock(open_it=False)
