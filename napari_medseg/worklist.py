@@ -133,18 +133,27 @@ def read_worklist(path, project) -> list[CaseEntry]:
             entry.status = UNREADABLE
             rows.append(entry)
             continue
-        folder = case_folder(project, source)
-        if (folder / "case.json").exists():
-            try:
-                info = read_case_info(folder)
-            except CaseStateError as err:
-                entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {err}"
-            else:
-                entry.status = info["status"] if info["status"] in STATUSES else UNREADABLE
-                entry.corrected = len(info.get("locked", []))
-                entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
-        rows.append(entry)
+        rows.append(read_saved_state(entry, project))
     return rows
+
+
+def read_saved_state(entry: CaseEntry, project) -> CaseEntry:
+    """Fill ``entry``'s status, corrected slices and Dice from its ``case.json`` in ``project`` (cheap: no arrays)."""
+    folder = case_folder(project, entry.source)
+    if not (folder / CASE_JSON).exists():
+        entry.status, entry.corrected, entry.dice_before, entry.dice_after = "new", 0, None, None
+        return entry
+    try:
+        info = read_case_info(folder)
+    except CaseStateError as err:
+        entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {err}"
+        return entry
+    entry.status = info["status"] if info["status"] in STATUSES else UNREADABLE
+    if entry.status == UNREADABLE:
+        entry.reason = f"{folder / CASE_JSON} has an unknown status {info['status']!r}"
+    entry.corrected = len(info.get("locked", []))
+    entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
+    return entry
 
 
 def next_case(rows: list[CaseEntry], after: str | None = None) -> CaseEntry | None:

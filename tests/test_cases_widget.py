@@ -198,3 +198,22 @@ def test_cancel_then_restore_withdraws_a_same_autosave_offer(cases, qtbot):
     assert widget.open_row(0)
     wait_open(widget, qtbot)
     assert offers_for_open_image() == []  # the same state as the project's: no restore dialog
+
+
+def test_a_case_that_fails_to_open_becomes_unreadable_and_open_next_goes_on(cases, qtbot, sample_labels):
+    viewer, widget, src, project, base, newest = cases
+    shutil.copy(sample_labels, src / "a_ct_labels.nii.gz")  # listed (a readable NIfTI), refused on opening
+    widget.set_project(project)
+    widget.open_worklist(src)
+    names = [r.source.name for r in widget.rows]
+    assert names[:2] == ["a_ct.nii.gz", "a_ct_labels.nii.gz"] and widget.rows[1].status == "new"
+    assert widget.open_row(1)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.current is None and widget.rows[1].status == UNREADABLE
+    assert "holds labels" in widget.rows[1].reason and "holds labels" in widget.table.item(1, 0).toolTip()
+    assert widget.open_next()  # the first usable case
+    wait_open(widget, qtbot)
+    assert widget.current.entry.source.name == "a_ct.nii.gz"
+    assert widget.open_next()  # skips the unreadable row
+    wait_open(widget, qtbot)
+    assert widget.current.entry.source.name == "b_dicom" and widget.rows[1].status == UNREADABLE

@@ -146,15 +146,22 @@ class CasesWidget(QWidget):
         self.refresh_model()
         return True
 
-    def refresh_rows(self):
-        """Re-read the worklist and the saved states; cases that failed to open this session stay unreadable."""
-        from napari_medseg.worklist import UNREADABLE, read_worklist
+    def refresh_rows(self, rescan: bool = True):
+        """Re-read the worklist (``rescan``: the list and each source's header, else only the saved states).
 
-        try:
-            self.rows = read_worklist(self.worklist, self.project) if self.worklist is not None else []
-        except ValueError as err:
-            self.rows = []
-            self.status.setText(str(err))
+        Cases that failed to open this session stay unreadable.
+        """
+        from napari_medseg.worklist import UNREADABLE, read_saved_state, read_worklist
+
+        if rescan:
+            try:
+                self.rows = read_worklist(self.worklist, self.project) if self.worklist is not None else []
+            except ValueError as err:
+                self.rows = []
+                self.status.setText(str(err))
+        else:
+            self.rows = [r if r.status == UNREADABLE and r.case_id not in self._failed else read_saved_state(r, self.project)
+                         for r in self.rows]
         for row in self.rows:
             if row.case_id in self._failed and row.status != UNREADABLE:
                 row.status, row.reason = UNREADABLE, self._failed[row.case_id]
@@ -238,7 +245,8 @@ class CasesWidget(QWidget):
         hide_triton()  # see napari_medseg._torch_compat
         self.refresh_model()
         checkpoint, _ = self.model_choice()
-        self.worker = create_worker(open_case, entry, self.project, checkpoint, _start_thread=False)
+        self.worker = create_worker(open_case, entry, self.project, checkpoint, _start_thread=False,
+                                    _ignore_errors=True)  # errors are shown in the table and the status line
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_opened)
         self.worker.errored.connect(lambda err: self._on_failed(entry, err))
@@ -262,7 +270,7 @@ class CasesWidget(QWidget):
     def _on_failed(self, entry, err):
         reason = " ".join(str(err).split()) or type(err).__name__
         self._failed[entry.case_id] = reason
-        self.refresh_rows()
+        self.refresh_rows(rescan=False)
         self.status.setText(f"Could not open {entry.source.name}: {reason}. It is marked unreadable; Open next skips it.")
 
     def _on_finished(self):
@@ -394,7 +402,7 @@ class CasesWidget(QWidget):
             self.status.setText(f"Could not save {case.entry.source.name} in {self.project}: {err}")
             return False
         case.status, case.extra = status, {**case.extra, **extra}
-        self.refresh_rows()
+        self.refresh_rows(rescan=False)
         self.refresh_model()
         self.status.setText(f"Saved {case.entry.source.name} ({status}).")
         return True
@@ -421,7 +429,7 @@ class CasesWidget(QWidget):
             if index is not None:
                 self.viewer.layers.pop(index)
         self.current, self._layers = None, None
-        self.refresh_rows()
+        self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
         return True
 
