@@ -422,6 +422,11 @@ class CasesWidget(QWidget):
         """Save the open case and remove its layers; False (layers kept) when saving failed."""
         if self.current is None:
             return True
+        retrain = self._retrain_dock(open_it=False)
+        if retrain is not None and retrain.worker is not None and _same(retrain.labels_layer(), self._layers[1]):
+            self.status.setText(f"Fine-tuning on {self.current.entry.source.name} is running: wait for it, "
+                                f"or Cancel it in \u201c{RETRAIN}\u201d, before leaving the case.")
+            return False
         if not self.save_case():
             return False
         for layer in self._layers:
