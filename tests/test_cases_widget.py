@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _segment_helpers import save_tiny, trained_checkpoint
+
 from napari_medseg.worklist import UNREADABLE, case_folder, record_checkpoint
 
 pytestmark = pytest.mark.gui
@@ -118,7 +118,7 @@ def test_open_next_save_and_restore(cases, qtbot):
 def assert_docs_script_reads(project, expected):
     """The reading script of docs/cases.md runs on this project with numpy and json alone."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cases.md").read_text(encoding="utf-8")
-    script = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    script = re.search(r"```python\n(.*?)```", doc, re.DOTALL).group(1)
     script = re.sub(r'project = Path\(.*\)\.expanduser\(\)', f"project = Path({str(project)!r})", script)
     out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -10,7 +10,14 @@ import pytest
 
 from napari_medseg.casestate import CaseStateError, save_case
 from napari_medseg.retrain.ledger import SliceLedger
-from napari_medseg.worklist import case_folder, case_id, list_sources, next_case, open_case, read_worklist
+from napari_medseg.worklist import (
+    case_folder,
+    case_id,
+    list_sources,
+    next_case,
+    open_case,
+    read_worklist,
+)
 
 
 @pytest.fixture
@@ -107,7 +114,12 @@ def test_project_folder_never_inside_a_source(cases, tmp_path):
 
 
 def test_newest_checkpoint_is_the_last_recorded_that_exists(tmp_path):
-    from napari_medseg.worklist import PROJECT_JSON, newest_checkpoint, read_project, record_checkpoint
+    from napari_medseg.worklist import (
+        PROJECT_JSON,
+        newest_checkpoint,
+        read_project,
+        record_checkpoint,
+    )
 
     project = tmp_path / "project"
     assert newest_checkpoint(project) is None  # nothing recorded: the dock falls back to the Segment dock
@@ -130,7 +142,7 @@ def test_newest_checkpoint_is_the_last_recorded_that_exists(tmp_path):
 def test_open_case_segments_then_restores_exactly(tmp_path, sample_ct):
     from _segment_helpers import save_tiny
 
-    from napari_medseg.casestate import CaseStateError, save_case
+    from napari_medseg.casestate import save_case
     from napari_medseg.io import read_volume
 
     src = tmp_path / "src"
@@ -197,3 +209,19 @@ def test_fine_tune_dice_only_for_this_source(tmp_path, sample_ct):
     assert fine_tune_dice(path, sample_ct) == (0.25, 0.75)
     assert fine_tune_dice(path, tmp_path / "other.nii.gz") is None
     assert fine_tune_dice(tmp_path / "missing.safetensors", sample_ct) is None
+
+
+def test_nrrd_and_mha_cases_list_and_open(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    src = tmp_path / "src"
+    src.mkdir()
+    array = np.random.default_rng(0).integers(-1000, 400, size=(5, 12, 10)).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    for name in ("a.mha", "b.nrrd"):
+        sitk.WriteImage(image, str(src / name))
+    rows = read_worklist(src, tmp_path / "project")
+    assert [(r.source.name, r.status) for r in rows] == [("a.mha", "new"), ("b.nrrd", "new")]
+    for row in rows:
+        opened = drive(open_case(row, tmp_path / "project", None))
+        assert opened.volume.array.shape == (5, 12, 10) and opened.volume.geometry.spacing == pytest.approx((2.5, 0.8, 0.8))

@@ -20,14 +20,27 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QFileDialog, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._cases_links import (
+    RETRAIN,
+    add_case_layers,
+    drop_same_autosave,
+    point_retrain,
+    retrain_dock,
+    same,
+    segment_choice,
+)
 from napari_medseg.widgets._cases_table import CasesTable
-from napari_medseg.widgets._common import labels_name
-
-RETRAIN = "Correct and retrain"
 
 
 class CasesWidget(QWidget):
@@ -178,7 +191,7 @@ class CasesWidget(QWidget):
             return None, str(err)
         if newest is not None:
             return newest, "newest version fine-tuned in this project"
-        chosen = self._segment_dock_choice()
+        chosen = segment_choice(self.viewer)
         if chosen is not None:
             return chosen, "the Segment dock's checkpoint (no fine-tuned version in this project yet)"
         return None, "none yet: cases open with empty labels; paint a few slices and fine-tune from scratch"
@@ -187,19 +200,6 @@ class CasesWidget(QWidget):
         path, why = self.model_choice()
         self.model_label.setText(f"Model: {path.name} \u2014 {why}" if path is not None else f"Model: {why}")
         self.model_label.setToolTip(str(path) if path is not None else "")
-
-    def _segment_dock_choice(self) -> Path | None:
-        from qtpy.QtCore import Qt
-
-        from napari_medseg.widgets.segment import SegmentWidget
-
-        window = getattr(getattr(getattr(self.viewer, "__wrapped__", self.viewer), "window", None), "_qt_window", None)
-        docks = [w for w in window.findChildren(QWidget) if isinstance(w, SegmentWidget)] if window is not None else []
-        for dock in docks:
-            item = dock.ckpt_list.currentItem() or dock.ckpt_list.item(0)
-            if item is not None:
-                return Path(item.data(Qt.ItemDataRole.UserRole))
-        return None
 
     # ---------------------------------------------------------- open a case
     def open_next(self) -> bool:
@@ -278,88 +278,30 @@ class CasesWidget(QWidget):
         self._set_running(False)
 
     def _on_opened(self, case):
-        from napari_medseg._reader import volume_layer_data
-
-        data, kwargs, _ = volume_layer_data(case.volume)
-        image = self.viewer.add_image(data, **kwargs)
-        labels = self._add_labels(case, image)
+        retrain = retrain_dock(self.viewer, open_it=False)
+        image, labels = add_case_layers(self.viewer, case, retrain.label_set_combo.currentText() if retrain else "synapse")
         self._layers, self.current = (image, labels), case
         if case.restored:
-            self._drop_same_autosave(image, case)
+            drop_same_autosave(self.viewer, image, case)
         fresh = not case.restored or case.status == "new"
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
-        self._point_retrain(image, labels, case)
+        self._open_retrain(image, labels)
         self.progress.setValue(100)
         how = ("restored: labels and slice ledger as saved" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
 
-    def _add_labels(self, case, image):
-        from napari_medseg.io.layers import labels_layer_kwargs
-        from napari_medseg.labels import LabelSet, get_label_set
-
-        label_set = LabelSet.from_dict(case.label_set) if case.label_set else get_label_set(self._retrain_label_set())
-        data = case.labels if case.labels is not None else np.zeros(case.volume.array.shape, np.uint8)
-        kwargs = labels_layer_kwargs(data, case.volume.geometry, label_set, labels_name(image.name))
-        checkpoints = [case.checkpoint] if case.checkpoint else list(case.extra.get("checkpoints") or [])
-        kwargs["metadata"]["medseg"]["checkpoints"] = checkpoints
-        if case.ledger is not None:
-            kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the Retrain dock sees the layer
-        layer = self.viewer.add_labels(data, **kwargs)
-        if case.ledger is not None:
-            layer.metadata[_ledger_sync.KEY] = case.ledger
-        _ledger_sync.refresh(layer)
-        return layer
-
-    def _drop_same_autosave(self, image, case):
-        """Withdraw the autosave's restore offer for ``image`` when the recovery copy is what was just restored."""
-        from napari_medseg.casestate import CaseStateError, load_case
-        from napari_medseg.widgets import _autosave
-
-        saver = _autosave.attach(self.viewer)
-        for offer in [o for o in saver.offers if o.image_id == str(image.unique_id)]:
-            try:
-                recovered = load_case(offer.folder)
-            except CaseStateError:
-                continue  # the autosave warns about it itself
-            same = np.array_equal(recovered.labels, case.labels) and all(
-                np.array_equal(v, case.ledger.to_state()[k]) for k, v in recovered.ledger.to_state().items())
-            if same:
-                saver.offers.remove(offer)
-        if saver.dialog is not None and not saver.offers:
-            saver.dialog.close()
-            saver.dialog = None
-
-    def _retrain_label_set(self) -> str:
-        dock = self._retrain_dock(open_it=False)
-        return dock.label_set_combo.currentText() if dock is not None else "synapse"
-
-    def _retrain_dock(self, open_it: bool = True):
-        from napari_medseg.widgets.retrain import RetrainWidget
-
-        window = getattr(getattr(getattr(self.viewer, "__wrapped__", self.viewer), "window", None), "_qt_window", None)
-        found = [w for w in window.findChildren(QWidget) if isinstance(w, RetrainWidget)] if window is not None else []
-        if found or not open_it:
-            return found[0] if found else None
-        return self.viewer.window.add_plugin_dock_widget("napari-medseg", RETRAIN)[1]
-
-    def _point_retrain(self, image, labels, case):
-        """Open the Retrain dock on the case's layers, starting from the checkpoint that segmented it."""
+    def _open_retrain(self, image, labels):
+        """Open the Retrain dock on the case; each fine-tune started from its button then saves the case."""
         try:
-            dock = self._retrain_dock()
+            dock = retrain_dock(self.viewer)
         except Exception as err:  # that widget belongs to another module; say why it did not open
             self.status.setText(f"Could not open \u201c{RETRAIN}\u201d: {err}")
             return
-        dock.image_combo.setCurrentText(image.name)
-        dock.labels_combo.setCurrentText(labels.name)
-        start = (labels.metadata.get("medseg", {}).get("checkpoints") or [None])[0]
-        if start:
-            if dock.start_combo.findText(start) < 0:
-                dock.start_combo.insertItem(0, start)
-            dock.start_combo.setCurrentText(start)
-        if id(dock) not in self._watched:  # save the case after each fine-tune started from the dock's button
+        point_retrain(dock, image, labels)
+        if id(dock) not in self._watched:
             self._watched.add(id(dock))
             dock.run_btn.clicked.connect(lambda: self._watch_fine_tune(dock))
 
@@ -368,7 +310,7 @@ class CasesWidget(QWidget):
             dock.worker.returned.connect(lambda *_: self._after_fine_tune(dock))
 
     def _after_fine_tune(self, dock):
-        if self._layers is not None and _same(dock.labels_layer(), self._layers[1]):
+        if self._layers is not None and same(dock.labels_layer(), self._layers[1]):
             self.save_case()
         self.refresh_model()
 
@@ -376,7 +318,11 @@ class CasesWidget(QWidget):
     def save_case(self, status: str | None = None) -> bool:
         """Save the open case's labels, ledger and status (and last fine-tune Dice) into the project."""
         from napari_medseg.casestate import save_case
-        from napari_medseg.worklist import case_folder, fine_tune_dice, record_checkpoint
+        from napari_medseg.worklist import (
+            case_folder,
+            fine_tune_dice,
+            record_checkpoint,
+        )
 
         case = self.current
         if case is None:
@@ -416,14 +362,14 @@ class CasesWidget(QWidget):
 
     def _index(self, layer) -> int | None:
         """Index of ``layer`` in the viewer, by unique id (the dock sees napari's proxies, not the layers)."""
-        return next((i for i, other in enumerate(self.viewer.layers) if _same(other, layer)), None)
+        return next((i for i, other in enumerate(self.viewer.layers) if same(other, layer)), None)
 
     def leave_case(self) -> bool:
         """Save the open case and remove its layers; False (layers kept) when saving failed."""
         if self.current is None:
             return True
-        retrain = self._retrain_dock(open_it=False)
-        if retrain is not None and retrain.worker is not None and _same(retrain.labels_layer(), self._layers[1]):
+        retrain = retrain_dock(self.viewer, open_it=False)
+        if retrain is not None and retrain.worker is not None and same(retrain.labels_layer(), self._layers[1]):
             self.status.setText(f"Fine-tuning on {self.current.entry.source.name} is running: wait for it, "
                                 f"or Cancel it in \u201c{RETRAIN}\u201d, before leaving the case.")
             return False
@@ -444,10 +390,6 @@ def _show_path(label: QLabel, path: Path) -> None:
     path = Path(path)
     label.setText(str(path) if len(path.parts) <= 3 else f"\u2026/{path.parent.name}/{path.name}")
     label.setToolTip(str(path))
-
-
-def _same(a, b) -> bool:
-    return a is not None and b is not None and a.unique_id == b.unique_id
 
 
 def _row(*widgets) -> QHBoxLayout:
