@@ -3,28 +3,42 @@
 A worklist comes from a folder (every NIfTI, NRRD, MHA/MHD file and every
 DICOM folder directly inside it, sorted by name) or from a text file (one path
 a line, relative to the text file's folder; blank lines and ``#`` comments are
-skipped).  Project folder layout::
+skipped).  Project folder layout (``docs/cases.md``)::
 
     <project>/
+      project.json         the fine-tuned checkpoint versions made on its cases, oldest first
       cases/<case id>/     one napari_medseg.casestate folder per case (case.json + state-NNNNNN.npz)
 
 ``<case id>`` is ``<volume name>-<first 8 hex of sha256(resolved source path)>``,
 so two ``ct.nii.gz`` in different folders get different cases.  Nothing is
-ever written beside or over a source volume.
+ever written beside or over a source volume: a project folder inside a source
+(a DICOM folder) or equal to one is refused.
+
+The **newest checkpoint version** of a project (:func:`newest_checkpoint`) is
+the last entry of ``project.json``'s ``checkpoints`` whose file still exists:
+the last model fine-tuned on one of the project's cases.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-from .casestate import STATUSES, CaseStateError, read_case_info
+import numpy as np
+
+from .atomic import atomic_write
+from .casestate import CASE_JSON, STATUSES, CaseStateError, load_case, read_case_info
 from .io.read import check_readable, detect_format, volume_name
 from .io.volume import VolumeReadError
 
 UNREADABLE = "unreadable"
 CASES_DIR = "cases"
+PROJECT_JSON = "project.json"
+PROJECT_FORMAT = "napari-medseg project"
 
 
 @dataclass
@@ -71,14 +85,37 @@ def list_sources(path) -> list[Path]:
 
 
 def check_source(source: Path) -> str | None:
-    """Why ``source`` cannot be opened (one line), or None when it looks readable (cheap: no voxels read)."""
+    """Why ``source`` cannot be opened (one line), or None when it looks readable.
+
+    Cheap: no voxels are read; NIfTI, NRRD and MHA headers are (a corrupt file is caught here).
+    """
     try:
         check_readable(source)
     except VolumeReadError as err:
         return str(err)
-    if detect_format(source) is None:
+    kind = detect_format(source)
+    if kind is None:
         kind = "folder without DICOM files" if source.is_dir() else "file that is not NIfTI, NRRD, MHA/MHD or DICOM"
         return f"{source.name} is a {kind}"
+    return _header_problem(source, kind)
+
+
+def _header_problem(source: Path, kind: str) -> str | None:
+    """Why the header of a NIfTI / NRRD / MHA file cannot be read (one line), or None."""
+    try:
+        if kind == "nifti":
+            import nibabel as nib
+
+            nib.load(str(source)).header.get_data_shape()
+        elif kind in ("nrrd", "mha"):
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(source))
+            reader.ReadImageInformation()
+    except Exception as err:  # nibabel and SimpleITK raise many types for bad files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1].strip()
+        return f"{source.name}: header unreadable ({first}); the file is corrupt, truncated or not a {kind.upper()} file"
     return None
 
 
@@ -96,21 +133,187 @@ def read_worklist(path, project) -> list[CaseEntry]:
             entry.status = UNREADABLE
             rows.append(entry)
             continue
-        folder = case_folder(project, source)
-        if (folder / "case.json").exists():
-            try:
-                info = read_case_info(folder)
-            except CaseStateError as err:
-                entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {err}"
-            else:
-                entry.status = info["status"] if info["status"] in STATUSES else UNREADABLE
-                entry.corrected = len(info.get("locked", []))
-                entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
-        rows.append(entry)
+        rows.append(read_saved_state(entry, project))
     return rows
+
+
+def read_saved_state(entry: CaseEntry, project) -> CaseEntry:
+    """Fill ``entry``'s status, corrected slices and Dice from its ``case.json`` in ``project`` (cheap: no arrays)."""
+    folder = case_folder(project, entry.source)
+    if not (folder / CASE_JSON).exists():
+        entry.status, entry.corrected, entry.dice_before, entry.dice_after = "new", 0, None, None
+        return entry
+    try:
+        info = read_case_info(folder)
+    except CaseStateError as err:
+        entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {err}"
+        return entry
+    entry.status = info["status"] if info["status"] in STATUSES else UNREADABLE
+    if entry.status == UNREADABLE:
+        entry.reason = f"{folder / CASE_JSON} has an unknown status {info['status']!r}"
+    entry.corrected = len(info.get("locked", []))
+    entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
+    return entry
 
 
 def next_case(rows: list[CaseEntry], after: str | None = None) -> CaseEntry | None:
     """The first case after ``after`` (a case id) that is neither done nor unreadable."""
     start = next((i + 1 for i, r in enumerate(rows) if r.case_id == after), 0)
     return next((r for r in rows[start:] if r.status not in ("done", UNREADABLE)), None)
+
+
+# ----------------------------------------------------------------- project folder
+def default_project_dir() -> Path:
+    """``<user data dir>/projects/default``: the project folder used until the user picks one."""
+    from .userdirs import data_dir
+
+    return data_dir() / "projects" / "default"
+
+
+def check_project(project, sources) -> Path:
+    """``project`` resolved; ValueError (one line) when it is a source or lies inside one."""
+    project = Path(project).expanduser().resolve()
+    for source in sources:
+        source = Path(source).expanduser().resolve()
+        if project == source or source in project.parents:
+            raise ValueError(f"project folder {project} is inside the source {source}; "
+                             f"pick a folder outside your scans (nothing is written beside a source)")
+    return project
+
+
+def read_project(project) -> dict:
+    """``project.json`` (``{"format", "version", "checkpoints": [...]}``); an empty one when absent."""
+    path = Path(project) / PROJECT_JSON
+    if not path.exists():
+        return {"format": PROJECT_FORMAT, "version": 1, "checkpoints": []}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is unreadable or not JSON ({err}); move it away to start a fresh checkpoint history") from None
+    if not isinstance(meta, dict) or meta.get("format") != PROJECT_FORMAT or not isinstance(meta.get("checkpoints"), list):
+        raise ValueError(f"{path} is not a napari-medseg project file")
+    return meta
+
+
+def record_checkpoint(project, checkpoint, case: str, *, dice_before=None, dice_after=None) -> bool:
+    """Append a fine-tuned ``checkpoint`` made on ``case`` to ``project.json`` (atomic); False if already there."""
+    meta = read_project(project)
+    checkpoint = str(Path(checkpoint).expanduser().resolve())
+    if any(entry.get("path") == checkpoint for entry in meta["checkpoints"]):
+        return False
+    meta["checkpoints"].append({"path": checkpoint, "case": case, "dice_before": dice_before, "dice_after": dice_after,
+                                "saved_at": datetime.now(timezone.utc).isoformat()})
+    Path(project).mkdir(parents=True, exist_ok=True)
+    text = json.dumps(meta, indent=1)
+    atomic_write(Path(project) / PROJECT_JSON, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+    return True
+
+
+def newest_checkpoint(project) -> Path | None:
+    """The project's newest checkpoint version: the last one recorded whose file exists; None when none."""
+    for entry in reversed(read_project(project)["checkpoints"]):
+        path = Path(str(entry.get("path", "")))
+        if path.is_file():
+            return path
+    return None
+
+
+# ----------------------------------------------------------------- opening a case
+@dataclass(frozen=True)
+class CaseProgress:
+    """``phase``: ``"read"`` or ``"segment"``; ``fraction`` in [0, 1] of that phase."""
+
+    phase: str
+    fraction: float
+    message: str
+
+
+@dataclass
+class OpenedCase:
+    """A case ready to show.  ``labels`` uint8 (z, y, x), or None (no checkpoint and nothing saved: start empty).
+
+    ``ledger`` is the restored one (``restored``) or one holding the fresh model output;
+    ``checkpoint`` the checkpoint that segmented it now (None when restored or empty).
+    """
+
+    entry: CaseEntry
+    volume: object  # napari_medseg.io.Volume, canonical (z, y, x)
+    image_hash: str
+    labels: np.ndarray | None
+    ledger: object | None  # SliceLedger
+    label_set: dict | None
+    status: str
+    checkpoint: str | None = None
+    restored: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", precision="auto") -> Iterator[CaseProgress]:
+    """Read a case; restore its saved state exactly, or segment it with ``checkpoint``; returns :class:`OpenedCase`.
+
+    A generator (progress, then the result as its return value); closing it cancels.  Raises
+    :class:`VolumeReadError` / :class:`CaseStateError` (one line) for an unreadable source or saved
+    state; a saved state made on other voxels is refused and left untouched.
+    """
+    from .hashing import voxel_hash
+    from .io.read import read_volume
+
+    yield CaseProgress("read", 0.0, f"reading {entry.source.name}")
+    vol = read_volume(entry.source)
+    if vol.is_4d or vol.is_labels:
+        what = "is 4D (time frames)" if vol.is_4d else "holds labels (few integer values), not an image"
+        raise VolumeReadError(f"{entry.source.name} {what}; the Cases dock segments 3D CT/MR volumes")
+    image_hash = voxel_hash(vol.array)
+    folder = case_folder(project, entry.source)
+    if (folder / CASE_JSON).exists():
+        case = load_case(folder)
+        if case.image_hash != image_hash or case.labels.shape != vol.array.shape:
+            raise CaseStateError(f"the saved state in {folder} was made on other voxels (the source changed since); "
+                                 f"it is left untouched: move that folder away to start the case afresh")
+        return OpenedCase(entry, vol, image_hash, case.labels, case.ledger, case.label_set, case.status,
+                          restored=True, extra=case.extra)
+    if checkpoint is None:
+        return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
+    labels, ledger, label_set = yield from _segment(vol, checkpoint, device, precision)
+    return OpenedCase(entry, vol, image_hash, labels, ledger, label_set, "in progress", checkpoint=str(checkpoint))
+
+
+def _segment(vol, checkpoint, device, precision):
+    """``(labels, ledger, label set dict)`` of ``checkpoint`` on ``vol`` (a generator yielding CaseProgress)."""
+    from .checkpoint import load_checkpoint
+    from .device import pick_device
+    from .inference import segment_volume
+    from .retrain.ledger import SliceLedger
+
+    device = pick_device(device)
+    model, info = load_checkpoint(checkpoint, device=str(device))
+    gen = segment_volume(vol.array, [(model, info)], device=device, precision=precision, uncertainty=False,
+                         spacing=vol.geometry.spacing)
+    try:
+        while True:
+            p = next(gen)
+            yield CaseProgress("segment", p.done / max(p.total, 1),
+                               f"segmenting with {Path(checkpoint).name}: {p.done}/{p.total} slices")
+    except StopIteration as stop:
+        result = stop.value
+    finally:
+        gen.close()
+    ledger = SliceLedger(result.labels.shape)
+    ledger.record_model_output(result.labels, result.segmented)
+    return result.labels, ledger, info.label_set.to_dict()
+
+
+def fine_tune_dice(checkpoint, source) -> tuple[float, float] | None:
+    """``(dice_before, dice_after)`` when ``checkpoint`` was fine-tuned on ``source`` (its provenance says so), else None."""
+    from .checkpoint import read_checkpoint_info
+
+    try:
+        prov = read_checkpoint_info(checkpoint).provenance
+    except (OSError, ValueError):
+        return None
+    image = prov.get("image")
+    if not image or prov.get("dice_before") is None or prov.get("dice_after") is None:
+        return None
+    if Path(str(image)).expanduser().resolve() != Path(source).expanduser().resolve():
+        return None
+    return float(prov["dice_before"]), float(prov["dice_after"])

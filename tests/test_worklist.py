@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
-from napari_medseg.casestate import save_case
+from napari_medseg.casestate import CaseStateError, save_case
 from napari_medseg.retrain.ledger import SliceLedger
-from napari_medseg.worklist import case_folder, case_id, list_sources, next_case, read_worklist
+from napari_medseg.worklist import (
+    case_folder,
+    case_id,
+    list_sources,
+    next_case,
+    open_case,
+    read_worklist,
+)
 
 
 @pytest.fixture
@@ -70,3 +78,150 @@ def test_case_ids_differ_for_same_names_in_different_folders(tmp_path):
 def test_not_a_worklist(tmp_path):
     with pytest.raises(ValueError, match="neither a folder nor a text file"):
         list_sources(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- project folder and opening a case
+def drive(gen):
+    """Run a generator to its end; its return value."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_corrupt_header_is_unreadable_at_listing(cases, tmp_path):
+    (cases / "d_bad.nii.gz").write_bytes(b"\x1f\x8b not gzip" * 50)
+    (cases / "e_bad.nrrd").write_bytes(b"NRRD0004\ntype: what\n\n" + bytes(100))
+    rows = read_worklist(cases, tmp_path / "project")
+    bad = {r.source.name: r for r in rows if r.status == "unreadable"}
+    assert set(bad) == {"c_empty.nii.gz", "d_bad.nii.gz", "e_bad.nrrd"}
+    for name in ("d_bad.nii.gz", "e_bad.nrrd"):
+        assert "header unreadable" in bad[name].reason and "\n" not in bad[name].reason
+    assert [r.status for r in rows if r.source.name in ("a_ct.nii.gz", "b_dicom")] == ["new", "new"]
+
+
+def test_project_folder_never_inside_a_source(cases, tmp_path):
+    from napari_medseg.worklist import check_project, default_project_dir
+
+    sources = list_sources(cases)
+    with pytest.raises(ValueError, match="inside the source"):
+        check_project(cases / "b_dicom" / "project", sources)
+    with pytest.raises(ValueError, match="inside the source"):
+        check_project(cases / "a_ct.nii.gz", sources)
+    assert check_project(tmp_path / "project", sources) == (tmp_path / "project").resolve()
+    assert default_project_dir().parts[-2:] == ("projects", "default")
+
+
+def test_newest_checkpoint_is_the_last_recorded_that_exists(tmp_path):
+    from napari_medseg.worklist import (
+        PROJECT_JSON,
+        newest_checkpoint,
+        read_project,
+        record_checkpoint,
+    )
+
+    project = tmp_path / "project"
+    assert newest_checkpoint(project) is None  # nothing recorded: the dock falls back to the Segment dock
+    a, b = tmp_path / "m.v2.safetensors", tmp_path / "m.v3.safetensors"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    assert record_checkpoint(project, a, "case-1", dice_before=0.2, dice_after=0.6)
+    assert record_checkpoint(project, b, "case-2")
+    assert not record_checkpoint(project, a, "case-1")  # recorded once
+    assert newest_checkpoint(project) == b.resolve()
+    b.unlink()  # a deleted version is skipped
+    assert newest_checkpoint(project) == a.resolve()
+    meta = json.loads((project / PROJECT_JSON).read_text())  # plain JSON for scripts
+    assert [e["case"] for e in meta["checkpoints"]] == ["case-1", "case-2"] and meta["checkpoints"][0]["dice_after"] == 0.6
+    (project / PROJECT_JSON).write_text("{oops")
+    with pytest.raises(ValueError, match="not JSON"):
+        read_project(project)
+
+
+def test_open_case_segments_then_restores_exactly(tmp_path, sample_ct):
+    from _segment_helpers import save_tiny
+
+    from napari_medseg.casestate import save_case
+    from napari_medseg.io import read_volume
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a.nii.gz")
+    project = tmp_path / "project"
+    ckpt = save_tiny(tmp_path / "tiny.safetensors", "dcaunet", seed=3)
+    entry = read_worklist(src, project)[0]
+    opened = drive(open_case(entry, project, ckpt, device="cpu"))
+    assert not opened.restored and opened.checkpoint == str(ckpt) and opened.status == "in progress"
+    assert opened.labels.shape == opened.volume.array.shape and opened.ledger.locked == []
+    assert opened.ledger.counts()["predicted"] == opened.labels.shape[0]
+    assert opened.label_set["name"] == "synapse"
+
+    labels = opened.labels.copy()
+    labels[7, 10:20, 10:20] = 4  # a correction
+    opened.ledger.update_from(labels)
+    opened.ledger.mark_reviewed(3)
+    save_case(case_folder(project, entry.source), labels, opened.ledger, image_hash=opened.image_hash, status="reviewed")
+    again = drive(open_case(read_worklist(src, project)[0], project, ckpt, device="cpu"))
+    assert again.restored and again.checkpoint is None and again.status == "reviewed"
+    np.testing.assert_array_equal(again.labels, labels)
+    assert (again.ledger.edited, again.ledger.reviewed) == ([7], [3])
+    assert opened.ledger.to_state().keys() == again.ledger.to_state().keys()
+    for key, value in opened.ledger.to_state().items():
+        np.testing.assert_array_equal(again.ledger.to_state()[key], value)
+
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(str(src / "a.nii.gz"))
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] += 1  # the source changed since the case was saved
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(src / "a.nii.gz"))
+    before = sorted(p.name for p in case_folder(project, entry.source).iterdir())
+    with pytest.raises(CaseStateError, match="other voxels"):
+        drive(open_case(entry, project, ckpt, device="cpu"))
+    assert sorted(p.name for p in case_folder(project, entry.source).iterdir()) == before  # left untouched
+    assert read_volume(src / "a.nii.gz").array.shape == labels.shape
+
+
+def test_open_case_without_checkpoint_and_labels_file(tmp_path, sample_ct, sample_labels):
+    from napari_medseg.io import VolumeReadError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a.nii.gz")
+    shutil.copy(sample_labels, src / "b_labels.nii.gz")
+    rows = read_worklist(src, tmp_path / "project")
+    empty = drive(open_case(rows[0], tmp_path / "project", None))
+    assert empty.labels is None and empty.ledger is None and empty.status == "in progress"
+    with pytest.raises(VolumeReadError, match="holds labels"):
+        drive(open_case(rows[1], tmp_path / "project", None))
+
+
+def test_fine_tune_dice_only_for_this_source(tmp_path, sample_ct):
+    from _segment_helpers import tiny_model, tiny_prep
+
+    from napari_medseg.checkpoint import save_checkpoint
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.worklist import fine_tune_dice
+
+    path = tmp_path / "ft.safetensors"
+    save_checkpoint(path, tiny_model("dcaunet"), label_set=SYNAPSE, preprocessing=tiny_prep("dcaunet"),
+                    provenance={"image": str(sample_ct), "dice_before": 0.25, "dice_after": 0.75})
+    assert fine_tune_dice(path, sample_ct) == (0.25, 0.75)
+    assert fine_tune_dice(path, tmp_path / "other.nii.gz") is None
+    assert fine_tune_dice(tmp_path / "missing.safetensors", sample_ct) is None
+
+
+def test_nrrd_and_mha_cases_list_and_open(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    src = tmp_path / "src"
+    src.mkdir()
+    array = np.random.default_rng(0).integers(-1000, 400, size=(5, 12, 10)).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    for name in ("a.mha", "b.nrrd"):
+        sitk.WriteImage(image, str(src / name))
+    rows = read_worklist(src, tmp_path / "project")
+    assert [(r.source.name, r.status) for r in rows] == [("a.mha", "new"), ("b.nrrd", "new")]
+    for row in rows:
+        opened = drive(open_case(row, tmp_path / "project", None))
+        assert opened.volume.array.shape == (5, 12, 10) and opened.volume.geometry.spacing == pytest.approx((2.5, 0.8, 0.8))

@@ -1,0 +1,105 @@
+"""How the Cases dock meets the viewer and the other docks: case layers, the Segment and Retrain docks, the autosave.
+
+The docks hold napari's proxies of layers, so layers are compared by ``unique_id`` (:func:`same`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QWidget
+
+from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._common import labels_name
+
+RETRAIN = "Correct and retrain"
+
+
+def same(a, b) -> bool:
+    """Whether two layers (or their proxies) are the same layer."""
+    return a is not None and b is not None and a.unique_id == b.unique_id
+
+
+def find_dock(viewer, kind):
+    """The open dock widget of class ``kind`` in the viewer's window, or None."""
+    window = getattr(getattr(getattr(viewer, "__wrapped__", viewer), "window", None), "_qt_window", None)
+    found = [w for w in window.findChildren(QWidget) if isinstance(w, kind)] if window is not None else []
+    return found[0] if found else None
+
+
+def segment_choice(viewer) -> Path | None:
+    """The checkpoint chosen in the open Segment dock (its selected row, else its first), or None."""
+    from qtpy.QtCore import Qt
+
+    from napari_medseg.widgets.segment import SegmentWidget
+
+    dock = find_dock(viewer, SegmentWidget)
+    item = (dock.ckpt_list.currentItem() or dock.ckpt_list.item(0)) if dock is not None else None
+    return Path(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+
+
+def retrain_dock(viewer, open_it: bool = True):
+    """The "Correct and retrain" dock; opened through the manifest when ``open_it`` and not open yet."""
+    from napari_medseg.widgets.retrain import RetrainWidget
+
+    dock = find_dock(viewer, RetrainWidget)
+    if dock is None and open_it:
+        dock = viewer.window.add_plugin_dock_widget("napari-medseg", RETRAIN)[1]
+    return dock
+
+
+def add_case_layers(viewer, case, label_set_name: str = "synapse") -> tuple:
+    """``(image, labels)`` layers of an :class:`~napari_medseg.worklist.OpenedCase`, the ledger attached.
+
+    The image goes through the plugin's reader code (same geometry as File > Open); an empty
+    case gets empty labels of ``label_set_name``.
+    """
+    from napari_medseg._reader import volume_layer_data
+    from napari_medseg.io.layers import labels_layer_kwargs
+    from napari_medseg.labels import LabelSet, get_label_set
+
+    data, kwargs, _ = volume_layer_data(case.volume)
+    image = viewer.add_image(data, **kwargs)
+    label_set = LabelSet.from_dict(case.label_set) if case.label_set else get_label_set(label_set_name)
+    labels = case.labels if case.labels is not None else np.zeros(case.volume.array.shape, np.uint8)
+    kwargs = labels_layer_kwargs(labels, case.volume.geometry, label_set, labels_name(image.name))
+    kwargs["metadata"]["medseg"]["checkpoints"] = [case.checkpoint] if case.checkpoint else list(case.extra.get("checkpoints") or [])
+    if case.ledger is not None:
+        kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the Retrain dock sees the layer
+    layer = viewer.add_labels(labels, **kwargs)
+    if case.ledger is not None:
+        layer.metadata[_ledger_sync.KEY] = case.ledger
+    _ledger_sync.refresh(layer)
+    return image, layer
+
+
+def point_retrain(dock, image, labels) -> None:
+    """Point the Retrain dock at the case's layers, starting from the checkpoint its labels came from."""
+    dock.image_combo.setCurrentText(image.name)
+    dock.labels_combo.setCurrentText(labels.name)
+    start = (labels.metadata.get("medseg", {}).get("checkpoints") or [None])[0]
+    if start:
+        if dock.start_combo.findText(start) < 0:
+            dock.start_combo.insertItem(0, start)
+        dock.start_combo.setCurrentText(start)
+
+
+def drop_same_autosave(viewer, image, case) -> None:
+    """Withdraw the autosave's restore offer for ``image`` when the recovery copy is the state just restored."""
+    from napari_medseg.casestate import CaseStateError, load_case
+    from napari_medseg.widgets import _autosave
+
+    saver = _autosave.attach(viewer)
+    state = case.ledger.to_state()
+    for offer in [o for o in saver.offers if o.image_id == str(image.unique_id)]:
+        try:
+            recovered = load_case(offer.folder)
+        except CaseStateError:
+            continue  # the autosave warns about it itself
+        if np.array_equal(recovered.labels, case.labels) and all(
+                np.array_equal(v, state[k]) for k, v in recovered.ledger.to_state().items()):
+            saver.offers.remove(offer)
+    if saver.dialog is not None and not saver.offers:
+        saver.dialog.close()
+        saver.dialog = None

@@ -1,0 +1,57 @@
+"""The Cases dock's table: one row per worklist entry (case, status, corrected slices, last Dice before/after)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+)
+
+from napari_medseg.worklist import UNREADABLE
+
+COLUMNS = ("Case", "Status", "Corrected", "Dice before", "Dice after")
+_UNREADABLE_COLOUR = QColor("#e07050")
+
+
+def _dice(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+class CasesTable(QTableWidget):
+    """Read-only rows of :class:`~napari_medseg.worklist.CaseEntry`; the open case is shown in bold."""
+
+    def __init__(self, parent=None):
+        super().__init__(0, len(COLUMNS), parent)
+        self.setHorizontalHeaderLabels(list(COLUMNS))
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.verticalHeader().setVisible(False)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.setMinimumHeight(160)
+
+    def show_rows(self, rows, open_id: str | None = None) -> None:
+        """Fill the table; an unreadable row carries its reason as tooltip (on every cell)."""
+        self.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            cells = (row.source.name, row.status, str(row.corrected) if row.status != UNREADABLE else "",
+                     _dice(row.dice_before), _dice(row.dice_after))
+            tip = row.reason if row.status == UNREADABLE else f"{row.source}\ncase folder: cases/{row.case_id}"
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip or "")
+                item.setData(Qt.ItemDataRole.UserRole, row.case_id)
+                if row.status == UNREADABLE:
+                    item.setForeground(_UNREADABLE_COLOUR)
+                if row.case_id == open_id:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.setItem(i, col, item)

@@ -1,0 +1,399 @@
+"""The "Cases" dock: a worklist of volumes, each case's work saved in a project folder.
+
+Thin by design: listing, the project folder and opening a case (read, restore
+or segment) are Qt-free in :mod:`napari_medseg.worklist`; saving a case is
+:func:`napari_medseg.casestate.save_case`.  This widget shows the table, runs
+:func:`~napari_medseg.worklist.open_case` in a worker (progress, cancel), adds
+the image and labels layers, points the "Correct and retrain" dock at them, and
+saves the case when the user leaves it, saves it, changes its status, or
+fine-tunes on it.
+
+Which checkpoint segments a new case (``docs/cases.md``): the project's newest
+fine-tuned version (:func:`~napari_medseg.worklist.newest_checkpoint`), else the
+checkpoint chosen in the Segment dock, else none (the case opens with empty
+labels to paint, and the Retrain dock starts from scratch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._cases_links import (
+    RETRAIN,
+    add_case_layers,
+    drop_same_autosave,
+    point_retrain,
+    retrain_dock,
+    same,
+    segment_choice,
+)
+from napari_medseg.widgets._cases_table import CasesTable
+
+
+class CasesWidget(QWidget):
+    """Dock widget: worklist table, project folder, Open next / Save case / Mark reviewed / Mark done."""
+
+    def __init__(self, napari_viewer):
+        from napari_medseg.worklist import default_project_dir
+
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.worklist: Path | None = None
+        self.project: Path = default_project_dir()
+        self.rows: list = []
+        self.current = None  # the open worklist.OpenedCase
+        self._layers: tuple | None = None  # (image, labels) layers of the open case
+        self._failed: dict[str, str] = {}  # case id -> why it could not be opened (this session)
+        self._watched: set[int] = set()  # ids of Retrain workers whose result saves the case
+        self._build_ui()
+        self.refresh_model()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self):
+        self.worklist_label, self.project_label, self.model_label = QLabel("(none)"), QLabel(), QLabel()
+        self.model_label.setWordWrap(True)
+        self.folder_btn, self.list_btn = QPushButton("Folder\u2026"), QPushButton("List file\u2026")
+        self.folder_btn.setToolTip("A folder of volumes: NIfTI, NRRD, MHA/MHD files and DICOM folders")
+        self.list_btn.setToolTip("A text file naming one volume per line (relative to the file; # comments)")
+        self.folder_btn.clicked.connect(lambda: self._choose_worklist(folder=True))
+        self.list_btn.clicked.connect(lambda: self._choose_worklist(folder=False))
+        self.project_btn = QPushButton("Choose\u2026")
+        self.project_btn.setToolTip("Where each case's labels, slice ledger and status are saved (never beside a source)")
+        self.project_btn.clicked.connect(self._choose_project)
+        self.table = CasesTable(self)
+        self.table.cellDoubleClicked.connect(lambda row, col: self.open_row(row))
+        self.next_btn, self.save_btn, self.cancel_btn = QPushButton("Open next"), QPushButton("Save case"), QPushButton("Cancel")
+        self.reviewed_btn, self.done_btn = QPushButton("Mark reviewed"), QPushButton("Mark done")
+        self.next_btn.clicked.connect(self.open_next)
+        self.save_btn.clicked.connect(self.save_case)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.reviewed_btn.clicked.connect(lambda: self.set_status("reviewed"))
+        self.done_btn.clicked.connect(lambda: self.set_status("done"))
+        self.progress = QProgressBar()
+        self.status = QLabel("Open a folder of scans, or a text file listing them.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Worklist", self.worklist_label)
+        form.addRow("", _row(self.folder_btn, self.list_btn))
+        form.addRow("Project", self.project_label)
+        form.addRow("", _row(self.project_btn))
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.table)
+        layout.addLayout(_row(self.next_btn, self.save_btn, self.cancel_btn))
+        layout.addLayout(_row(self.reviewed_btn, self.done_btn))
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        _show_path(self.project_label, self.project)
+        self._set_running(False)
+
+    def _set_running(self, running: bool):
+        is_open = self.current is not None
+        self.next_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        for button in (self.save_btn, self.reviewed_btn, self.done_btn):
+            button.setEnabled(not running and is_open)
+
+    def _choose_worklist(self, folder: bool):
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Folder of scans")
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Text file listing scans", "", "Text files (*.txt *.lst);;All files (*)")
+        if path:
+            self.open_worklist(path)
+
+    def _choose_project(self):
+        path = QFileDialog.getExistingDirectory(self, "Project folder (case states are saved here)", str(self.project))
+        if path:
+            self.set_project(path)
+
+    # ------------------------------------------------------- worklist, project
+    def open_worklist(self, path) -> bool:
+        """Show the cases of a folder or text file (the open case is saved and closed first)."""
+        from napari_medseg.worklist import check_project, list_sources
+
+        try:
+            check_project(self.project, list_sources(path))
+        except ValueError as err:
+            self.status.setText(str(err))
+            return False
+        if not self.leave_case():
+            return False
+        self.worklist, self._failed = Path(path), {}
+        _show_path(self.worklist_label, self.worklist)
+        self.refresh_rows()
+        usable = sum(r.status != "unreadable" for r in self.rows)
+        self.status.setText(f"{len(self.rows)} case(s), {usable} readable. Open next, or double-click a case.")
+        return True
+
+    def set_project(self, path) -> bool:
+        """Use another project folder (the open case is saved in the old one and closed first)."""
+        from napari_medseg.worklist import check_project
+
+        try:
+            project = check_project(path, [r.source for r in self.rows])
+        except ValueError as err:
+            self.status.setText(str(err))
+            return False
+        if not self.leave_case():
+            return False
+        self.project = project
+        _show_path(self.project_label, project)
+        self.refresh_rows()
+        self.refresh_model()
+        return True
+
+    def refresh_rows(self, rescan: bool = True):
+        """Re-read the worklist (``rescan``: the list and each source's header, else only the saved states).
+
+        Cases that failed to open this session stay unreadable.
+        """
+        from napari_medseg.worklist import UNREADABLE, read_saved_state, read_worklist
+
+        if rescan:
+            try:
+                self.rows = read_worklist(self.worklist, self.project) if self.worklist is not None else []
+            except ValueError as err:
+                self.rows = []
+                self.status.setText(str(err))
+        else:
+            self.rows = [r if r.status == UNREADABLE and r.case_id not in self._failed else read_saved_state(r, self.project)
+                         for r in self.rows]
+        for row in self.rows:
+            if row.case_id in self._failed and row.status != UNREADABLE:
+                row.status, row.reason = UNREADABLE, self._failed[row.case_id]
+        self.table.show_rows(self.rows, self.current.entry.case_id if self.current is not None else None)
+
+    # ------------------------------------------------------------- the model
+    def model_choice(self) -> tuple[Path | None, str]:
+        """``(checkpoint, why)``: the project's newest fine-tuned version, else the Segment dock's choice, else None."""
+        from napari_medseg.worklist import newest_checkpoint
+
+        try:
+            newest = newest_checkpoint(self.project)
+        except ValueError as err:
+            return None, str(err)
+        if newest is not None:
+            return newest, "newest version fine-tuned in this project"
+        chosen = segment_choice(self.viewer)
+        if chosen is not None:
+            return chosen, "the Segment dock's checkpoint (no fine-tuned version in this project yet)"
+        return None, "none yet: cases open with empty labels; paint a few slices and fine-tune from scratch"
+
+    def refresh_model(self):
+        path, why = self.model_choice()
+        self.model_label.setText(f"Model: {path.name} \u2014 {why}" if path is not None else f"Model: {why}")
+        self.model_label.setToolTip(str(path) if path is not None else "")
+
+    # ---------------------------------------------------------- open a case
+    def open_next(self) -> bool:
+        """Save and close the open case, then open the next one that is neither done nor unreadable."""
+        from napari_medseg.worklist import next_case
+
+        if self.worker is not None:
+            return False
+        after = self.current.entry.case_id if self.current is not None else None
+        if not self.leave_case():
+            return False
+        self.refresh_rows()
+        entry = next_case(self.rows, after)
+        if entry is None and after is not None:  # wrap round to cases left open earlier
+            entry = next((r for r in [next_case(self.rows)] if r is not None and r.case_id != after), None)
+        if entry is None:
+            self.status.setText("No case left to open: every case is done or unreadable." if self.rows
+                                else "Open a folder of scans, or a text file listing them, first.")
+            return False
+        return self.open_entry(entry)
+
+    def open_row(self, index: int) -> bool:
+        """Open the case in table row ``index`` (double-click)."""
+        from napari_medseg.worklist import UNREADABLE
+
+        if self.worker is not None or not 0 <= index < len(self.rows):
+            return False
+        entry = self.rows[index]
+        if entry.status == UNREADABLE:
+            self.status.setText(f"{entry.source.name} is unreadable: {entry.reason}")
+            return False
+        if self.current is not None and self.current.entry.case_id == entry.case_id:
+            return True
+        return self.leave_case() and self.open_entry(entry)
+
+    def open_entry(self, entry) -> bool:
+        """Read the case and restore its saved state, or segment it, in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        from napari_medseg._torch_compat import hide_triton
+        from napari_medseg.worklist import open_case
+
+        hide_triton()  # see napari_medseg._torch_compat
+        self.refresh_model()
+        checkpoint, _ = self.model_choice()
+        self.worker = create_worker(open_case, entry, self.project, checkpoint, _start_thread=False,
+                                    _ignore_errors=True)  # errors are shown in the table and the status line
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_opened)
+        self.worker.errored.connect(lambda err: self._on_failed(entry, err))
+        self.worker.aborted.connect(lambda: self.status.setText(f"Cancelled opening {entry.source.name}."))
+        self.worker.finished.connect(self._on_finished)
+        self.progress.setValue(0)
+        self._set_running(True)
+        self.status.setText(f"Opening {entry.source.name}\u2026")
+        self.worker.start()
+        return True
+
+    def cancel(self):
+        """Stop opening the case (after the current batch of slices)."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_progress(self, p):
+        self.progress.setValue(int(100 * (0.1 * p.fraction if p.phase == "read" else 0.1 + 0.9 * p.fraction)))
+        self.status.setText(p.message)
+
+    def _on_failed(self, entry, err):
+        reason = " ".join(str(err).split()) or type(err).__name__
+        self._failed[entry.case_id] = reason
+        self.refresh_rows(rescan=False)
+        self.status.setText(f"Could not open {entry.source.name}: {reason}. It is marked unreadable; Open next skips it.")
+
+    def _on_finished(self):
+        self.worker = None
+        self._set_running(False)
+
+    def _on_opened(self, case):
+        retrain = retrain_dock(self.viewer, open_it=False)
+        image, labels = add_case_layers(self.viewer, case, retrain.label_set_combo.currentText() if retrain else "synapse")
+        self._layers, self.current = (image, labels), case
+        if case.restored:
+            drop_same_autosave(self.viewer, image, case)
+        fresh = not case.restored or case.status == "new"
+        case.status = "in progress" if case.status == "new" else case.status
+        saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
+        self._open_retrain(image, labels)
+        self.progress.setValue(100)
+        how = ("restored: labels and slice ledger as saved" if case.restored else
+               f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
+        self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
+                            + ("" if saved else f" {self.status.text()}"))
+
+    def _open_retrain(self, image, labels):
+        """Open the Retrain dock on the case; each fine-tune started from its button then saves the case."""
+        try:
+            dock = retrain_dock(self.viewer)
+        except Exception as err:  # that widget belongs to another module; say why it did not open
+            self.status.setText(f"Could not open \u201c{RETRAIN}\u201d: {err}")
+            return
+        point_retrain(dock, image, labels)
+        if id(dock) not in self._watched:
+            self._watched.add(id(dock))
+            dock.run_btn.clicked.connect(lambda: self._watch_fine_tune(dock))
+
+    def _watch_fine_tune(self, dock):
+        if dock.worker is not None:
+            dock.worker.returned.connect(lambda *_: self._after_fine_tune(dock))
+
+    def _after_fine_tune(self, dock):
+        if self._layers is not None and same(dock.labels_layer(), self._layers[1]):
+            self.save_case()
+        self.refresh_model()
+
+    # ------------------------------------------------------------- saving
+    def save_case(self, status: str | None = None) -> bool:
+        """Save the open case's labels, ledger and status (and last fine-tune Dice) into the project."""
+        from napari_medseg.casestate import save_case
+        from napari_medseg.worklist import (
+            case_folder,
+            fine_tune_dice,
+            record_checkpoint,
+        )
+
+        case = self.current
+        if case is None:
+            return True
+        image, labels = self._layers
+        if self._index(labels) is None:
+            self.status.setText(f"The labels layer of {case.entry.source.name} was closed; its last saved state is kept.")
+            return True
+        status = status or case.status
+        meta = labels.metadata.get("medseg", {})
+        checkpoints = list(meta.get("checkpoints") or [])
+        extra = {k: case.extra.get(k) for k in ("dice_before", "dice_after") if case.extra.get(k) is not None}
+        dice = fine_tune_dice(checkpoints[0], case.entry.source) if checkpoints else None
+        try:
+            if dice is not None:
+                extra["dice_before"], extra["dice_after"] = dice
+                record_checkpoint(self.project, checkpoints[0], case.entry.case_id, dice_before=dice[0], dice_after=dice[1])
+            extra.update(image_name=image.name, checkpoints=checkpoints)
+            save_case(case_folder(self.project, case.entry.source), np.asarray(labels.data), _ledger_sync.refresh(labels),
+                      image_hash=case.image_hash, source_path=str(case.entry.source), label_set=meta.get("label_set"),
+                      status=status, extra=extra)
+        except (OSError, ValueError) as err:
+            self.status.setText(f"Could not save {case.entry.source.name} in {self.project}: {err}")
+            return False
+        case.status, case.extra = status, {**case.extra, **extra}
+        self.refresh_rows(rescan=False)
+        self.refresh_model()
+        self.status.setText(f"Saved {case.entry.source.name} ({status}).")
+        return True
+
+    def set_status(self, status: str) -> bool:
+        """Mark the open case ``"reviewed"``, ``"done"`` or ``"in progress"``, and save it."""
+        if self.current is None:
+            self.status.setText("Open a case first.")
+            return False
+        return self.save_case(status)
+
+    def _index(self, layer) -> int | None:
+        """Index of ``layer`` in the viewer, by unique id (the dock sees napari's proxies, not the layers)."""
+        return next((i for i, other in enumerate(self.viewer.layers) if same(other, layer)), None)
+
+    def leave_case(self) -> bool:
+        """Save the open case and remove its layers; False (layers kept) when saving failed."""
+        if self.current is None:
+            return True
+        retrain = retrain_dock(self.viewer, open_it=False)
+        if retrain is not None and retrain.worker is not None and same(retrain.labels_layer(), self._layers[1]):
+            self.status.setText(f"Fine-tuning on {self.current.entry.source.name} is running: wait for it, "
+                                f"or Cancel it in \u201c{RETRAIN}\u201d, before leaving the case.")
+            return False
+        if not self.save_case():
+            return False
+        for layer in self._layers:
+            index = self._index(layer)
+            if index is not None:
+                self.viewer.layers.pop(index)
+        self.current, self._layers = None, None
+        self.refresh_rows(rescan=False)
+        self._set_running(self.worker is not None)
+        return True
+
+
+def _show_path(label: QLabel, path: Path) -> None:
+    """The last two parts of ``path`` (a dock is narrow); the whole path as tooltip."""
+    path = Path(path)
+    label.setText(str(path) if len(path.parts) <= 3 else f"\u2026/{path.parent.name}/{path.name}")
+    label.setToolTip(str(path))
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row

@@ -1,0 +1,220 @@
+"""The "Cases" dock through the manifest: worklist table, Open next, save / restore, unreadable rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _segment_helpers import save_tiny, trained_checkpoint
+
+from napari_medseg.worklist import UNREADABLE, case_folder, record_checkpoint
+
+pytestmark = pytest.mark.gui
+SCREENSHOT_DIR = os.environ.get("MEDSEG_SCREENSHOT_DIR")
+
+
+@pytest.fixture
+def cases(make_napari_viewer, tmp_path, monkeypatch, sample_ct, dicom_dir):
+    """A folder with 2 readable cases (NIfTI, DICOM folder) and a corrupt one; two tiny checkpoints."""
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEDSEG_CONFIG_DIR", str(tmp_path / "config"))
+    src = tmp_path / "scans"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a_ct.nii.gz")
+    (src / "b_dicom").symlink_to(dicom_dir, target_is_directory=True)
+    (src / "c_bad.nii.gz").write_bytes(b"\x1f\x8b this is not a gzip stream" * 20)
+    base = save_tiny(tmp_path / "base.safetensors", "dcaunet", seed=1)
+    newest = save_tiny(tmp_path / "base.v2.safetensors", "dcaunet", seed=2)
+    viewer = make_napari_viewer(show=True)
+    _, segment = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    assert segment.add_checkpoint(base)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Cases")
+    return viewer, widget, src, tmp_path / "project", base, newest
+
+
+def same(a, b) -> bool:
+    """The dock holds napari's proxies of layers: compare layers by id."""
+    return a.unique_id == b.unique_id
+
+
+def wait_open(widget, qtbot, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+    assert widget.current is not None, widget.status.text()
+
+
+def expected_labels(path, checkpoint, device="cpu"):
+    from napari_medseg.checkpoint import load_checkpoint
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.io import read_volume
+
+    vol = read_volume(path)
+    model, info = load_checkpoint(checkpoint)
+    return run_segmentation(segment_volume(vol.array, [(model, info)], device=device, uncertainty=False,
+                                           spacing=vol.geometry.spacing)).labels
+
+
+def test_open_next_save_and_restore(cases, qtbot):
+    viewer, widget, src, project, base, newest = cases
+    assert str(widget.project).endswith("projects/default")  # the default lives in the user data dir
+    assert widget.set_project(project)
+    assert "Segment dock" in widget.model_label.text()  # nothing fine-tuned in the project yet
+    record_checkpoint(project, newest, "earlier-case", dice_before=0.3, dice_after=0.7)
+    assert widget.open_worklist(src)
+    assert [r.status for r in widget.rows] == ["new", "new", UNREADABLE]
+    assert widget.table.item(2, 1).text() == UNREADABLE and "header unreadable" in widget.table.item(2, 0).toolTip()
+
+    assert widget.open_next()
+    wait_open(widget, qtbot)
+    image, labels = widget._layers
+    assert widget.current.checkpoint == str(newest) and "base.v2" in widget.model_label.text()
+    np.testing.assert_array_equal(labels.data, expected_labels(src / "a_ct.nii.gz", newest))
+    assert not np.array_equal(labels.data, expected_labels(src / "a_ct.nii.gz", base))
+    assert widget.rows[0].status == "in progress"  # new -> in progress on opening, saved at once
+    _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    assert same(retrain.image_layer(), image) and same(retrain.labels_layer(), labels)
+    assert retrain.start_combo.currentText() == str(newest)
+
+    labels.brush_size = 6
+    labels.paint((10, 50, 40), 5)  # a correction on slice 10
+    retrain.go_to_slice(20)
+    retrain.toggle_reviewed()
+    qtbot.waitUntil(lambda: labels.metadata["medseg"]["locked_slices"] == [10, 20])
+    painted = np.array(labels.data)
+    assert widget.set_status("reviewed")
+    if SCREENSHOT_DIR:
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_widget.png"), canvas_only=False)
+
+    assert widget.open_next()  # saves case 1, opens the DICOM case
+    wait_open(widget, qtbot)
+    assert not any(same(layer, old) for layer in viewer.layers for old in (image, labels))  # case 1 closed
+    assert widget.current.entry.source.name == "b_dicom"
+    info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
+    assert info["status"] == "reviewed" and info["edited"] == [10] and info["reviewed"] == [20]
+    assert [r.status for r in widget.rows] == ["reviewed", "in progress", UNREADABLE]
+    assert widget.table.item(0, 2).text() == "2"
+
+    assert not widget.open_row(2)  # the unreadable row stays unreadable, says why
+    assert "unreadable" in widget.status.text() and widget.current.entry.source.name == "b_dicom"
+    assert widget.open_row(0)  # reopen case 1: restored, not re-segmented
+    wait_open(widget, qtbot)
+    image, labels = widget._layers
+    assert widget.current.restored and widget.current.checkpoint is None
+    np.testing.assert_array_equal(labels.data, painted)
+    ledger = labels.metadata["medseg_ledger"]
+    assert (ledger.edited, ledger.reviewed, ledger.locked) == ([10], [20], [10, 20])
+    assert labels.metadata["medseg"]["locked_slices"] == [10, 20]
+    assert widget.rows[0].status == "reviewed" and widget.rows[2].status == UNREADABLE
+    assert not any(p.name.endswith((".json", ".npz")) for p in src.iterdir())  # nothing beside the sources
+    assert_docs_script_reads(project, ["a_ct-", "reviewed [10, 20]", "b_dicom-", "in progress"])
+
+
+def assert_docs_script_reads(project, expected):
+    """The reading script of docs/cases.md runs on this project with numpy and json alone."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cases.md").read_text(encoding="utf-8")
+    script = re.search(r"```python\n(.*?)```", doc, re.DOTALL).group(1)
+    script = re.sub(r'project = Path\(.*\)\.expanduser\(\)', f"project = Path({str(project)!r})", script)
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for text in expected:
+        assert text in out.stdout, out.stdout
+
+
+def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, sample_labels, tmp_path_factory):
+    viewer, widget, src, project, base, newest = cases
+    if SCREENSHOT_DIR:  # the docs' screenshot shows real organs
+        shutil.copy(trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels), base)
+    widget.set_project(project)
+    widget.open_worklist(src)
+    assert widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.current.checkpoint == str(base)  # no project version yet: the Segment dock's choice
+    _, labels = widget._layers
+    _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    labels.brush_size = 6
+    labels.paint((12, 50, 40), 5)
+    qtbot.waitUntil(lambda: labels.metadata["medseg"]["locked_slices"] == [12])
+    retrain.budget_unit.setCurrentText("steps")
+    retrain.budget.setValue(4)
+    retrain.run_btn.click()
+    assert retrain.worker is not None and not widget.open_next()  # never leaves a case while it is fine-tuned
+    assert "Fine-tuning on a_ct.nii.gz is running" in widget.status.text() and widget.current is not None
+    qtbot.waitUntil(lambda: retrain.worker is None, timeout=120_000)
+    assert "Saved" in retrain.status.text(), retrain.status.text()
+    version = retrain.start_combo.currentText()
+    assert version.endswith("base.v3.safetensors")  # v2 exists beside it already
+    qtbot.waitUntil(lambda: widget.rows[0].dice_after is not None)  # saved by the fine-tune hook
+    info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
+    assert info["dice_before"] == widget.rows[0].dice_before and info["edited"] == [12]
+    assert widget.table.item(0, 4).text() == f"{info['dice_after']:.2f}"
+    assert widget.model_choice()[0] == type(widget.model_choice()[0])(version)  # the project's newest version now
+    assert widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.current.checkpoint == version
+    if SCREENSHOT_DIR:
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_dock.png"), canvas_only=False)
+
+
+def test_cancel_then_restore_withdraws_a_same_autosave_offer(cases, qtbot):
+    from napari_medseg.casestate import load_case, save_case
+    from napari_medseg.widgets import _autosave
+
+    viewer, widget, src, project, base, newest = cases
+    widget.set_project(project)
+    widget.open_worklist(src)
+    assert widget.open_next()
+    widget.cancel()  # before the first batch of slices is done
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.current is None and "Cancelled" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == [] and widget.rows[0].status == "new"
+
+    assert widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.open_next()  # leaves a_ct (saved), opens b_dicom
+    wait_open(widget, qtbot)
+    folder = case_folder(project, src / "a_ct.nii.gz")
+    saved = load_case(folder)
+    recovery = _autosave.recovery_dir() / saved.image_hash  # as if another session had autosaved it
+    changed = saved.labels.copy()
+    changed[3, :5, :5] = 2
+    save_case(recovery, changed, saved.ledger, image_hash=saved.image_hash, label_set=saved.label_set)
+    saver = _autosave.attach(viewer)
+
+    def offers_for_open_image():
+        return [o for o in saver.offers if o.image_id == str(widget._layers[0].unique_id)]
+
+    assert widget.open_row(0)
+    wait_open(widget, qtbot)
+    assert len(offers_for_open_image()) == 1  # a different recovery copy stays offered
+    widget.open_row(1)
+    wait_open(widget, qtbot)
+    save_case(recovery, saved.labels, saved.ledger, image_hash=saved.image_hash, label_set=saved.label_set)
+    saver.offers.clear()
+    assert widget.open_row(0)
+    wait_open(widget, qtbot)
+    assert offers_for_open_image() == []  # the same state as the project's: no restore dialog
+
+
+def test_a_case_that_fails_to_open_becomes_unreadable_and_open_next_goes_on(cases, qtbot, sample_labels):
+    viewer, widget, src, project, base, newest = cases
+    shutil.copy(sample_labels, src / "a_ct_labels.nii.gz")  # listed (a readable NIfTI), refused on opening
+    widget.set_project(project)
+    widget.open_worklist(src)
+    names = [r.source.name for r in widget.rows]
+    assert names[:2] == ["a_ct.nii.gz", "a_ct_labels.nii.gz"] and widget.rows[1].status == "new"
+    assert widget.open_row(1)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.current is None and widget.rows[1].status == UNREADABLE
+    assert "holds labels" in widget.rows[1].reason and "holds labels" in widget.table.item(1, 0).toolTip()
+    assert widget.open_next()  # the first usable case
+    wait_open(widget, qtbot)
+    assert widget.current.entry.source.name == "a_ct.nii.gz"
+    assert widget.open_next()  # skips the unreadable row
+    wait_open(widget, qtbot)
+    assert widget.current.entry.source.name == "b_dicom" and widget.rows[1].status == UNREADABLE
