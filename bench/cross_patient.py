@@ -103,6 +103,8 @@ def main(argv=None) -> int:
                         "(quality independent of the machine's load; translate with an idle machine's steps/s)")
     parser.add_argument("--learn-steps", type=int, help="fixed steps instead of --learn-budget")
     parser.add_argument("--carry-steps", type=int, help="fixed steps instead of --carry-budget")
+    parser.add_argument("--replay", action="store_true", help="carry-over: patient A's slices go to a store that "
+                        "the from-model run replays (what `medseg finetune` does by default with the user's store)")
     parser.add_argument("--checkpoint-lrs", default="", help="more from-model runs at these lrs, e.g. 3e-4,3e-3")
     parser.add_argument("--variants", default="[]",
                         help='more from-model runs, JSON list of FinetuneConfig fields, e.g. \'[{"batchnorm": "frozen"}]\'')
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
     from napari_medseg.io import read_volume
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.models import family_spec
+    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.retrain.protocol import run_protocol, untouched_dice
 
     if args.threads:
@@ -137,12 +140,13 @@ def main(argv=None) -> int:
     image, ref, spacing = sample.array, read_volume(SAMPLE_LABELS).array.astype(np.uint8), sample.geometry.spacing
     rows = []
 
-    def protocol(name, img, lab, k, budget, sp, checkpoint=None, options=None, tag="", steps=None):
+    def protocol(name, img, lab, k, budget, sp, checkpoint=None, options=None, tag="", steps=None, store=None,
+                 replay=False):
         if steps:  # equal steps, whatever the load: the budget is not used
             budget, options = None, dict(options or {}, steps=steps)
         r = run_protocol(img, lab, k, model_name="dcaunet", time_budget_s=budget, device="cpu", seed=args.seed,
                          output_dir=work / (tag or name.replace(" ", "_")), spacing=sp, checkpoint=checkpoint,
-                         options=options)
+                         options=options, store=store, replay=replay)
         rows.append(row(name, r.dice, r.steps, r.seconds))
         return r
 
@@ -168,19 +172,21 @@ def main(argv=None) -> int:
         directions = [("inferior", "superior")] + ([("superior", "inferior")] if args.both_directions else [])
         for first, second in directions:
             f, s = halves[first], halves[second]
+            shared = CorrectionStore(work / f"store-{first}") if args.replay else None
             print(f"\n4. carry-over: learn on the {first} half (k = 3, {args.learn_budget:.0f} s), "
                   f"then the {second} half (k = 2, {args.carry_budget:.0f} s)")
             learned = protocol(f"{first} half, k=3 (patient A)", image[f], ref[f], 3, args.learn_budget, spacing,
-                               tag=f"{first}_k3", steps=args.learn_steps)
+                               tag=f"{first}_k3", steps=args.learn_steps, store=shared)
             t0 = time.monotonic()
             pred = segment(image[s], learned.checkpoint.path, spacing)
             rows.append(row(f"{second} half, A's model unseen", untouched_dice(pred, ref[s], [], SYNAPSE), 0,
                             time.monotonic() - t0))
             scratch = protocol(f"{second} half, k=2, from scratch", image[s], ref[s], 2, args.carry_budget, spacing,
                                tag=f"{second}_scratch", steps=args.carry_steps)
-            carried = protocol(f"{second} half, k=2, from A's model", image[s], ref[s], 2, args.carry_budget,
+            carried_name = f"{second} half, k=2, from A's model" + (" + replay" if args.replay else "")
+            carried = protocol(carried_name, image[s], ref[s], 2, args.carry_budget,
                                spacing, checkpoint=learned.checkpoint.path, tag=f"{second}_carry",
-                               steps=args.carry_steps)
+                               steps=args.carry_steps, store=shared, replay=args.replay)
             variants = [dict(lr=float(lr)) for lr in filter(None, args.checkpoint_lrs.split(","))]
             for i, options in enumerate(variants + json.loads(args.variants)):
                 label = ", ".join(f"{k} {v}" for k, v in options.items())

@@ -80,6 +80,7 @@ def test_open_next_save_and_restore(cases, qtbot):
     _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
     assert same(retrain.image_layer(), image) and same(retrain.labels_layer(), labels)
     assert retrain.start_combo.currentText() == str(newest)
+    assert retrain.store_row.store().root == project / "corrections"  # the project's cases share one store
 
     labels.brush_size = 6
     labels.paint((10, 50, 40), 5)  # a correction on slice 10

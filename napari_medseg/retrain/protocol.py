@@ -59,6 +59,8 @@ def run_protocol(
     spacing=None,
     checkpoint=None,
     target_spacing: float | None = None,
+    store=None,
+    replay: bool = False,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
@@ -66,6 +68,8 @@ def run_protocol(
     ``spacing``: the volume's ``(sz, sy, sx)`` mm (needed by spacing-aware models, the scratch default).
     ``checkpoint``: start from this checkpoint instead of from scratch.
     ``target_spacing``: from scratch, the ``"spacing"`` policy's pixel size (mm; default: the package's).
+    ``store``: the :class:`CorrectionStore` the corrected slices go to (default: a fresh one under
+    ``output_dir``); ``replay``: also train on that store's earlier entries, as the CLI does by default.
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -92,7 +96,8 @@ def run_protocol(
         work.mkdir(parents=True, exist_ok=True)
         options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
         gen = retrain_volume(image, reference, corrected, start=start, spacing=spacing, source=f"sample CT, {k} slices",
-                             options=options, store=CorrectionStore(work / "corrections"), replay=False,
+                             options=options, store=store if store is not None else CorrectionStore(work / "corrections"),
+                             replay=replay,
                              output=unused_path(work / f"{model_name}-k{k}.safetensors"))
         result = drive(gen, callback)
         labels, steps, checkpoint = result.labels, result.finetune.steps, result.checkpoint

@@ -74,8 +74,18 @@ def add_case_layers(viewer, case, label_set_name: str = "synapse") -> tuple:
     return image, layer
 
 
-def point_retrain(dock, image, labels) -> None:
-    """Point the Retrain dock at the case's layers, starting from the checkpoint its labels came from."""
+PROJECT_STORE = "corrections"  # <project>/corrections: the corrections store the project's cases share
+
+
+def point_retrain(dock, image, labels, project=None) -> None:
+    """Point the Retrain dock at the case's layers, starting from the checkpoint its labels came from.
+
+    With ``project``, a dock still on the default store switches to ``<project>/corrections``, so
+    fine-tuning on one case replays the corrections of the project's earlier cases (a store the
+    user chose is kept).
+    """
+    if project is not None and dock.store_row.root is None:
+        dock.store_row.choose(str(Path(project) / PROJECT_STORE))
     dock.image_combo.setCurrentText(image.name)
     dock.labels_combo.setCurrentText(labels.name)
     start = (labels.metadata.get("medseg", {}).get("checkpoints") or [None])[0]

@@ -300,7 +300,7 @@ class CasesWidget(QWidget):
         except Exception as err:  # that widget belongs to another module; say why it did not open
             self.status.setText(f"Could not open \u201c{RETRAIN}\u201d: {err}")
             return
-        point_retrain(dock, image, labels)
+        point_retrain(dock, image, labels, self.project)
         if id(dock) not in self._watched:
             self._watched.add(id(dock))
             dock.run_btn.clicked.connect(lambda: self._watch_fine_tune(dock))
