@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import current_volume, known_spacing, labels_name
+from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
 from napari_medseg.widgets._organ_table import OrganTable
 
 NO_CHECKPOINT_TEXT = (
@@ -321,31 +321,26 @@ class SegmentWidget(QWidget):
                             f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")
 
     def _show_labels(self, image, result, label_set, paths):
+        """The result on the image's labels layer: updated in place (its locked slices kept) or added."""
         from napari.utils.colormaps import DirectLabelColormap
 
-        from napari_medseg.io.layers import labels_display_kwargs
-
-        display = labels_display_kwargs(label_set)  # same colours / hover names as the reader's labels
-        meta = {k: v for k, v in image.metadata.get("medseg", {}).items() if k not in ("time_axis", "time_spacing")}
-        meta.update(label_set=label_set.to_dict(), checkpoints=[str(p) for p in paths])
+        kwargs = aligned_labels_kwargs(image, result.labels, label_set)  # the reader's colours and hover names
+        meta = kwargs["metadata"]["medseg"]
+        meta["checkpoints"] = [str(p) for p in paths]
         layer = self._labels_layer(image)
         if layer is not None and layer.data.shape == result.labels.shape:
             meta["locked_slices"] = list(layer.metadata.get("medseg", {}).get("locked_slices", []))
             layer.data[...] = result.labels
             layer.metadata = {**layer.metadata, "medseg": meta}
-            layer.colormap = DirectLabelColormap(color_dict=display["colormap"])
-            layer.features = display["features"]
-            _ledger_sync.record_prediction(layer, result.segmented)  # fresh output is not an "edit"
-            layer.refresh()
-            return layer
-        if layer is not None:
-            self.viewer.layers.remove(layer)
-        meta["locked_slices"] = []
-        layer = self.viewer.add_labels(
-            result.labels, name=labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
-            metadata={"medseg": meta}, **display,
-        )
-        _ledger_sync.record_prediction(layer, result.segmented)
+            layer.colormap = DirectLabelColormap(color_dict=kwargs["colormap"])
+            layer.features = kwargs["features"]
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            meta["locked_slices"] = []
+            layer = self.viewer.add_labels(result.labels, **kwargs)
+        _ledger_sync.record_prediction(layer, result.segmented)  # fresh output is not an "edit"
+        layer.refresh()
         return layer
 
     def _show_uncertainty(self, image, unc):
