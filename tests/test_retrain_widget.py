@@ -158,3 +158,24 @@ def test_store_row_project_store_replay_and_off(retrain_dock, qtbot, tmp_path):
     (tmp_path / "a-file").write_text("x")
     row.choose(str(tmp_path / "a-file"))
     assert "is a file" in row.summary.text() and row.store().root == project.root
+
+
+def test_long_names_are_elided_and_the_dock_scrolls(scratch_dock):
+    """A long checkpoint path or layer name neither widens the dock nor hides its end; a short window scrolls it."""
+    image, widget, labels = scratch_dock
+    width = widget.start_combo.sizeHint().width()
+    path = "/data/" + "a-very-long-project-folder/" * 4 + "liver_and_spleen.v3.safetensors"
+    widget.start_combo.insertItem(0, path)
+    widget.start_combo.setCurrentIndex(0)
+    assert widget.start_combo.sizeHint().width() == width and widget.start_combo.toolTip() == path
+    widget.start_combo.resize(widget.start_combo.sizeHint())  # as narrow as the dock may make it
+    shown = widget.start_combo.shown_text()
+    assert shown.startswith("\u2026") and shown.endswith(".v3.safetensors") and len(shown) < len(path)
+    long_name = "patient 0001 abdomen CT portal venous phase 1.0 mm B30f"
+    image.name = long_name  # the dock follows the rename
+    assert widget.image_combo.currentText() == long_name and widget.image_layer().unique_id == image.unique_id
+    widget.image_combo.resize(widget.image_combo.sizeHint())
+    shown = widget.image_combo.shown_text()
+    assert "\u2026" in shown and shown.startswith("patient") and shown.endswith("B30f")
+    assert widget.image_combo.sizeHint().width() == width
+    assert widget.minimumSizeHint().height() < widget.sizeHint().height() / 3  # the body scrolls

@@ -6,11 +6,12 @@ as the CLI's do (``tests/test_retrain_widget.py`` checks that they agree).
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QWidget
+
+from napari_medseg.widgets._layout import ElidedComboBox, row
 
 BROWSE = "Browse for a checkpoint\u2026"
-#: Characters a path combo shows before it elides: long paths must not widen the dock.
-PATH_CHARS = 18
 
 
 def scratch_choices() -> dict[str, str]:
@@ -32,7 +33,9 @@ class RetrainOptions(QWidget):
 
         super().__init__(parent)
         self.scratch = scratch_choices()
-        self.image_combo, self.labels_combo, self.start_combo = QComboBox(), QComboBox(), QComboBox()
+        # layer names and checkpoint paths are elided, so they never widen the dock
+        self.image_combo, self.labels_combo = ElidedComboBox(), ElidedComboBox()
+        self.start_combo = ElidedComboBox(mode=Qt.TextElideMode.ElideLeft)
         self.label_set_combo = _combo(sorted(BUILTIN, key=lambda name: name != "synapse"))
         self.scope_combo = _combo(["default"] + fine_tuning_scopes())
         self.device_combo = _combo(["auto"] + available_devices())
@@ -40,9 +43,6 @@ class RetrainOptions(QWidget):
         self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
         self.budget_unit = _combo(["seconds", "steps"])
         self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
-        for combo in (self.image_combo, self.labels_combo, self.start_combo):
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(PATH_CHARS)
         self.start_combo.activated.connect(self._on_start_chosen)
 
         form = QFormLayout(self)
@@ -109,11 +109,3 @@ def _combo(items) -> QComboBox:
     combo = QComboBox()
     combo.addItems(items)
     return combo
-
-
-def row(*widgets) -> QHBoxLayout:
-    """The widgets side by side."""
-    layout = QHBoxLayout()
-    for w in widgets:
-        layout.addWidget(w)
-    return layout

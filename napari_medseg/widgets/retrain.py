@@ -19,7 +19,8 @@ from napari_medseg.widgets._common import aligned_labels_kwargs
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
-from napari_medseg.widgets._retrain_options import RetrainOptions, row
+from napari_medseg.widgets._layout import fill_layer_combo, row, scrolling
+from napari_medseg.widgets._retrain_options import RetrainOptions
 from napari_medseg.widgets._scribble_actions import ScribbleActions
 from napari_medseg.widgets._scribble_actions import layer_key as _key
 from napari_medseg.widgets._scribble_mode import MODE_HELP, is_scribble_layer
@@ -47,6 +48,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.events.renamed.connect(self._refresh_layers)
         self.viewer.bind_key("Shift-R", lambda viewer: self.toggle_reviewed(), overwrite=True)
         self.viewer.bind_key("Shift-F", lambda viewer: self.fill_from_scribbles(), overwrite=True)
         self.viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -89,7 +91,9 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        body = QWidget()
+        scrolling(self, body)  # a short screen scrolls the dock instead of growing the window
+        layout = QVBoxLayout(body)
         layout.addWidget(self.options)
         self.store_row = StoreRow(self)
         layout.addWidget(self.store_row)
@@ -116,14 +120,8 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         from napari.layers import Image, Labels
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)
-                            and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
-            if current:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            fill_layer_combo(combo, [layer for layer in self.viewer.layers if isinstance(layer, kind)
+                                     and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
         self._on_labels_changed()
 
     def image_layer(self):

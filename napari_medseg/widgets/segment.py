@@ -25,12 +25,14 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QMenu,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
+from napari_medseg.widgets._layout import ElidedComboBox, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
 
 NO_CHECKPOINT_TEXT = (
@@ -50,7 +52,8 @@ class SegmentWidget(QWidget):
         self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                      napari_viewer.layers.events.renamed):
             event.connect(self._refresh_images)
         self._refresh_images()
         self._refresh_state()
@@ -59,7 +62,7 @@ class SegmentWidget(QWidget):
     def _build_ui(self):
         from napari_medseg.device import available_devices
 
-        self.image_combo = QComboBox()
+        self.image_combo = ElidedComboBox()  # a long image name must not widen the dock
         self.ckpt_list = QListWidget()
         self.ckpt_list.setMaximumHeight(60)
         self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -114,6 +117,8 @@ class SegmentWidget(QWidget):
         run = QHBoxLayout()
         run.addWidget(self.segment_button, 2)
         run.addWidget(self.cancel_button, 1)
+        # no taller than its contents: a dock below (Correct and retrain) gets the rest of the height
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.hint)
@@ -126,13 +131,8 @@ class SegmentWidget(QWidget):
     def _refresh_images(self, event=None):
         from napari.layers import Image
 
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim >= 3]
-        names = [n for n in names if not n.endswith(" uncertainty")]
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        fill_layer_combo(self.image_combo, [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                                            and layer.ndim >= 3 and not layer.name.endswith(" uncertainty")])
         self._refresh_state()
 
     def _refresh_state(self):
