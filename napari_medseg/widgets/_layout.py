@@ -8,7 +8,7 @@ dock taller than the screen makes the window taller than the screen.
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QComboBox, QFrame, QHBoxLayout, QScrollArea, QStyle, QStyleOptionComboBox, QStylePainter
+from qtpy.QtWidgets import QComboBox, QFrame, QHBoxLayout, QPushButton, QScrollArea, QStyle, QStyleOptionComboBox, QStylePainter
 
 #: Characters a name or path combo box has room for before it elides.
 NAME_CHARS = 18
@@ -62,6 +62,14 @@ def fill_layer_combo(combo: QComboBox, layers) -> None:
     if chosen is not None and combo.findData(chosen) >= 0:
         combo.setCurrentIndex(combo.findData(chosen))
     combo.blockSignals(False)
+
+
+def button(text: str, on_click, tip: str = "") -> QPushButton:
+    """A push button that calls ``on_click()`` when clicked (with a tooltip when ``tip`` is given)."""
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    b.clicked.connect(lambda checked=False: on_click())
+    return b
 
 
 def row(*widgets) -> QHBoxLayout:

@@ -33,10 +33,8 @@ class FineTuneJob:
 
         from napari.qt.threading import create_worker
 
-        from napari_medseg._torch_compat import hide_triton
         from napari_medseg.retrain.loop import retrain_volume
 
-        hide_triton()  # see napari_medseg._torch_compat: triton + Mesa's LLVM segfault
         image, layer = self.image_layer(), self.labels_layer()
         if image is None or layer is None:
             self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
@@ -73,7 +71,7 @@ class FineTuneJob:
                                           **self.options.budget_kwargs()),
                              store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
                              should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
-        self.worker = create_worker(lambda: (yield from throttled(gen, preview=self._preview)), _start_thread=False)
+        self.worker = create_worker(_train, gen, self._preview, _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))
@@ -159,3 +157,15 @@ class FineTuneJob:
         self.options.fill_start_combo(layer, select=checkpoint)
         self.status.setText(f"Reverted to {checkpoint if scratch else Path(checkpoint).name}.")
         self._set_running(False)
+
+
+def _train(gen, preview):
+    """The worker: the fine-tune's throttled progress, then its result.
+
+    ``hide_triton`` first, in this thread (the dock's warm-up has usually done it): the optimizer
+    imports ``torch._dynamo``, which must not load triton next to Mesa (see ``_torch_compat``).
+    """
+    from napari_medseg._torch_compat import hide_triton
+
+    hide_triton()
+    return (yield from throttled(gen, preview=preview))

@@ -26,7 +26,6 @@ class RetrainOptions(QWidget):
     :meth:`scope`, :meth:`budget_kwargs`, ``device_combo`` and ``precision_combo``."""
 
     def __init__(self, parent=None):
-        from napari_medseg.device import available_devices
         from napari_medseg.labels import BUILTIN
         from napari_medseg.models import fine_tuning_scopes
         from napari_medseg.models.spec import PRECISIONS
@@ -38,7 +37,7 @@ class RetrainOptions(QWidget):
         self.start_combo = ElidedComboBox(mode=Qt.TextElideMode.ElideLeft)
         self.label_set_combo = _combo(sorted(BUILTIN, key=lambda name: name != "synapse"))
         self.scope_combo = _combo(["default"] + fine_tuning_scopes())
-        self.device_combo = _combo(["auto"] + available_devices())
+        self.device_combo = _combo(["auto"])  # the devices follow (widgets/_warm_up.py: listing them imports torch)
         self.precision_combo = _combo(list(PRECISIONS))
         self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
         self.budget_unit = _combo(["seconds", "steps"])

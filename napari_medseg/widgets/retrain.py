@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import aligned_labels_kwargs
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
-from napari_medseg.widgets._layout import fill_layer_combo, row, scrolling
+from napari_medseg.widgets._layout import button, fill_layer_combo, row, scrolling
 from napari_medseg.widgets._retrain_options import RetrainOptions
 from napari_medseg.widgets._scribble_actions import ScribbleActions
 from napari_medseg.widgets._scribble_actions import layer_key as _key
 from napari_medseg.widgets._scribble_mode import MODE_HELP, is_scribble_layer
 from napari_medseg.widgets._store_row import StoreRow
+from napari_medseg.widgets._warm_up import warm_up
 
 __all__ = ["HISTORY_CAP", "RetrainWidget"]
 
@@ -46,6 +47,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._preview = None
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
+        self.warming = warm_up(self.device_combo, fine_tune=True)  # torch and the fine-tune's imports, off the GUI thread
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.events.renamed.connect(self._refresh_layers)
@@ -67,25 +69,19 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.slice_list = QListWidget()
         self.slice_list.setMaximumHeight(120)
         self.slice_list.itemClicked.connect(lambda item: self.go_to_slice(item.data(Qt.ItemDataRole.UserRole)))
-        self.new_labels_btn = QPushButton("New labels layer to paint on")
-        self.new_labels_btn.setToolTip("An empty labels layer on the image's grid, with the chosen label set's names and colours")
-        self.new_labels_btn.clicked.connect(self.new_labels_layer)
-        self.scribble_btn = QPushButton("Scribble mode")
-        self.scribble_btn.setToolTip("A scribble layer on the image's grid: organ strokes and “background (scribble)” strokes")
-        self.scribble_btn.clicked.connect(self.scribble_mode)
-        self.fill_btn = QPushButton("Fill slice (Shift-F)")
-        self.fill_btn.setToolTip("Turn the strokes on the slice on screen into a full labelling of it (seeded watershed)")
-        self.fill_btn.clicked.connect(self.fill_from_scribbles)
+        self.new_labels_btn = button("New labels layer to paint on", self.new_labels_layer,
+                                     "An empty labels layer on the image's grid, with the chosen label set's names and colours")
+        self.scribble_btn = button("Scribble mode", self.scribble_mode,
+                                   "A scribble layer on the image's grid: organ strokes and \u201cbackground (scribble)\u201d strokes")
+        self.fill_btn = button("Fill slice (Shift-F)", self.fill_from_scribbles,
+                               "Turn the strokes on the slice on screen into a full labelling of it (seeded watershed)")
         self.mode_help = QLabel(MODE_HELP)
         self.mode_help.setWordWrap(True)
-        self.review_btn = QPushButton("Mark reviewed (Shift-R)")
-        self.suggest_btn = QPushButton("Suggest next slice")
-        self.review_btn.clicked.connect(self.toggle_reviewed)
-        self.suggest_btn.clicked.connect(self.suggest_next_slice)
-        self.run_btn, self.cancel_btn, self.revert_btn = QPushButton("Fine-tune"), QPushButton("Cancel"), QPushButton("Revert")
-        self.run_btn.clicked.connect(self.fine_tune)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.revert_btn.clicked.connect(self.revert)
+        self.review_btn = button("Mark reviewed (Shift-R)", self.toggle_reviewed)
+        self.suggest_btn = button("Suggest next slice", self.suggest_next_slice)
+        self.run_btn = button("Fine-tune", self.fine_tune)
+        self.cancel_btn = button("Cancel", self.cancel)
+        self.revert_btn = button("Revert", self.revert)
         self.progress = QProgressBar()
         self.loss_plot = LossPlot()
         self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")

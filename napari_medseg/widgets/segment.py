@@ -32,8 +32,9 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
-from napari_medseg.widgets._layout import ElidedComboBox, fill_layer_combo
+from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
+from napari_medseg.widgets._warm_up import warm_up
 
 NO_CHECKPOINT_TEXT = (
     "No model checkpoint chosen. Add a trained checkpoint (.safetensors) above, or train one "
@@ -52,6 +53,7 @@ class SegmentWidget(QWidget):
         self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
+        self.warming = warm_up(self.device_combo)  # listing devices imports torch: off the GUI thread
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.renamed):
             event.connect(self._refresh_images)
@@ -60,26 +62,21 @@ class SegmentWidget(QWidget):
 
     # ---------------------------------------------------------------- UI
     def _build_ui(self):
-        from napari_medseg.device import available_devices
-
         self.image_combo = ElidedComboBox()  # a long image name must not widen the dock
         self.ckpt_list = QListWidget()
         self.ckpt_list.setMaximumHeight(60)
         self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.ckpt_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.add_button = QPushButton("Add\u2026")
-        self.add_button.setToolTip("Choose checkpoint file(s) (.safetensors)")
-        self.add_button.clicked.connect(self._choose_files)
+        self.add_button = button("Add\u2026", self._choose_files, "Choose checkpoint file(s) (.safetensors)")
         self.recent_button = QPushButton("Recent")
         self.recent_button.setToolTip("Checkpoints used before")
         self.recent_menu = QMenu(self.recent_button)
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.recent_button.setMenu(self.recent_menu)
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.clicked.connect(self._remove_selected)
+        self.remove_button = button("Remove", self._remove_selected)
         self.ensemble_check = QCheckBox("Ensemble: average all listed checkpoints")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto"] + available_devices())
+        self.device_combo.addItem("auto")  # the devices follow (widgets/_warm_up.py)
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
         self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model family and cached")
@@ -88,12 +85,9 @@ class SegmentWidget(QWidget):
         self.hint = QLabel(NO_CHECKPOINT_TEXT)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #e0b050;")
-        self.retrain_button = QPushButton("Open \u201cCorrect and retrain\u201d")
-        self.retrain_button.clicked.connect(self._open_retrain)
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.clicked.connect(self.segment)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.retrain_button = button("Open \u201cCorrect and retrain\u201d", self._open_retrain)
+        self.segment_button = button("Segment", self.segment)
+        self.cancel_button = button("Cancel", self.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
