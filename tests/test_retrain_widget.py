@@ -179,3 +179,15 @@ def test_long_names_are_elided_and_the_dock_scrolls(scratch_dock):
     assert "\u2026" in shown and shown.startswith("patient") and shown.endswith("B30f")
     assert widget.image_combo.sizeHint().width() == width
     assert widget.minimumSizeHint().height() < widget.sizeHint().height() / 3  # the body scrolls
+
+
+def test_dock_lists_devices_after_it_opens(make_napari_viewer, qtbot):
+    """Devices come from the warm-up thread (listing them imports torch): "auto" first, then the list."""
+    from napari_medseg.device import available_devices
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    qtbot.waitUntil(lambda: widget.device_combo.count() > 1, timeout=120_000)
+    assert [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())] == ["auto"] + available_devices()
+    widget.warming.join(120)
+    assert not widget.warming.is_alive()
