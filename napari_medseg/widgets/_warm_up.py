@@ -4,7 +4,7 @@ Listing devices imports torch, and the first fine-tune imports ``torch._dynamo``
 (through :func:`~napari_medseg._torch_compat.hide_triton`, for the optimizer) and
 the fine-tuning core: 5-15 s on a busy 2-core machine.  On the GUI thread, that
 froze napari when the Segment dock opened and again at the first *Fine-tune*
-click.  :func:`warm_up` does it in a daemon thread while the user looks at the
+click.  :func:`warm_up` does it in a thread while the user looks at the
 image and paints; the device combo box shows ``auto`` until the list arrives.
 (The Retrain dock still imports torch as it opens: the family specs that name its
 scratch models live in the model modules, which import torch.)
@@ -24,15 +24,17 @@ POLL_MS = 100
 
 
 def warm_up(device_combo, fine_tune: bool = False) -> threading.Thread:
-    """Start a daemon thread that lists the devices and, with ``fine_tune``, imports what a fine-tune needs.
+    """Start a thread that lists the devices and, with ``fine_tune``, imports what a fine-tune needs.
 
     The devices are added to ``device_combo`` (after its ``auto``) by a timer owned by the combo box,
-    so nothing reaches a dock that was closed meanwhile.  Returns the thread.
+    so nothing reaches a dock that was closed meanwhile.  Not a daemon: Python waits for it at exit
+    (a daemon thread importing torch while the interpreter shuts down raises from torch's teardown).
+    Returns the thread.
     """
     from qtpy.QtCore import QTimer
 
     devices: Future = Future()
-    thread = threading.Thread(target=_imports, args=(devices, fine_tune), name="medseg-warm-up", daemon=True)
+    thread = threading.Thread(target=_imports, args=(devices, fine_tune), name="medseg-warm-up")
     thread.start()
     timer = QTimer(device_combo)
     timer.setInterval(POLL_MS)
