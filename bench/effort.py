@@ -196,14 +196,6 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
     return result
 
 
-def print_finetune_table(rows: list[dict]) -> None:
-    print("| case | arm | effort (body px) | mean Dice, untouched slices | wall s (cumulative) | steps |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['case']} | {r['arm']} | {r['effort']:.3f} | {r['dice']:.3f} | {r['seconds']:.0f} "
-              f"| {'+'.join(map(str, r['steps']))} |")
-
-
 EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment}
 
 
@@ -240,18 +232,39 @@ def plot_fill(cases: list[Case], z: int, path: Path) -> None:
     print(f"figure: {path}")
 
 
-def print_fill_table(rows: list[dict]) -> None:
-    print("| case | slice | scribble effort | fill Dice | fix effort | total effort | fill s | guided s |")
-    print("|---|---|---|---|---|---|---|---|")
+#: Per experiment: the table's columns, ``(header, row key, format string or function)``.
+COLUMNS = {
+    "fill": [("case", "case", "{}"), ("slice", "slice", "{}"), ("scribble effort", "scribble", "{:.3f}"),
+             ("fill Dice", "fill_dice", "{:.3f}"), ("fix effort", "fix", "{:.3f}"), ("total effort", "total", "{:.3f}"),
+             ("fill s", "fill_s", "{:.3f}"), ("guided s", "guided_s", "{:.3f}")],
+    "finetune": [("case", "case", "{}"), ("arm", "arm", "{}"), ("effort (body px)", "effort", "{:.3f}"),
+                 ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s (cumulative)", "seconds", "{:.0f}"),
+                 ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
+}
+
+
+def print_table(columns, rows: list[dict]) -> None:
+    """A Markdown table; a value that is already a string is printed as it is (summary rows)."""
+    print("| " + " | ".join(header for header, _, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
     for r in rows:
-        print(f"| {r['case']} | {r['slice']} | {r['scribble']:.3f} | {r['fill_dice']:.3f} | {r['fix']:.3f} "
-              f"| {r['total']:.3f} | {r['fill_s']:.3f} | {r['guided_s']:.3f} |")
+        cells = [r[key] if isinstance(r[key], str) else fmt(r[key]) if callable(fmt) else fmt.format(r[key])
+                 for _, key, fmt in columns]
+        print("| " + " | ".join(cells) + " |")
+
+
+def fill_summary(rows: list[dict]) -> list[dict]:
+    """One bold row per case: pooled scribble effort, mean Dice and efforts, median seconds."""
+    out = []
     for name in dict.fromkeys(r["case"] for r in rows):
         own = [r for r in rows if r["case"] == name]
         pooled = sum(r["stroked"] for r in own) / sum(r["body_pixels"] for r in own)
-        print(f"| {name} | **all {len(own)}** | **{pooled:.3f}** (pooled) | **{np.mean([r['fill_dice'] for r in own]):.3f}** (mean) "
-              f"| {np.mean([r['fix'] for r in own]):.3f} | {np.mean([r['total'] for r in own]):.3f} "
-              f"| {np.median([r['fill_s'] for r in own]):.3f} (median) | {np.median([r['guided_s'] for r in own]):.3f} (median) |")
+        out.append(dict(case=name, slice=f"**all {len(own)}**", scribble=f"**{pooled:.3f}** (pooled)",
+                        fill_dice=f"**{np.mean([r['fill_dice'] for r in own]):.3f}** (mean)",
+                        fix=float(np.mean([r["fix"] for r in own])), total=float(np.mean([r["total"] for r in own])),
+                        fill_s=f"{np.median([r['fill_s'] for r in own]):.3f} (median)",
+                        guided_s=f"{np.median([r['guided_s'] for r in own]):.3f} (median)"))
+    return out
 
 
 def main(argv=None) -> int:
@@ -284,10 +297,8 @@ def main(argv=None) -> int:
         for name in args.cases.split(","):
             rows += EXPERIMENTS[experiment](CASES[name](), args)
         results[experiment] = rows
-    if "fill" in results:
-        print_fill_table(results["fill"])
-    if "finetune" in results:
-        print_finetune_table(results["finetune"])
+    for experiment, rows in results.items():
+        print_table(COLUMNS[experiment], rows + (fill_summary(rows) if experiment == "fill" else []))
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     out = Path(args.out)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.io import VolumeReadError, VolumeWarning, list_dicom_series, read_volume
-from test_reader_writer import write_dicom_series
+from dicom_fixtures import write_dicom_series
 
 @pytest.fixture
 def two_series(tmp_path):

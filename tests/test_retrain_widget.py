@@ -7,53 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from napari_medseg.checkpoint import read_checkpoint_info, save_checkpoint
-from napari_medseg.inference import run_segmentation, segment_volume
+from napari_medseg.checkpoint import read_checkpoint_info
 from napari_medseg.labels import SYNAPSE
-from napari_medseg.models import TINY_CONFIGS, build_model
-from napari_medseg.preprocess import Preprocessing
+from widget_fixtures import SCREENSHOT_DIR, paint_slice, run_and_wait
 
 pytestmark = pytest.mark.gui
-SCREENSHOT_DIR = os.environ.get("MEDSEG_SCREENSHOT_DIR")
+pytest_plugins = ["widget_fixtures"]  # the retrain_dock and scratch_dock fixtures
 
 
-@pytest.fixture
-def setup(make_napari_viewer, tmp_path, monkeypatch, qtbot):
-    import torch
-
-    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
-    torch.manual_seed(0)
-    model = build_model("dcaunet", 9, **TINY_CONFIGS["dcaunet"])
-    info = save_checkpoint(tmp_path / "base.safetensors", model, label_set=SYNAPSE,
-                           preprocessing=Preprocessing(modality="ct", resize_policy="native"))
-    viewer = make_napari_viewer(show=True)
-    image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
-    viewer.layers.remove("organs")
-    prediction = run_segmentation(segment_volume(image.data, [(model.eval(), info)], device="cpu")).labels
-    labels = viewer.add_labels(prediction, name="abdominal CT labels", scale=image.scale, translate=image.translate,
-                               metadata={"medseg": {**image.metadata["medseg"], "checkpoints": [str(info.path)],
-                                                    "label_set": SYNAPSE.to_dict()}})
-    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
-    widget.image_combo.setCurrentText(image.name)
-    widget.labels_combo.setCurrentText(labels.name)
-    return viewer, widget, labels, info
-
-
-def paint_slice(labels, z, value=5):
-    before = np.array(labels.data[z])
-    labels.paint((z, 50, 40), value)  # the brush emits napari's paint event
-    labels.paint((z, 52, 44), value)
-    assert not np.array_equal(before, labels.data[z])
-
-
-def run_and_wait(widget, qtbot, timeout=120_000):
-    widget.fine_tune()
-    assert widget.worker is not None, widget.status.text()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
-
-
-def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
-    viewer, widget, labels, base = setup
+def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
+    viewer, widget, labels, base = retrain_dock
     labels.brush_size = 6
     paint_slice(labels, 12)
     qtbot.waitUntil(lambda: "edited 1" in widget.counts.text())  # the dock updates after napari writes the paint
@@ -92,8 +55,8 @@ def test_paint_locks_slice_and_fine_tune_revert(setup, qtbot, tmp_path):
     assert widget.start_combo.currentText() == str(base.path)
 
 
-def test_stop_keeps_best_weights(setup, qtbot):
-    viewer, widget, labels, base = setup
+def test_stop_keeps_best_weights(retrain_dock, qtbot):
+    viewer, widget, labels, base = retrain_dock
     paint_slice(labels, 8)
     widget.budget.setValue(600)
     widget.fine_tune()
@@ -104,24 +67,11 @@ def test_stop_keeps_best_weights(setup, qtbot):
     assert read_checkpoint_info(widget.start_combo.currentText()).provenance["stopped_by"] == "cancelled"
 
 
-def test_no_corrections_message(setup):
-    viewer, widget, labels, base = setup
+def test_no_corrections_message(retrain_dock):
+    viewer, widget, labels, base = retrain_dock
     widget.fine_tune()
     assert widget.worker is None
     assert "No corrected" in widget.status.text()
-
-
-@pytest.fixture
-def scratch_dock(make_napari_viewer, tmp_path, monkeypatch):
-    """The dock on the sample CT (no checkpoint) with a new, empty labels layer: ``(image, widget, labels)``."""
-    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
-    viewer = make_napari_viewer()
-    image, _ = viewer.open_sample("napari-medseg", "abdominal_ct")
-    viewer.layers.remove("organs")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
-    widget.image_combo.setCurrentText(image.name)
-    widget.new_labels_btn.click()
-    return image, widget, viewer.layers[f"{image.name} labels"]
 
 
 def test_new_labels_layer_from_scratch(scratch_dock, qtbot):
@@ -167,12 +117,12 @@ def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):
     assert len(history) == 2
 
 
-def test_store_row_project_store_replay_and_off(setup, qtbot, tmp_path):
+def test_store_row_project_store_replay_and_off(retrain_dock, qtbot, tmp_path):
     """The dock says which store it uses and what it replays; a project store is chosen; replay is one click."""
     from napari_medseg.labels import ACDC
     from napari_medseg.retrain.datastore import CorrectionStore
 
-    viewer, widget, labels, base = setup
+    viewer, widget, labels, base = retrain_dock
     row = widget.store_row
     assert row.replay.isChecked()  # on by default
     assert row.summary.toolTip() == str(tmp_path / "data" / "corrections") and row.summary.text().startswith("Store: ")
@@ -208,3 +158,36 @@ def test_store_row_project_store_replay_and_off(setup, qtbot, tmp_path):
     (tmp_path / "a-file").write_text("x")
     row.choose(str(tmp_path / "a-file"))
     assert "is a file" in row.summary.text() and row.store().root == project.root
+
+
+def test_long_names_are_elided_and_the_dock_scrolls(scratch_dock):
+    """A long checkpoint path or layer name neither widens the dock nor hides its end; a short window scrolls it."""
+    image, widget, labels = scratch_dock
+    width = widget.start_combo.sizeHint().width()
+    path = "/data/" + "a-very-long-project-folder/" * 4 + "liver_and_spleen.v3.safetensors"
+    widget.start_combo.insertItem(0, path)
+    widget.start_combo.setCurrentIndex(0)
+    assert widget.start_combo.sizeHint().width() == width and widget.start_combo.toolTip() == path
+    widget.start_combo.resize(widget.start_combo.sizeHint())  # as narrow as the dock may make it
+    shown = widget.start_combo.shown_text()
+    assert shown.startswith("\u2026") and shown.endswith(".v3.safetensors") and len(shown) < len(path)
+    long_name = "patient 0001 abdomen CT portal venous phase 1.0 mm B30f"
+    image.name = long_name  # the dock follows the rename
+    assert widget.image_combo.currentText() == long_name and widget.image_layer().unique_id == image.unique_id
+    widget.image_combo.resize(widget.image_combo.sizeHint())
+    shown = widget.image_combo.shown_text()
+    assert "\u2026" in shown and shown.startswith("patient") and shown.endswith("B30f")
+    assert widget.image_combo.sizeHint().width() == width
+    assert widget.minimumSizeHint().height() < widget.sizeHint().height() / 3  # the body scrolls
+
+
+def test_dock_lists_devices_after_it_opens(make_napari_viewer, qtbot):
+    """Devices come from the warm-up thread (listing them imports torch): "auto" first, then the list."""
+    from napari_medseg.device import available_devices
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    qtbot.waitUntil(lambda: widget.device_combo.count() > 1, timeout=120_000)
+    assert [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())] == ["auto"] + available_devices()
+    widget.warming.join(120)
+    assert not widget.warming.is_alive()

@@ -101,3 +101,23 @@ def test_preview_and_guided_fill_predict_with_a_spacing_model():
     assert probs.shape == (SYNAPSE.num_classes, 40, 50) and np.allclose(probs.sum(0), 1, atol=1e-4)
     with pytest.raises(ValueError, match="spacing"):
         slice_probabilities(model, info, image[1])  # no spacing: the one-line refusal, not a wrong guess
+
+
+def test_warm_up_imports_hide_triton_before_dynamo():
+    """The dock's warm-up thread body, in a fresh process: devices first, then torch._dynamo with triton hidden."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from concurrent.futures import Future\n"
+            "from napari_medseg.widgets._warm_up import FINE_TUNE_MODULES, _imports\n"
+            "assert 'torch._dynamo' not in sys.modules\n"
+            "devices = Future()\n"
+            "_imports(devices, fine_tune=True)\n"
+            "assert devices.result()[-1] == 'cpu', devices.result()\n"
+            "assert 'torch._dynamo' in sys.modules and sys.modules['triton'] is None\n"
+            "assert all(m in sys.modules for m in FINE_TUNE_MODULES)\n"
+            "assert not any(m.startswith(('qtpy', 'PyQt', 'napari.')) for m in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+

@@ -8,29 +8,26 @@ import time
 import numpy as np
 import pytest
 
+from napari_medseg._sample_data import SAMPLE_LABELS
 from napari_medseg.checkpoint import read_checkpoint_info
+from napari_medseg.io import read_volume
 from napari_medseg.scribbles import partial_to_scribbles, simulate_reviewer
 from napari_medseg.widgets.legend import layer_label_set
-from test_retrain_widget import paint_slice, run_and_wait, setup  # noqa: F401 (setup is a fixture)
+from widget_fixtures import SCREENSHOT_DIR, paint_slice, run_and_wait
 
 pytestmark = pytest.mark.gui
-SCREENSHOT_DIR = os.environ.get("MEDSEG_SCREENSHOT_DIR")
+pytest_plugins = ["widget_fixtures"]  # the retrain_dock fixture
 K = 8  # synapse organs; background strokes are 9
 
 
 @pytest.fixture
-def scribbled(setup):
-    """``setup`` plus the scribble layer holding the simulated reviewer's strokes on slices 12 and 20."""
-    viewer, widget, labels, info = setup
+def scribbled(retrain_dock):
+    """``retrain_dock`` plus the scribble layer holding the simulated reviewer's strokes on slices 12 and 20."""
+    viewer, widget, labels, info = retrain_dock
     image = viewer.layers[widget.image_combo.currentText()]
     widget.scribble_btn.click()
     scribbles = viewer.layers[f"{image.name} scribbles"]
-    reference = viewer.layers["organs"].data if "organs" in viewer.layers else None
-    if reference is None:
-        from napari_medseg._sample_data import SAMPLE_LABELS
-        from napari_medseg.io import read_volume
-
-        reference = np.asarray(read_volume(SAMPLE_LABELS).array)
+    reference = np.asarray(read_volume(SAMPLE_LABELS).array)  # retrain_dock removed the sample's "organs" layer
     partial, _ = simulate_reviewer(np.asarray(image.data), reference, [12, 20])
     scribbles.data = partial_to_scribbles(partial, K)
     return viewer, widget, labels, info, scribbles, reference
@@ -115,11 +112,11 @@ def test_scribble_bad_input(scribbled, qtbot):
     assert "not aligned" in widget.status.text() and "\n" not in widget.status.text()
 
 
-def test_rounds_cost_and_live_preview(setup, qtbot, monkeypatch):
+def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
     """Round 1 with a live preview of an unlocked slice; round 2 starts from round 1's version."""
     import napari_medseg.widgets._preview as preview_module
 
-    viewer, widget, labels, base = setup
+    viewer, widget, labels, base = retrain_dock
     monkeypatch.setattr(preview_module, "PREVIEW_EVERY_S", 0.05)
     shown = []
     real_show = widget._show_preview

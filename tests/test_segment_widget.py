@@ -149,6 +149,8 @@ def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
     layer = viewer.layers["cine labels"]
     assert layer.data.shape == (6, 40, 40)
     np.testing.assert_allclose(layer.scale, (2, 1.5, 1.5))
+    assert "geometry" not in layer.metadata["medseg"]  # a plain image has none: saving the labels warns
+    assert "time_axis" not in layer.metadata["medseg"] and layer.metadata["medseg"]["label_set"]["name"] == "synapse"
     expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu")).labels
     np.testing.assert_array_equal(layer.data, expected)
 

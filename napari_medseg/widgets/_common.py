@@ -31,3 +31,22 @@ def known_spacing(image) -> tuple[float, float, float] | None:
     spacing = tuple(float(s) for s in image.scale[-3:])
     known = "geometry" in image.metadata.get("medseg", {}) or spacing[-2:] != (1.0, 1.0)
     return spacing if known else None
+
+
+def aligned_labels_kwargs(image, labels: np.ndarray, label_set, name: str | None = None) -> dict:
+    """kwargs for ``viewer.add_labels(labels, ...)``: ``(z, y, x)`` labels on the image layer's grid.
+
+    :func:`napari_medseg.io.layers.labels_layer_kwargs` for the image's geometry (scale,
+    translate, the label set's colours and hover names, ``medseg`` metadata), with the image's
+    modality.  An image without medseg geometry gives labels without it, so saving them warns
+    as saving the image would.
+    """
+    from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
+
+    geometry, known = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
+    kwargs = labels_layer_kwargs(labels, geometry, label_set, name or labels_name(image.name))
+    meta = kwargs["metadata"]["medseg"]
+    meta["modality"] = image.metadata.get("medseg", {}).get("modality")
+    if not known:
+        del meta["geometry"]
+    return kwargs

@@ -30,14 +30,13 @@ def is_scribble_layer(layer) -> bool:
 
 def add_scribble_layer(viewer, image, label_set: LabelSet):
     """An empty scribble Labels layer aligned with ``image`` (or the existing one), selected for painting."""
-    from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
+    from napari_medseg.widgets._common import aligned_labels_kwargs
 
     name = scribble_layer_name(image.name)
     if name in viewer.layers:
         return viewer.layers[name]
-    geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
     empty = np.zeros(tuple(image.data.shape[-3:]), np.uint8)
-    layer = viewer.add_labels(empty, **labels_layer_kwargs(empty, geometry, scribble_label_set(label_set), name))
+    layer = viewer.add_labels(empty, **aligned_labels_kwargs(image, empty, scribble_label_set(label_set), name))
     layer.opacity = 0.9
     layer.brush_size = 3
     layer.selected_label = 1

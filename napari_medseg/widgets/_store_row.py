@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from napari_medseg.widgets._layout import button
 
 
 class StoreRow(QWidget):
@@ -30,9 +32,8 @@ class StoreRow(QWidget):
         self.replay = QCheckBox("Replay earlier corrections")
         self.replay.setChecked(True)
         self.replay.setToolTip("Mix stored corrections of other patients (same label set and modality) into training")
-        self.choose_btn = QPushButton("Project store\u2026")
-        self.choose_btn.setToolTip("Keep this project's corrections in their own folder (default: the user data dir)")
-        self.choose_btn.clicked.connect(lambda: self.choose())
+        self.choose_btn = button("Project store\u2026", self.choose,
+                                 "Keep this project's corrections in their own folder (default: the user data dir)")
         row = QHBoxLayout()
         row.addWidget(self.replay)
         row.addWidget(self.choose_btn)

@@ -2,43 +2,35 @@
 
 Thin by design: the loop itself is :func:`napari_medseg.retrain.loop.retrain_volume`
 (Qt-free); this widget gathers the inputs, runs it in a ``thread_worker``, and
-shows progress, the loss curve, Dice before/after, and the result.
+shows progress, the loss curve, Dice before/after, and the result.  Its parts:
+the option form (``_retrain_options``), the fine-tune job (``_retrain_job``),
+scribbles and fill (``_scribble_actions``), the live preview (``_preview``) and
+the store row (``_store_row``); this file holds the layers and the slice ledger.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
-)
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
-from napari_medseg._torch_compat import hide_triton
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import current_volume, known_spacing, labels_name
+from napari_medseg.widgets._common import aligned_labels_kwargs
 from napari_medseg.widgets._loss_plot import LossPlot
-from napari_medseg.widgets._preview import PREVIEW, LivePreview, PreviewLayer, throttled
+from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
+from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
+from napari_medseg.widgets._layout import button, fill_layer_combo, row, scrolling
+from napari_medseg.widgets._retrain_options import RetrainOptions
 from napari_medseg.widgets._scribble_actions import ScribbleActions
 from napari_medseg.widgets._scribble_actions import layer_key as _key
 from napari_medseg.widgets._scribble_mode import MODE_HELP, is_scribble_layer
 from napari_medseg.widgets._store_row import StoreRow
+from napari_medseg.widgets._warm_up import warm_up
 
-BROWSE = "Browse for a checkpoint\u2026"
-#: Undo steps kept per labels layer (each holds one full label volume).
-HISTORY_CAP = 3
-
-
-def scratch_choices() -> dict[str, str]:
-    """``{"New DCAU-Net (from scratch)": "dcaunet", ...}`` from the family specs."""
-    from napari_medseg.models import family_spec, model_names
-
-    return {f"New {family_spec(name).display} (from scratch)": name for name in model_names()}
+__all__ = ["HISTORY_CAP", "RetrainWidget"]
 
 
-class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
+class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
     """Dock widget: slice ledger, scribbles and fill, fine-tune / cancel / revert, suggest next slice."""
 
     def __init__(self, napari_viewer):
@@ -55,8 +47,10 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         self._preview = None
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
+        self.warming = warm_up(self.device_combo, fine_tune=True)  # torch and the fine-tune's imports, off the GUI thread
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.events.renamed.connect(self._refresh_layers)
         self.viewer.bind_key("Shift-R", lambda viewer: self.toggle_reviewed(), overwrite=True)
         self.viewer.bind_key("Shift-F", lambda viewer: self.fill_from_scribbles(), overwrite=True)
         self.viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -64,76 +58,48 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
-        from napari_medseg.device import available_devices
-        from napari_medseg.labels import BUILTIN
-        from napari_medseg.models import fine_tuning_scopes
-        from napari_medseg.models.spec import PRECISIONS
-
-        self.scratch = scratch_choices()
-        form = QFormLayout()
-        self.image_combo, self.labels_combo, self.start_combo = QComboBox(), QComboBox(), QComboBox()
-        self.label_set_combo = QComboBox()
-        self.label_set_combo.addItems(sorted(BUILTIN, key=lambda name: name != "synapse"))
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItems(["default"] + fine_tuning_scopes())
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
-        self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
-        self.budget_unit = QComboBox()
-        self.budget_unit.addItems(["seconds", "steps"])
-        self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto"] + available_devices())
-        for label, w in [("Image", self.image_combo), ("Labels", self.labels_combo), ("Start from", self.start_combo),
-                         ("Label set (new)", self.label_set_combo), ("Train", self.scope_combo),
-                         ("Device", self.device_combo), ("Precision", self.precision_combo)]:
-            form.addRow(label, w)
-        form.addRow("Budget", _row(self.budget, self.budget_unit))
-        for combo in (self.image_combo, self.labels_combo, self.start_combo):  # long paths must not widen the dock
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(18)
+        self.options = o = RetrainOptions()
+        self.image_combo, self.labels_combo, self.start_combo = o.image_combo, o.labels_combo, o.start_combo
+        self.label_set_combo, self.scope_combo, self.device_combo = o.label_set_combo, o.scope_combo, o.device_combo
+        self.precision_combo, self.budget, self.budget_unit = o.precision_combo, o.budget, o.budget_unit
+        self.scratch = o.scratch
         self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
-        self.start_combo.activated.connect(self._on_start_chosen)
 
         self.counts = QLabel()
         self.slice_list = QListWidget()
         self.slice_list.setMaximumHeight(120)
         self.slice_list.itemClicked.connect(lambda item: self.go_to_slice(item.data(Qt.ItemDataRole.UserRole)))
-        self.new_labels_btn = QPushButton("New labels layer to paint on")
-        self.new_labels_btn.setToolTip("An empty labels layer on the image's grid, with the chosen label set's names and colours")
-        self.new_labels_btn.clicked.connect(self.new_labels_layer)
-        self.scribble_btn = QPushButton("Scribble mode")
-        self.scribble_btn.setToolTip("A scribble layer on the image's grid: organ strokes and “background (scribble)” strokes")
-        self.scribble_btn.clicked.connect(self.scribble_mode)
-        self.fill_btn = QPushButton("Fill slice (Shift-F)")
-        self.fill_btn.setToolTip("Turn the strokes on the slice on screen into a full labelling of it (seeded watershed)")
-        self.fill_btn.clicked.connect(self.fill_from_scribbles)
+        self.new_labels_btn = button("New labels layer to paint on", self.new_labels_layer,
+                                     "An empty labels layer on the image's grid, with the chosen label set's names and colours")
+        self.scribble_btn = button("Scribble mode", self.scribble_mode,
+                                   "A scribble layer on the image's grid: organ strokes and \u201cbackground (scribble)\u201d strokes")
+        self.fill_btn = button("Fill slice (Shift-F)", self.fill_from_scribbles,
+                               "Turn the strokes on the slice on screen into a full labelling of it (seeded watershed)")
         self.mode_help = QLabel(MODE_HELP)
         self.mode_help.setWordWrap(True)
-        self.review_btn = QPushButton("Mark reviewed (Shift-R)")
-        self.suggest_btn = QPushButton("Suggest next slice")
-        self.review_btn.clicked.connect(self.toggle_reviewed)
-        self.suggest_btn.clicked.connect(self.suggest_next_slice)
-        self.run_btn, self.cancel_btn, self.revert_btn = QPushButton("Fine-tune"), QPushButton("Cancel"), QPushButton("Revert")
-        self.run_btn.clicked.connect(self.fine_tune)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.revert_btn.clicked.connect(self.revert)
+        self.review_btn = button("Mark reviewed (Shift-R)", self.toggle_reviewed)
+        self.suggest_btn = button("Suggest next slice", self.suggest_next_slice)
+        self.run_btn = button("Fine-tune", self.fine_tune)
+        self.cancel_btn = button("Cancel", self.cancel)
+        self.revert_btn = button("Revert", self.revert)
         self.progress = QProgressBar()
         self.loss_plot = LossPlot()
         self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        body = QWidget()
+        scrolling(self, body)  # a short screen scrolls the dock instead of growing the window
+        layout = QVBoxLayout(body)
+        layout.addWidget(self.options)
         self.store_row = StoreRow(self)
         layout.addWidget(self.store_row)
         layout.addWidget(self.new_labels_btn)
-        layout.addLayout(_row(self.scribble_btn, self.fill_btn))
+        layout.addLayout(row(self.scribble_btn, self.fill_btn))
         layout.addWidget(self.mode_help)
         layout.addWidget(self.counts)
         layout.addWidget(self.slice_list)
-        layout.addLayout(_row(self.review_btn, self.suggest_btn))
-        layout.addLayout(_row(self.run_btn, self.cancel_btn, self.revert_btn))
+        layout.addLayout(row(self.review_btn, self.suggest_btn))
+        layout.addLayout(row(self.run_btn, self.cancel_btn, self.revert_btn))
         layout.addWidget(self.progress)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.status)
@@ -150,14 +116,8 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         from napari.layers import Image, Labels
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)
-                            and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
-            if current:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            fill_layer_combo(combo, [layer for layer in self.viewer.layers if isinstance(layer, kind)
+                                     and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
         self._on_labels_changed()
 
     def image_layer(self):
@@ -175,44 +135,20 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
             layer.events.paint.connect(lambda e, layer=layer: self.update_ledger_view_soon(layer))
             layer.events.set_data.connect(lambda e, layer=layer: self.update_ledger_view(layer))
             self.start_round(layer)
-        self._fill_start_combo(layer)
+        self.options.fill_start_combo(layer)
         self.update_ledger_view(layer)
-
-    def _fill_start_combo(self, layer, select: str | None = None):
-        """Offer the layer's checkpoint, the scratch models and Browse; keep or set the selection."""
-        select = select or self.start_combo.currentText()
-        checkpoints = list((layer.metadata.get("medseg", {}) if layer is not None else {}).get("checkpoints", []))
-        items = [select] if select and select != BROWSE else []
-        items += [c for c in checkpoints[:1] + list(self.scratch) if c not in items] + [BROWSE]
-        self.start_combo.clear()
-        self.start_combo.addItems(items)
-        if not select or select == BROWSE:
-            self.start_combo.setCurrentIndex(0)
-        else:
-            self.start_combo.setCurrentText(select)
-
-    def _on_start_chosen(self, index):
-        if self.start_combo.itemText(index) != BROWSE:
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", "", "Checkpoints (*.safetensors)")
-        if path:
-            self.start_combo.insertItem(0, path)
-            self.start_combo.setCurrentIndex(0)
 
     def new_labels_layer(self):
         """Add an empty labels layer aligned to the image, coloured by the chosen label set."""
-        from napari_medseg.io.layers import labels_layer_kwargs, layer_geometry
         from napari_medseg.labels import get_label_set
 
         image = self.image_layer()
         if image is None:
             self.status.setText("Open an image first.")
             return
-        shape = tuple(image.data.shape[-3:])
-        geometry, _ = layer_geometry(image.metadata, image.data.shape, image.scale, image.translate)
         label_set = get_label_set(self.label_set_combo.currentText())
-        empty = np.zeros(shape, np.uint8)
-        layer = self.viewer.add_labels(empty, **labels_layer_kwargs(empty, geometry, label_set, labels_name(image.name)))
+        empty = np.zeros(tuple(image.data.shape[-3:]), np.uint8)
+        layer = self.viewer.add_labels(empty, **aligned_labels_kwargs(image, empty, label_set))
         self.labels_combo.setCurrentText(layer.name)
         self.status.setText(f"Paint {label_set.name} organs on a few slices of \u201c{layer.name}\u201d, then Fine-tune.")
 
@@ -276,166 +212,3 @@ class RetrainWidget(ScribbleActions, PreviewLayer, QWidget):
         if ranked:
             self.go_to_slice(ranked[0])
             self.status.setText(f"Most uncertain unlocked slice: {ranked[0]}. Correct it or mark it reviewed.")
-
-    # ------------------------------------------------------------ fine-tune
-    def _start(self):
-        from napari_medseg.retrain.loop import StartFrom
-
-        choice = self.start_combo.currentText()
-        if choice in self.scratch:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
-            return StartFrom(model_name=self.scratch[choice], label_set=self.label_set_combo.currentText())
-        return StartFrom(checkpoint=choice)
-
-    def fine_tune(self):
-        import threading
-
-        from napari.qt.threading import create_worker
-
-        from napari_medseg.retrain.loop import retrain_volume
-
-        hide_triton()  # see napari_medseg._torch_compat: triton + Mesa's LLVM segfault
-        image, layer = self.image_layer(), self.labels_layer()
-        if image is None or layer is None:
-            self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
-            return
-        ledger = _ledger_sync.refresh(layer)
-        array, _ = current_volume(self.viewer, image)
-        if array.shape != layer.data.shape:
-            self.status.setText(f"Image {array.shape} and labels {layer.data.shape} differ in shape.")
-            return
-        prepared = self.scribbles_for_training(layer.data, ledger.locked)
-        if isinstance(prepared, str):
-            return
-        labels_before, slices, scribbled = prepared
-        if not slices:
-            self.status.setText("No corrected, reviewed or scribbled slice yet: paint fixes, scribbles, "
-                                "or press Shift-R on good slices.")
-            return
-        try:
-            start = self._start()
-        except ValueError as err:
-            self.status.setText(str(err))
-            return
-        scope = None if self.scope_combo.currentText() == "default" else self.scope_combo.currentText()
-        meta = image.metadata.get("medseg", {})
-        self._stop = threading.Event()
-        device, precision = self.device_combo.currentText(), self.precision_combo.currentText()
-        self._preview = LivePreview(array, ledger.locked, device=device, precision=precision,
-                                    spacing=known_spacing(image))
-        self._on_step_changed()
-        self._job = dict(layer=layer, start_choice=self.start_combo.currentText(), labels_before=np.array(layer.data, np.uint8),
-                         locked=ledger.locked, cost=self.round_cost())
-        gen = retrain_volume(array, labels_before, slices, start=start, spacing=known_spacing(image),
-                             source=str(meta.get("source_path") or image.name),
-                             options=dict(scope=scope, device=device, precision=precision, **self.budget_kwargs()),
-                             store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
-                             should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
-        self.worker = create_worker(lambda: (yield from throttled(gen, preview=self._preview)), _start_thread=False)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))
-        self.worker.finished.connect(self._on_finished)
-        self.loss_plot.clear()
-        self.progress.setValue(0)
-        self._set_running(True)
-        self.status.setText(f"Fine-tuning on {len(ledger.locked)} full and {len(scribbled)} scribbled slice(s)\u2026")
-        self.worker.start()
-
-    def _on_budget_unit(self, unit: str):
-        if unit == "steps":
-            self.budget.setRange(1, 100000)
-            self.budget.setSuffix(" steps")
-            self.budget.setValue(300)
-        else:
-            self.budget.setRange(5, 3600)
-            self.budget.setSuffix(" s")
-            self.budget.setValue(60)
-
-    def budget_kwargs(self) -> dict:
-        """``time_budget_s`` or ``steps`` for the fine-tune, from the Budget row."""
-        if self.budget_unit.currentText() == "steps":
-            return {"steps": int(self.budget.value()), "time_budget_s": None}
-        return {"time_budget_s": float(self.budget.value())}
-
-    def cancel(self):
-        """Stop fine-tuning now; the best weights so far are saved and used."""
-        if self._stop is not None:
-            self._stop.set()
-            self.status.setText("Stopping: keeping the best weights so far\u2026")
-
-    def _on_progress(self, update):
-        """A throttled :class:`~._preview.Update` (a few per second at most)."""
-        p = update.progress
-        offset = 0 if p.phase == "fine-tune" else 90
-        self.progress.setValue(int(offset + (90 if p.phase == "fine-tune" else 10) * p.fraction))
-        self.loss_plot.extend(update.losses)
-        self.status.setText(f"{p.phase}: {p.message}")
-        if update.preview is not None:
-            self._show_preview(*update.preview)
-
-    def _on_finished(self):
-        self.worker = None
-        self._preview = None
-        self._remove_preview()
-        self._set_running(False)
-
-    def _on_done(self, result):
-        job, layer = self._job, self._job["layer"]
-        unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
-        self.remember(layer, job["start_choice"], job["labels_before"])
-        self._apply_labels(layer, result.labels, unlocked)
-        self._uncertainty[_key(layer)] = result.uncertainty
-        self._models[_key(layer)] = (result.model, result.checkpoint)
-        self.start_round(layer)  # the next round starts from this version
-        path = str(result.checkpoint.path)
-        medseg = dict(layer.metadata.get("medseg", {}))
-        medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
-        layer.metadata["medseg"] = medseg
-        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
-        self._fill_start_combo(layer, select=path)
-        ft = result.finetune
-        self.progress.setValue(100)
-        self.status.setText(
-            f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
-            f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
-            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
-            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
-        self.store_row.refresh()
-        self._set_running(False)
-
-    def remember(self, layer, start_choice: str, labels_before: np.ndarray):
-        """Push one undo step for :meth:`revert`; only the last :data:`HISTORY_CAP` are kept (a volume each)."""
-        history = self._history.setdefault(_key(layer), [])
-        history.append((start_choice, labels_before))
-        del history[:-HISTORY_CAP]
-
-    def _apply_labels(self, layer, labels, slices):
-        """Write model output into ``slices`` of the layer (in place) and tell the ledger it is not an edit."""
-        layer.data[slices] = labels[slices]
-        self._show_ledger(_ledger_sync.record_prediction(layer, slices))
-        layer.refresh()
-
-    def revert(self):
-        """Back to the previous checkpoint version and its labels on the unlocked slices."""
-        layer = self.labels_layer()
-        history = self._history.get(_key(layer))
-        if not history:
-            self.status.setText("Nothing to revert.")
-            return
-        checkpoint, labels_before = history.pop()
-        ledger = _ledger_sync.refresh(layer)
-        self._apply_labels(layer, labels_before, ledger.unlocked)
-        medseg = dict(layer.metadata.get("medseg", {}))
-        medseg["checkpoints"] = [] if checkpoint in self.scratch else [checkpoint]
-        layer.metadata["medseg"] = medseg
-        self._fill_start_combo(layer, select=checkpoint)
-        self.status.setText(f"Reverted to {Path(checkpoint).name if checkpoint not in self.scratch else checkpoint}.")
-        self._set_running(False)
-
-
-def _row(*widgets) -> QHBoxLayout:
-    row = QHBoxLayout()
-    for w in widgets:
-        row.addWidget(w)
-    return row
-

@@ -25,13 +25,16 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QMenu,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import current_volume, known_spacing, labels_name
+from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
+from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
+from napari_medseg.widgets._warm_up import warm_up
 
 NO_CHECKPOINT_TEXT = (
     "No model checkpoint chosen. Add a trained checkpoint (.safetensors) above, or train one "
@@ -50,33 +53,30 @@ class SegmentWidget(QWidget):
         self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        self.warming = warm_up(self.device_combo)  # listing devices imports torch: off the GUI thread
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                      napari_viewer.layers.events.renamed):
             event.connect(self._refresh_images)
         self._refresh_images()
         self._refresh_state()
 
     # ---------------------------------------------------------------- UI
     def _build_ui(self):
-        from napari_medseg.device import available_devices
-
-        self.image_combo = QComboBox()
+        self.image_combo = ElidedComboBox()  # a long image name must not widen the dock
         self.ckpt_list = QListWidget()
         self.ckpt_list.setMaximumHeight(60)
         self.ckpt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.ckpt_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.add_button = QPushButton("Add\u2026")
-        self.add_button.setToolTip("Choose checkpoint file(s) (.safetensors)")
-        self.add_button.clicked.connect(self._choose_files)
+        self.add_button = button("Add\u2026", self._choose_files, "Choose checkpoint file(s) (.safetensors)")
         self.recent_button = QPushButton("Recent")
         self.recent_button.setToolTip("Checkpoints used before")
         self.recent_menu = QMenu(self.recent_button)
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.recent_button.setMenu(self.recent_menu)
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.clicked.connect(self._remove_selected)
+        self.remove_button = button("Remove", self._remove_selected)
         self.ensemble_check = QCheckBox("Ensemble: average all listed checkpoints")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto"] + available_devices())
+        self.device_combo.addItem("auto")  # the devices follow (widgets/_warm_up.py)
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
         self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model family and cached")
@@ -85,12 +85,9 @@ class SegmentWidget(QWidget):
         self.hint = QLabel(NO_CHECKPOINT_TEXT)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #e0b050;")
-        self.retrain_button = QPushButton("Open \u201cCorrect and retrain\u201d")
-        self.retrain_button.clicked.connect(self._open_retrain)
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.clicked.connect(self.segment)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.retrain_button = button("Open \u201cCorrect and retrain\u201d", self._open_retrain)
+        self.segment_button = button("Segment", self.segment)
+        self.cancel_button = button("Cancel", self.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -114,6 +111,8 @@ class SegmentWidget(QWidget):
         run = QHBoxLayout()
         run.addWidget(self.segment_button, 2)
         run.addWidget(self.cancel_button, 1)
+        # no taller than its contents: a dock below (Correct and retrain) gets the rest of the height
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.hint)
@@ -126,13 +125,8 @@ class SegmentWidget(QWidget):
     def _refresh_images(self, event=None):
         from napari.layers import Image
 
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim >= 3]
-        names = [n for n in names if not n.endswith(" uncertainty")]
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        fill_layer_combo(self.image_combo, [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                                            and layer.ndim >= 3 and not layer.name.endswith(" uncertainty")])
         self._refresh_state()
 
     def _refresh_state(self):
@@ -321,31 +315,26 @@ class SegmentWidget(QWidget):
                             f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")
 
     def _show_labels(self, image, result, label_set, paths):
+        """The result on the image's labels layer: updated in place (its locked slices kept) or added."""
         from napari.utils.colormaps import DirectLabelColormap
 
-        from napari_medseg.io.layers import labels_display_kwargs
-
-        display = labels_display_kwargs(label_set)  # same colours / hover names as the reader's labels
-        meta = {k: v for k, v in image.metadata.get("medseg", {}).items() if k not in ("time_axis", "time_spacing")}
-        meta.update(label_set=label_set.to_dict(), checkpoints=[str(p) for p in paths])
+        kwargs = aligned_labels_kwargs(image, result.labels, label_set)  # the reader's colours and hover names
+        meta = kwargs["metadata"]["medseg"]
+        meta["checkpoints"] = [str(p) for p in paths]
         layer = self._labels_layer(image)
         if layer is not None and layer.data.shape == result.labels.shape:
             meta["locked_slices"] = list(layer.metadata.get("medseg", {}).get("locked_slices", []))
             layer.data[...] = result.labels
             layer.metadata = {**layer.metadata, "medseg": meta}
-            layer.colormap = DirectLabelColormap(color_dict=display["colormap"])
-            layer.features = display["features"]
-            _ledger_sync.record_prediction(layer, result.segmented)  # fresh output is not an "edit"
-            layer.refresh()
-            return layer
-        if layer is not None:
-            self.viewer.layers.remove(layer)
-        meta["locked_slices"] = []
-        layer = self.viewer.add_labels(
-            result.labels, name=labels_name(image.name), scale=image.scale[-3:], translate=image.translate[-3:],
-            metadata={"medseg": meta}, **display,
-        )
-        _ledger_sync.record_prediction(layer, result.segmented)
+            layer.colormap = DirectLabelColormap(color_dict=kwargs["colormap"])
+            layer.features = kwargs["features"]
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            meta["locked_slices"] = []
+            layer = self.viewer.add_labels(result.labels, **kwargs)
+        _ledger_sync.record_prediction(layer, result.segmented)  # fresh output is not an "edit"
+        layer.refresh()
         return layer
 
     def _show_uncertainty(self, image, unc):

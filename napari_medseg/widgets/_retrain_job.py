@@ -1,0 +1,171 @@
+"""The Retrain dock's fine-tune job: start it in a worker, show its progress, apply its result, undo it.
+
+A mixin of :class:`~napari_medseg.widgets.retrain.RetrainWidget`, kept apart so
+``retrain.py`` stays small.  The loop itself is the Qt-free
+:func:`napari_medseg.retrain.loop.retrain_volume`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_medseg.widgets import _ledger_sync
+from napari_medseg.widgets._common import current_volume, known_spacing
+from napari_medseg.widgets._preview import LivePreview, throttled
+from napari_medseg.widgets._scribble_actions import layer_key
+
+#: Undo steps kept per labels layer (each holds one full label volume).
+HISTORY_CAP = 3
+
+
+class FineTuneJob:
+    """Needs ``viewer``, ``options`` (:class:`~._retrain_options.RetrainOptions`), ``image_layer()``,
+    ``labels_layer()``, ``scribbles_for_training()``, ``round_cost()``, ``start_round()``, ``_show_ledger()``,
+    ``_set_running()``, ``_on_step_changed()``, the widgets ``status``, ``progress``, ``loss_plot``, ``store_row``,
+    ``autosave``, and the attributes ``worker``, ``_stop``, ``_job``, ``_preview``, ``_history``,
+    ``_uncertainty`` and ``_models``."""
+
+    def fine_tune(self):
+        """Fine-tune on the locked and scribbled slices in a worker; the unlocked slices are re-segmented after."""
+        import threading
+
+        from napari.qt.threading import create_worker
+
+        from napari_medseg.retrain.loop import retrain_volume
+
+        image, layer = self.image_layer(), self.labels_layer()
+        if image is None or layer is None:
+            self.status.setText("Choose an image and its labels layer (paint on a new Labels layer to start from scratch).")
+            return
+        ledger = _ledger_sync.refresh(layer)
+        array, _ = current_volume(self.viewer, image)
+        if array.shape != layer.data.shape:
+            self.status.setText(f"Image {array.shape} and labels {layer.data.shape} differ in shape.")
+            return
+        prepared = self.scribbles_for_training(layer.data, ledger.locked)
+        if isinstance(prepared, str):
+            return
+        labels_before, slices, scribbled = prepared
+        if not slices:
+            self.status.setText("No corrected, reviewed or scribbled slice yet: paint fixes, scribbles, "
+                                "or press Shift-R on good slices.")
+            return
+        try:
+            start = self.options.start_from()
+        except ValueError as err:
+            self.status.setText(str(err))
+            return
+        meta = image.metadata.get("medseg", {})
+        self._stop = threading.Event()
+        device, precision = self.options.device_combo.currentText(), self.options.precision_combo.currentText()
+        self._preview = LivePreview(array, ledger.locked, device=device, precision=precision,
+                                    spacing=known_spacing(image))
+        self._on_step_changed()
+        self._job = dict(layer=layer, start_choice=self.options.start_combo.currentText(),
+                         labels_before=np.array(layer.data, np.uint8), locked=ledger.locked, cost=self.round_cost())
+        gen = retrain_volume(array, labels_before, slices, start=start, spacing=known_spacing(image),
+                             source=str(meta.get("source_path") or image.name),
+                             options=dict(scope=self.options.scope(), device=device, precision=precision,
+                                          **self.options.budget_kwargs()),
+                             store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
+                             should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
+        self.worker = create_worker(_train, gen, self._preview, _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.loss_plot.clear()
+        self.progress.setValue(0)
+        self._set_running(True)
+        self.status.setText(f"Fine-tuning on {len(ledger.locked)} full and {len(scribbled)} scribbled slice(s)\u2026")
+        self.worker.start()
+
+    def cancel(self):
+        """Stop fine-tuning now; the best weights so far are saved and used."""
+        if self._stop is not None:
+            self._stop.set()
+            self.status.setText("Stopping: keeping the best weights so far\u2026")
+
+    def _on_progress(self, update):
+        """A throttled :class:`~._preview.Update` (a few per second at most)."""
+        p = update.progress
+        offset = 0 if p.phase == "fine-tune" else 90
+        self.progress.setValue(int(offset + (90 if p.phase == "fine-tune" else 10) * p.fraction))
+        self.loss_plot.extend(update.losses)
+        self.status.setText(f"{p.phase}: {p.message}")
+        if update.preview is not None:
+            self._show_preview(*update.preview)
+
+    def _on_finished(self):
+        self.worker = None
+        self._preview = None
+        self._remove_preview()
+        self._set_running(False)
+
+    def _on_done(self, result):
+        job, layer = self._job, self._job["layer"]
+        unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
+        self.remember(layer, job["start_choice"], job["labels_before"])
+        self._apply_labels(layer, result.labels, unlocked)
+        self._uncertainty[layer_key(layer)] = result.uncertainty
+        self._models[layer_key(layer)] = (result.model, result.checkpoint)
+        self.start_round(layer)  # the next round starts from this version
+        path = str(result.checkpoint.path)
+        medseg = dict(layer.metadata.get("medseg", {}))
+        medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
+        layer.metadata["medseg"] = medseg
+        self.autosave.save(layer, self.image_layer(), reason="fine-tune")
+        self.options.fill_start_combo(layer, select=path)
+        ft = result.finetune
+        self.progress.setValue(100)
+        self.status.setText(
+            f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
+            f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
+            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
+            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
+        self.store_row.refresh()
+        self._set_running(False)
+
+    def remember(self, layer, start_choice: str, labels_before: np.ndarray):
+        """Push one undo step for :meth:`revert`; only the last :data:`HISTORY_CAP` are kept (a volume each)."""
+        history = self._history.setdefault(layer_key(layer), [])
+        history.append((start_choice, labels_before))
+        del history[:-HISTORY_CAP]
+
+    def _apply_labels(self, layer, labels, slices):
+        """Write model output into ``slices`` of the layer (in place) and tell the ledger it is not an edit."""
+        layer.data[slices] = labels[slices]
+        self._show_ledger(_ledger_sync.record_prediction(layer, slices))
+        layer.refresh()
+
+    def revert(self):
+        """Back to the previous checkpoint version and its labels on the unlocked slices."""
+        layer = self.labels_layer()
+        history = self._history.get(layer_key(layer))
+        if not history:
+            self.status.setText("Nothing to revert.")
+            return
+        checkpoint, labels_before = history.pop()
+        ledger = _ledger_sync.refresh(layer)
+        self._apply_labels(layer, labels_before, ledger.unlocked)
+        scratch = checkpoint in self.options.scratch
+        medseg = dict(layer.metadata.get("medseg", {}))
+        medseg["checkpoints"] = [] if scratch else [checkpoint]
+        layer.metadata["medseg"] = medseg
+        self.options.fill_start_combo(layer, select=checkpoint)
+        self.status.setText(f"Reverted to {checkpoint if scratch else Path(checkpoint).name}.")
+        self._set_running(False)
+
+
+def _train(gen, preview):
+    """The worker: the fine-tune's throttled progress, then its result.
+
+    ``hide_triton`` first, in this thread (the dock's warm-up has usually done it): the optimizer
+    imports ``torch._dynamo``, which must not load triton next to Mesa (see ``_torch_compat``).
+    """
+    from napari_medseg._torch_compat import hide_triton
+
+    hide_triton()
+    return (yield from throttled(gen, preview=preview))
