@@ -352,6 +352,11 @@ class Autosaver(QObject):
         self._close_dialog(offer)
         return layer
 
+    def withdraw(self, offer: RestoreOffer) -> None:
+        """Drop ``offer`` and close its dialog (its state was restored another way, e.g. by the Cases dock)."""
+        self.offers = [o for o in self.offers if o is not offer]
+        self._close_dialog(offer)
+
     def _close_dialog(self, offer: RestoreOffer) -> None:
         for entry in [e for e in self._dialogs if e[0] is offer]:
             self._dialogs.remove(entry)

@@ -109,7 +109,4 @@ def drop_same_autosave(viewer, image, case) -> None:
             continue  # the autosave warns about it itself
         if np.array_equal(recovered.labels, case.labels) and all(
                 np.array_equal(v, state[k]) for k, v in recovered.ledger.to_state().items()):
-            saver.offers.remove(offer)
-    if saver.dialog is not None and not saver.offers:
-        saver.dialog.close()
-        saver.dialog = None
+            saver.withdraw(offer)
