@@ -144,3 +144,38 @@ def test_spacing_checkpoint_saved_and_loaded(tmp_path):
     _, info = load_checkpoint(path)
     assert info.preprocessing.resize_policy == "spacing" and info.preprocessing.target_spacing == 2.5
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+def test_shrinking_labels_takes_the_area_majority_not_the_nearest_pixel():
+    """0.8 -> 3.2 mm (4x): an output pixel over columns (2, 2, 1, 2) is 2; nearest sampling hit the 1."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_medseg.preprocess import shrink_labels
+
+    labels = torch.ones(1, 8, 8, dtype=torch.uint8)
+    labels[:, :, 4:6] = 2
+    labels[:, :, 7] = 2
+    labels[:, 4:, :] = 255  # unlabelled rows stay unlabelled
+    out = shrink_labels(labels, (2, 2))
+    assert out.dtype == torch.uint8 and out.tolist() == [[[1, 2], [255, 255]]]
+    nearest = F.interpolate(labels[:, None].float(), size=(2, 2), mode="nearest-exact")[:, 0]
+    assert nearest[0, 0, 1] == 1  # what the old sampling gave
+
+
+def test_spacing_policy_shrinks_training_labels_by_area_majority():
+    import torch
+
+    from napari_medseg.preprocess import Preprocessing, labels_to_model_size, to_model_size
+
+    prep = Preprocessing(modality="ct", resize_policy="spacing", target_spacing=3.2)
+    image = torch.zeros(1, 1, 64, 64)
+    labels = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    labels[:, 8:40, 8:40] = 3
+    labels[:, 8:40, 22:40:4] = 0  # thin background lines, on the columns nearest sampling hits
+    _, info = to_model_size(image, prep, 1, (0.8, 0.8))
+    out = labels_to_model_size(labels, info)
+    assert tuple(out.shape[-2:]) == info.model_hw and info.resampled_hw == (16, 16)
+    assert (out[0, 2:10, 2:10] == 3).all()  # 3 of 4 pixels are organ in every 4x4 block
+    nearest = torch.nn.functional.interpolate(labels[:, None].float(), size=(16, 16), mode="nearest-exact")[0, 0]
+    assert (nearest[2:10, 5:10] == 0).all()  # nearest sampling turned the organ into stripes
