@@ -146,13 +146,25 @@ def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
     w.segment_button.click()
     wait_done(qtbot, w)
     assert "t=2" in w.status.text(), w.status.text()
-    layer = viewer.layers["cine labels"]
+    layer = viewer.layers["cine labels t=2"]  # one labels layer per time frame
     assert layer.data.shape == (6, 40, 40)
     np.testing.assert_allclose(layer.scale, (2, 1.5, 1.5))
     assert "geometry" not in layer.metadata["medseg"]  # a plain image has none: saving the labels warns
     assert "time_axis" not in layer.metadata["medseg"] and layer.metadata["medseg"]["label_set"]["name"] == "synapse"
     expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu")).labels
     np.testing.assert_array_equal(layer.data, expected)
+
+    # the user corrects slice 3 of frame 2, then segments frame 0: frame 2's labels and edits stay as they are,
+    # and frame 0 is not given frame 2's corrected slice as a "locked" one
+    layer.data[3] = 1
+    edited = np.array(layer.data)
+    viewer.dims.set_current_step(0, 0)
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    assert "t=0" in w.status.text() and "locked" not in w.status.text(), w.status.text()
+    np.testing.assert_array_equal(viewer.layers["cine labels t=2"].data, edited)
+    expected0 = run_segmentation(segment_volume(data[0], load_checkpoints([ckpt]), device="cpu")).labels
+    np.testing.assert_array_equal(viewer.layers["cine labels t=0"].data, expected0)
 
 
 def test_ensemble_needs_one_label_set(make_napari_viewer, qtbot, ckpt, tmp_path):

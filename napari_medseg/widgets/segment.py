@@ -206,10 +206,11 @@ class SegmentWidget(QWidget):
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def _labels_layer(self, image):
+    def _labels_layer(self, image, frame: int | None = None):
+        """The image's labels layer; a 4D image has one per time frame (``"<image> labels t=<frame>"``)."""
         from napari.layers import Labels
 
-        name = labels_name(image.name)
+        name = _labels_name(image, frame)
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         return layer if isinstance(layer, Labels) else None
 
@@ -237,7 +238,7 @@ class SegmentWidget(QWidget):
             return
         array, t = current_volume(self.viewer, image)
         frame_note = "" if t is None else f" (4D image: time frame t={t} only)"
-        target = self._labels_layer(image)
+        target = self._labels_layer(image, t)  # never another frame's layer: its edits are not this frame's
         locked, previous = [], None
         if target is not None and target.data.shape == array.shape:
             locked = _ledger_sync.refresh(target).locked  # edited + reviewed slices, found by diff
@@ -250,7 +251,7 @@ class SegmentWidget(QWidget):
         spacing = tuple(float(s) for s in image.scale[-3:])  # organ volumes (mL) use the layer's scale
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
-        self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked)
+        self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked, frame=t)
         self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
                                     _start_thread=False)
@@ -302,10 +303,10 @@ class SegmentWidget(QWidget):
         result, stats = out
         job = self._job
         image, label_set = job["image"], job["label_set"]
-        layer = self._show_labels(image, result, label_set, job["paths"])
+        layer = self._show_labels(image, result, label_set, job["paths"], job["frame"])
         self.autosave.save(layer, image, reason="segment")
         if result.uncertainty is not None:
-            self._show_uncertainty(image, result.uncertainty)
+            self._show_uncertainty(image, result.uncertainty, job["frame"])
         unit = "HU" if image.metadata.get("medseg", {}).get("modality") == "ct" else "a.u."
         self.table.show_stats(stats, label_set, unit=unit)
         self.table.setVisible(True)
@@ -314,14 +315,15 @@ class SegmentWidget(QWidget):
                             f"({result.slices_per_s:.1f} slices/s) on {result.device}, {result.precision}"
                             f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")
 
-    def _show_labels(self, image, result, label_set, paths):
-        """The result on the image's labels layer: updated in place (its locked slices kept) or added."""
+    def _show_labels(self, image, result, label_set, paths, frame: int | None = None):
+        """The result on the image's (frame's) labels layer: updated in place (its locked slices kept) or added."""
         from napari.utils.colormaps import DirectLabelColormap
 
-        kwargs = aligned_labels_kwargs(image, result.labels, label_set)  # the reader's colours and hover names
+        # the reader's colours and hover names
+        kwargs = aligned_labels_kwargs(image, result.labels, label_set, _labels_name(image, frame))
         meta = kwargs["metadata"]["medseg"]
         meta["checkpoints"] = [str(p) for p in paths]
-        layer = self._labels_layer(image)
+        layer = self._labels_layer(image, frame)
         if layer is not None and layer.data.shape == result.labels.shape:
             meta["locked_slices"] = list(layer.metadata.get("medseg", {}).get("locked_slices", []))
             layer.data[...] = result.labels
@@ -337,7 +339,7 @@ class SegmentWidget(QWidget):
         layer.refresh()
         return layer
 
-    def _show_uncertainty(self, image, unc):
+    def _show_uncertainty(self, image, unc, frame: int | None = None):
         name = f"{image.name} uncertainty"
         if name in self.viewer.layers and self.viewer.layers[name].data.shape == unc.shape:
             layer = self.viewer.layers[name]
@@ -346,7 +348,12 @@ class SegmentWidget(QWidget):
         layer = self.viewer.add_image(unc, name=name, scale=image.scale[-3:], translate=image.translate[-3:],
                                       colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive",
                                       opacity=0.5, metadata={"medseg": {"uncertainty": "normalised entropy"}})
-        labels = self._labels_layer(image)
+        labels = self._labels_layer(image, frame)
         if labels is not None:  # draw the organ colours on top of the uncertainty heat map
             self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(labels))
         return layer
+
+
+def _labels_name(image, frame: int | None) -> str:
+    """``"<image> labels"``, and for a 4D image's frame ``"<image> labels t=<frame>"``."""
+    return labels_name(image.name) + ("" if frame is None else f" t={frame}")
