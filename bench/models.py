@@ -4,8 +4,8 @@
 
 For each model: parameters (total, trainable), GMAC per slice (counted with
 ``torch.utils.flop_counter.FlopCounterMode`` on the meta device, MAC = FLOP/2:
-matmuls, convolutions, attention), and slices/s for fp32 and bf16
-inference (bf16 as the plugin runs it on CPU: a bf16 copy of the model, ``device.bf16_copy``) at the given batch size (median of ``--repeats`` timed runs after
+matmuls, convolutions, attention), and slices/s for fp32 and bf16-autocast
+inference at the given batch size (median of ``--repeats`` timed runs after
 two warm-up runs).  The last column is the achieved FLOP/s (2 x MAC x
 slices/s) divided by the FLOP/s of a 2048 x 2048 fp32 matmul timed right after
 each run (median of the per-run ratios, with the median matmul FLOP/s in
@@ -55,21 +55,19 @@ def time_pairs(torch, model, batch: int, size: int, repeats: int, flops_per_batc
     Returns ``{precision: (median s/batch, median achieved/matmul ratio, median matmul FLOP/s)}``
     and ``"speedup"``: the median of the per-pair fp32/bf16 time ratios (robust on a shared machine).
     """
-    from napari_medseg.device import bf16_copy
-
     x = torch.rand(batch, 1, size, size)
     a = torch.randn(2048, 2048)
     runs = {"fp32": [], "bf16": []}
-    variants = {"fp32": (model, x), "bf16": (bf16_copy(model), x.bfloat16())}
     with torch.inference_mode():
-        for net, inp in variants.values():  # warm-up (oneDNN primitive creation)
-            net(inp)
+        for precision in runs:  # warm-up (oneDNN primitive creation)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                model(x)
         for _ in range(repeats):
             for precision, rows in runs.items():
-                net, inp = variants[precision]
-                t0 = time.perf_counter()
-                net(inp)
-                seconds = time.perf_counter() - t0
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    t0 = time.perf_counter()
+                    model(x)
+                    seconds = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 a @ a
                 ref = 2 * 2048**3 / (time.perf_counter() - t0)

@@ -76,26 +76,6 @@ def resolve_precision(device, precision: str = "auto", models=()) -> str:
     return "fp32"
 
 
-def runs_pure_bf16(device, precision: str) -> bool:
-    """True where inference runs a bf16 *copy* of the model instead of fp32 weights under autocast.
-
-    On CPU, autocast re-casts every weight on every call and keeps norms and
-    softmax in fp32, so it gained nothing (DCAU-Net 1.02x, U-DFA 0.69x on
-    AVX512-BF16); bf16 weights and activations throughout ran DCAU-Net 3x
-    faster in the same run (bench/models.py, docs/models.md).  GPUs keep autocast.
-    """
-    return precision == "bf16" and getattr(device, "type", str(device)) == "cpu"
-
-
-def bf16_copy(model):
-    """A deep copy of ``model`` with bf16 parameters and buffers, in eval mode (the original is untouched)."""
-    import copy
-
-    import torch
-
-    return copy.deepcopy(model).to(torch.bfloat16).eval()
-
-
 def autocast(device, precision: str):
     """Context manager for mixed precision (a no-op for fp32)."""
     import torch

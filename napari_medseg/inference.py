@@ -209,12 +209,8 @@ def native_logits(model, x, resize_info, device, precision: str, flip_dims=()):
     from napari_medseg.device import autocast
 
     xin = torch.flip(x, flip_dims) if flip_dims else x
-    weights = next(model.parameters(), None)
-    if weights is not None and weights.dtype == torch.bfloat16:  # a bf16 copy (device.runs_pure_bf16)
-        logits = model(xin.to(torch.bfloat16))
-    else:
-        with autocast(device, precision):
-            logits = model(xin)
+    with autocast(device, precision):
+        logits = model(xin)
     logits = logits.float()
     if flip_dims:
         logits = torch.flip(logits, flip_dims)
@@ -278,7 +274,7 @@ def segment_volume(
     """
     import torch
 
-    from napari_medseg.device import bf16_copy, pick_device, resolve_precision, runs_pure_bf16
+    from napari_medseg.device import pick_device, resolve_precision
 
     array = validate_volume(array)
     checkpoints = list(checkpoints)
@@ -326,8 +322,6 @@ def segment_volume(
         if channels_last:
             model.to(memory_format=torch.channels_last)
         model.eval()
-    # CPU bf16: a bf16 copy of each model (faster than autocast there; the callers' models stay fp32)
-    running = [(bf16_copy(m), info) for m, info in checkpoints] if runs_pure_bf16(dev, precision) else checkpoints
     dev_name = str(dev)
     start = time.perf_counter()
     try:
@@ -336,7 +330,7 @@ def segment_volume(
             idx = todo[b : b + batch_size]
             contiguous = idx[-1] - idx[0] == len(idx) - 1
             raw = array[idx[0] : idx[-1] + 1] if contiguous else array[idx]
-            probs = _predict_probs(running, raw, ranges, dev, precision, tta, channels_last, spacing)
+            probs = _predict_probs(checkpoints, raw, ranges, dev, precision, tta, channels_last, spacing)
             lab, ent = _labels_and_entropy(probs, uncertainty)
             del probs
             if contiguous:

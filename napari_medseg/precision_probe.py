@@ -172,32 +172,30 @@ def cpu_auto_precision(model, measure=measure_in_subprocess) -> PrecisionChoice:
 def time_precisions(model, batch: int = PROBE_BATCH, size: int = PROBE_SIZE, repeats: int = PROBE_REPEATS):
     """Print ``fp32 S`` then ``bf16 S`` (fastest seconds per ``(batch, 1, size, size)`` forward), interleaved runs.
 
-    bf16 is timed the way CPU inference runs it: a bf16 copy of the model
-    (:func:`napari_medseg.device.bf16_copy`).  fp32 is printed before bf16 is
-    first run, so a bf16 crash still leaves it.
+    fp32 is printed before bf16 is first run, so a bf16 crash still leaves it.
     """
     import torch
-
-    from napari_medseg.device import bf16_copy
 
     x = torch.rand(batch, 1, size, size)
     times = {"fp32": [], "bf16": []}
     with torch.inference_mode():
         model(x)
-        print("fp32", _timed(model, x), flush=True)
-        half, xh = bf16_copy(model), x.bfloat16()
-        _timed(half, xh)  # warm-up; dies here where bf16 kernels cannot run
+        print("fp32", _timed(model, x, False), flush=True)
+        _timed(model, x, True)  # warm-up; dies here where bf16 kernels cannot run
         for _ in range(repeats):
-            times["fp32"].append(_timed(model, x))
-            times["bf16"].append(_timed(half, xh))
+            times["fp32"].append(_timed(model, x, False))
+            times["bf16"].append(_timed(model, x, True))
     for name in ("fp32", "bf16"):
         print(name, min(times[name]), flush=True)
 
 
-def _timed(model, x) -> float:
-    start = time.perf_counter()
-    model(x)
-    return time.perf_counter() - start
+def _timed(model, x, bf16: bool) -> float:
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        start = time.perf_counter()
+        model(x)
+        return time.perf_counter() - start
 
 
 def _main(argv) -> None:

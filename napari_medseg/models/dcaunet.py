@@ -135,10 +135,7 @@ class DifferentialCrossAttention(nn.Module):
         v = self.v(tokens).view(b, -1, h, 2 * d).transpose(1, 2).repeat_interleave(2, dim=1)  # (B, 2h, M, 2d)
         both = F.scaled_dot_product_attention(q, k, v).view(b, h, 2, -1, 2 * d)
         out = both[:, :, 0] - self.lambda_full().to(both.dtype) * both[:, :, 1]  # (B, h, N, 2d)
-        # the norm in fp32 under autocast and in a bf16 copy alike (weight cast too: one fused rms_norm)
-        norm = self.head_norm
-        out = F.rms_norm(out.float(), norm.normalized_shape, norm.weight.float(), norm.eps)
-        out = out.to(both.dtype) * (1.0 - self.lambda_init)
+        out = self.head_norm(out.float()).to(both.dtype) * (1.0 - self.lambda_init)  # norm in fp32 under autocast
         return self.proj(out.transpose(1, 2).reshape(b, hgt, wid, c))
 
 
