@@ -28,7 +28,7 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 * ``full k``: the reference on k evenly spaced slices (effort 1);
 * ``scribbles``: the simulated reviewer on the same k slices (``--partial``);
 * ``+ round, suggested``: then the reviewer corrects the model's output on the
-  ``--round-slices`` slices ``rank_uncertain_slices`` proposes, and fine-tunes
+  ``--round-slices`` slices ``suggest_slices`` proposes (most uncertain, kept apart), and fine-tunes
   again from the new version on scribbles + corrected slices;
 * ``+ round, even``: the same round on evenly spaced untouched slices.
 
@@ -137,7 +137,7 @@ def finetune_experiment(case: Case, args) -> list[dict]:
     """Full slices vs scribbles vs scribbles + one round of corrections (suggested / evenly spaced slices)."""
     import tempfile
 
-    from napari_medseg.retrain.loop import evenly_spaced_slices, rank_uncertain_slices
+    from napari_medseg.retrain.loop import evenly_spaced_slices, suggest_slices
     from napari_medseg.scribbles import UNLABELLED, body_mask, simulate_correction, simulate_reviewer
 
     body = body_mask(case.image, case.modality)
@@ -158,7 +158,8 @@ def finetune_experiment(case: Case, args) -> list[dict]:
         scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
         rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
         candidates = [z for z in range(depth) if z not in slices]
-        picks = {"suggested": rank_uncertain_slices(scribbled.uncertainty, candidates)[:args.round_slices],
+        picks = {"suggested": suggest_slices(scribbled.uncertainty, candidates, args.round_slices, corrected=slices,
+                                             slice_mm=case.spacing[0]),
                  "even": [candidates[i] for i in evenly_spaced_slices(len(candidates), args.round_slices)]}
         for how, chosen in picks.items():
             labels = partial.copy()

@@ -64,6 +64,20 @@ def test_rank_uncertain_slices():
     assert rank_uncertain_slices(unc, [0, 1]) == [1, 0]
 
 
+def test_suggested_slices_keep_apart_from_each_other_and_from_corrections():
+    from napari_medseg.retrain.loop import suggest_slices
+
+    unc = np.zeros((30, 2, 2), np.float32)
+    unc[0], unc[1], unc[2], unc[6], unc[28] = 0.9, 0.95, 0.8, 0.85, 0.5
+    candidates = [z for z in range(30) if z not in (5, 10)]
+    # 3 mm slices, 10 mm gap -> 4 slices: 1 is taken, 0 and 2 are its neighbours, 6 is next to the corrected 5
+    assert suggest_slices(unc, candidates, 2, corrected=[5, 10], slice_mm=3.0) == [1, 28]
+    assert rank_uncertain_slices(unc, candidates)[:2] == [1, 0]  # what plain ranking suggested
+    # 1 mm slices: 10 slices apart; too few far candidates -> the rest in plain order, never fewer than n
+    assert suggest_slices(unc, [0, 1, 2], 3, slice_mm=1.0) == [1, 0, 2]
+    assert suggest_slices(unc, candidates, 1, corrected=[5, 10]) == [1]  # unknown spacing: a 3-slice gap
+
+
 def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_checkpoint, tmp_path):
     image, ref = sample
     corrected = [8, 20]

@@ -47,8 +47,12 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "retrain_widget.png"), canvas_only=False)
 
     widget.suggest_next_slice()
-    assert "Most uncertain" in widget.status.text(), widget.status.text()
-    assert widget.current_slice() not in (12, 20)
+    assert "Suggested slice" in widget.status.text(), widget.status.text()
+    z = widget.current_slice()
+    assert z not in (12, 20)
+    spacing = widget.image_layer().scale[-3]  # suggestions keep SUGGESTION_GAP_MM from the corrected slices
+    from napari_medseg.retrain.loop import SUGGESTION_GAP_MM
+    assert min(abs(z - c) for c in (12, 20)) * spacing >= SUGGESTION_GAP_MM - 1e-6
 
     widget.revert()
     np.testing.assert_array_equal(np.asarray(labels.data), before)

@@ -145,7 +145,7 @@ def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
 
     widget.suggest_next_slice()
     z = widget.current_slice()
-    assert z != 12 and "Most uncertain" in widget.status.text()
+    assert z != 12 and "Suggested slice" in widget.status.text()
     widget.toggle_reviewed()  # round 2: accept the suggested slice as it is
     widget.budget_unit.setCurrentText("steps")
     widget.budget.setValue(4)

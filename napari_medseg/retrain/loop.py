@@ -364,3 +364,31 @@ def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) ->
     scores = {int(z): float(np.mean(uncertainty[z], dtype=np.float64)) for z in candidates}
     return sorted(scores, key=lambda z: (-scores[z], z))
 
+
+#: Suggested slices keep this far (mm along z) from each other and from the corrected slices:
+#: neighbours within about a centimetre show mostly the same anatomy, so a correction there teaches
+#: little more.  A heuristic, not tuned: bench/effort.py compares suggested and evenly spaced slices.
+SUGGESTION_GAP_MM = 10.0
+
+
+def suggest_slices(uncertainty: np.ndarray, candidates: Sequence[int], n: int, *, corrected: Sequence[int] = (),
+                   slice_mm: float | None = None, gap_mm: float = SUGGESTION_GAP_MM) -> list[int]:
+    """Up to ``n`` slices to correct next: the most uncertain first, each at least ``gap_mm`` from the
+    others and from ``corrected`` (greedy; when too few candidates are that far, the gap is dropped
+    for the rest rather than suggesting fewer).
+
+    Args:
+        uncertainty: ``(z, y, x)`` per-voxel uncertainty; candidates: unlocked slice indices;
+        slice_mm: slice spacing in mm (None: 3 slices stand for the gap).
+    """
+    ranked = rank_uncertain_slices(uncertainty, candidates)
+    gap = 3 if not slice_mm or slice_mm <= 0 else max(1, int(np.ceil(gap_mm / slice_mm - 1e-9)))
+    chosen: list[int] = []
+    for z in ranked:
+        if len(chosen) == n:
+            break
+        if all(abs(z - c) >= gap for c in list(chosen) + [int(c) for c in corrected]):
+            chosen.append(z)
+    chosen += [z for z in ranked if z not in chosen][: n - len(chosen)]
+    return chosen
+

@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import aligned_labels_kwargs
+from napari_medseg.widgets._common import aligned_labels_kwargs, known_spacing
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
@@ -201,14 +201,18 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.update_ledger_view(layer)
 
     def suggest_next_slice(self):
-        from napari_medseg.retrain.loop import rank_uncertain_slices
+        from napari_medseg.retrain.loop import SUGGESTION_GAP_MM, suggest_slices
 
         layer = self.labels_layer()
         unc = self._uncertainty.get(_key(layer)) if layer is not None else None
         if unc is None:
             self.status.setText("No uncertainty yet: fine-tune (or segment with uncertainty) first.")
             return
-        ranked = rank_uncertain_slices(unc, _ledger_sync.ledger_for(layer).unlocked)
-        if ranked:
-            self.go_to_slice(ranked[0])
-            self.status.setText(f"Most uncertain unlocked slice: {ranked[0]}. Correct it or mark it reviewed.")
+        ledger = _ledger_sync.ledger_for(layer)
+        image = self.image_layer()
+        spacing = known_spacing(image) if image is not None else None
+        picks = suggest_slices(unc, ledger.unlocked, 1, corrected=ledger.locked, slice_mm=spacing[0] if spacing else None)
+        if picks:
+            self.go_to_slice(picks[0])
+            self.status.setText(f"Suggested slice {picks[0]}: the most uncertain unlocked slice at least "
+                                f"{SUGGESTION_GAP_MM:.0f} mm from the corrected ones. Correct it or mark it reviewed.")
