@@ -22,6 +22,17 @@ def open_ct(viewer):
     return image, dock
 
 
+def painted_and_autosaved(viewer):
+    """The CT with a new labels layer, one stroke painted on slice 10, autosaved: ``(image, dock, labels, folder)``."""
+    image, dock = open_ct(viewer)
+    dock.new_labels_layer()
+    labels = viewer.layers[dock.labels_combo.currentText()]
+    labels.paint((10, 50, 50), 4)
+    folder = dock.autosave.save(labels, image)
+    dock.autosave.flush()
+    return image, dock, labels, folder
+
+
 def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewer, tmp_path, monkeypatch, qtbot):
     from napari_medseg.casestate import read_case_info
     from napari_medseg.hashing import voxel_hash
@@ -72,12 +83,7 @@ def test_autosave_only_when_changed_then_restore_in_new_viewer(make_napari_viewe
 def test_restore_never_replaces_open_labels(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer(show=True)
-    image, dock = open_ct(viewer)
-    dock.new_labels_layer()
-    labels = viewer.layers[dock.labels_combo.currentText()]
-    labels.paint((10, 50, 50), 4)
-    dock.autosave.save(labels, image)
-    dock.autosave.flush()
+    image, dock, labels, _ = painted_and_autosaved(viewer)
 
     other = make_napari_viewer(show=True)
     image2, dock2 = open_ct(other)
@@ -174,12 +180,7 @@ def test_no_offer_when_the_user_saved_after_the_autosave(make_napari_viewer, tmp
 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer(show=True)
-    image, dock = open_ct(viewer)
-    dock.new_labels_layer()
-    labels = viewer.layers[dock.labels_combo.currentText()]
-    labels.paint((10, 50, 50), 4)
-    folder = dock.autosave.save(labels, image)
-    dock.autosave.flush()
+    image, dock, labels, folder = painted_and_autosaved(viewer)
     assert not (folder / SAVED_JSON).exists()
     (written,) = labels.save(str(tmp_path / "mine.nii.gz"), plugin="napari-medseg")  # the user saves
     assert last_saved(folder)["path"] == written
