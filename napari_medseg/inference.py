@@ -21,7 +21,10 @@ How a slice is processed (per checkpoint, see ``napari_medseg.preprocess``):
 3. logits are brought back to the native in-plane size (bilinear resize,
    crop, or crop + resample) *before* the softmax/argmax, never the label map;
 4. softmax probabilities are averaged over flip TTA and over the checkpoints
-   of an ensemble; argmax gives the labels.
+   of an ensemble; argmax gives the labels;
+5. each organ of a built-in label set keeps only its largest 3D connected
+   piece (``napari_medseg.postprocess``; ``largest_component=False`` keeps
+   every island).  Locked slices, and pieces that touch them, are never changed.
 
 Memory stays bounded: only one batch of ``(B, K, H, W)`` probabilities exists
 at a time.  The volume-sized outputs are ``labels`` (uint8) and
@@ -74,6 +77,8 @@ class SegmentationResult:
         precision: ``"fp32" | "bf16" | "fp16"``.
         seconds: wall time of the run.
         segmented: indices of the slices that were (re)computed.
+        islands_removed: voxels set to background per organ value by the
+            largest-component post-processing (empty when it did not run).
     """
 
     labels: np.ndarray
@@ -83,6 +88,7 @@ class SegmentationResult:
     precision: str
     seconds: float
     segmented: list[int] = field(default_factory=list)
+    islands_removed: dict[int, int] = field(default_factory=dict)
 
     @property
     def slices_per_s(self) -> float:
@@ -244,6 +250,7 @@ def segment_volume(
     uncertainty: bool = True,
     channels_last: bool | None = None,
     spacing=None,
+    largest_component: bool = True,
 ) -> Iterator[Progress]:
     """Segment a ``(z, y, x)`` volume slice by slice along axis 0 (axial).
 
@@ -265,6 +272,9 @@ def segment_volume(
         spacing: in-plane pixel size ``(sy, sx)`` in mm, or the volume's
             ``(sz, sy, sx)``; required (positive, finite) when a checkpoint
             uses the ``"spacing"`` resize policy, ignored by the others.
+        largest_component: keep only the largest 3D piece of each organ of a
+            built-in label set (``postprocess.one_piece_organs``); pieces touching
+            a locked slice are kept.  Not applied to a single slice.
 
     Yields:
         :class:`Progress` after each batch (and once before the first).
@@ -347,6 +357,11 @@ def segment_volume(
     finally:
         for (model, _), mode in zip(checkpoints, was_training):
             model.train(mode)
+    removed = {}
+    if largest_component and depth > 1 and todo:
+        from napari_medseg.postprocess import largest_component_only, one_piece_organs
+
+        labels, removed = largest_component_only(labels, one_piece_organs(label_set), protected=locked)
     return SegmentationResult(
         labels=labels,
         uncertainty=unc,
@@ -355,6 +370,7 @@ def segment_volume(
         precision=precision,
         seconds=time.perf_counter() - start,
         segmented=todo,
+        islands_removed=removed,
     )
 
 

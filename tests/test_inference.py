@@ -68,7 +68,7 @@ def reference_probs(model, info, array, spacing=None):
 def test_shape_dtype_and_reference(ckpts):
     vol = ct_volume()
     loaded = load_checkpoints([ckpts["dcaunet_fixed"]])
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=3))
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=3, largest_component=False))
     assert res.labels.shape == vol.shape and res.labels.dtype == np.uint8
     assert res.uncertainty.shape == vol.shape and res.uncertainty.dtype == np.float16
     assert 0.0 <= float(res.uncertainty.min()) and float(res.uncertainty.max()) <= 1.0
@@ -127,7 +127,7 @@ def test_cancel_stops_within_one_batch(ckpts):
 def test_ensemble_averages_softmax(ckpts):
     vol = ct_volume((6, 45, 38))
     loaded = load_checkpoints([ckpts["dcaunet"], ckpts["udfa"]])  # different models and resize policies
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=4))
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=4, largest_component=False))
     p1, p2 = (reference_probs(m, i, vol) for m, i in loaded)
     mean = (p1 + p2) / 2
     assert (res.labels == mean.argmax(1)).mean() > 0.999
@@ -151,7 +151,7 @@ def test_tta_averages_flips(ckpts):
     vol = ct_volume((4, 32, 40))
     loaded = load_checkpoints([ckpts["dcaunet"]])
     model, info = loaded[0]
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True))
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True, largest_component=False))
     plain = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=False))
     acc = 0
     for dims in TTA_FLIPS:
@@ -224,7 +224,8 @@ def test_spacing_policy_matches_reference_with_ensemble_and_tta(ckpts, tmp_path)
     vol = ct_volume((5, 45, 38))
     spacing = (3.0, 0.7, 1.3)  # non-square pixels, odd sizes
     loaded = load_checkpoints([save_spacing_tiny(tmp_path / "sp.safetensors")])
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=spacing))
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=spacing,
+                                          largest_component=False))  # the raw argmax, compared below
     probs = reference_probs(*loaded[0], vol, spacing[1:])
     assert (res.labels == probs.argmax(1)).mean() > 0.999
     # a different spacing gives a different result: the spacing is really used
@@ -232,13 +233,14 @@ def test_spacing_policy_matches_reference_with_ensemble_and_tta(ckpts, tmp_path)
     assert not np.array_equal(other.uncertainty, res.uncertainty)
     # ensemble with a native checkpoint: softmax averaged on the native grid
     both = loaded + load_checkpoints([ckpts["dcaunet"]])
-    ens = run_segmentation(segment_volume(vol, both, device="cpu", spacing=spacing))
+    ens = run_segmentation(segment_volume(vol, both, device="cpu", spacing=spacing, largest_component=False))
     mean = (probs + reference_probs(*both[1], vol)) / 2
     assert (ens.labels == mean.argmax(1)).mean() > 0.999
     # flip TTA flips the resampled, padded model input and flips the logits back before resampling them
     from napari_medseg.preprocess import logits_to_native, to_model_size
 
-    tta = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True, spacing=spacing))
+    tta = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True, spacing=spacing,
+                                          largest_component=False))
     model, info = loaded[0]
     x, rinfo = to_model_size(torch.from_numpy(normalize(vol, info.preprocessing))[:, None], info.preprocessing,
                              model.size_multiple, spacing)

@@ -202,6 +202,7 @@ def acdc_pairs(root, split: str = "test", predictions_dir=None) -> list[tuple[st
 
 
 def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, tta: bool = False,
+               largest_component: bool = True,
                progress=None) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple]]:
     """Yield ``(case, prediction, reference, spacing)``: predictions read from files or computed.
 
@@ -227,13 +228,14 @@ def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, t
             from napari_medseg.inference import run_segmentation, segment_volume
 
             gen = segment_volume(image.array, checkpoints, device=device, batch_size=batch_size, tta=tta,
-                                 uncertainty=False, spacing=image.geometry.spacing)
+                                 uncertainty=False, spacing=image.geometry.spacing,
+                                 largest_component=largest_component)
             pred = run_segmentation(gen, progress).labels
         yield case, pred, ref, tuple(float(s) for s in image.geometry.spacing)
 
 
 def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplane=None, device="auto",
-                          batch_size: int = 8, tta: bool = False, progress=None):
+                          batch_size: int = 8, tta: bool = False, progress=None, largest_component: bool = True):
     """Yield ``(case, prediction, reference, None)`` for TransUNet's ``test_vol_h5`` volumes (needs h5py).
 
     The volumes are already windowed to [-125, 275] HU and scaled to [0, 1];
@@ -258,6 +260,7 @@ def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplan
             )
     for name, image01, label in synapse_test_volumes(root, list_name, inplane):
         hu = image01.astype(np.float32) * 400.0 - 125.0
-        gen = segment_volume(hu, checkpoints, device=device, batch_size=batch_size, tta=tta, uncertainty=False)
+        gen = segment_volume(hu, checkpoints, device=device, batch_size=batch_size, tta=tta, uncertainty=False,
+                             largest_component=largest_component)
         yield name, run_segmentation(gen, progress).labels, label.astype(np.int64), None
 

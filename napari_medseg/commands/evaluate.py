@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_medseg.commands._arguments import add_keep_islands_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="checkpoint(s) to segment with (several = ensemble)")
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    add_keep_islands_argument(parser)
 
 
 def run(args) -> int:
@@ -78,19 +81,22 @@ def run(args) -> int:
         inplane = synapse_inplane(args)
         print(f"Synapse volumes reoriented in-plane: {inplane or 'no'}", file=sys.stderr)
         cases = iter_synapse_h5_cases(args.synapse_root, checkpoints, inplane=inplane, device=args.device,
-                                      batch_size=args.batch_size, tta=args.tta)
+                                      batch_size=args.batch_size, tta=args.tta,
+                                      largest_component=not args.keep_islands)
     elif args.acdc_root:
         from training.evaluate import acdc_pairs
 
         pairs = acdc_pairs(args.acdc_root, args.acdc_split, args.predictions)
         n_cases = len(pairs)
-        cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta)
+        cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                           largest_component=not args.keep_islands)
     else:
         if not (args.images and args.labels):
             raise ValueError("give --images and --labels folders (or --synapse-root, or --acdc-root)")
         pairs = pair_files(args.images, args.labels, args.predictions)
         n_cases = len(pairs)
-        cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta)
+        cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                           largest_component=not args.keep_islands)
 
     def announce(stream):
         for i, case in enumerate(stream, 1):

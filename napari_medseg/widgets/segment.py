@@ -82,6 +82,10 @@ class SegmentWidget(QWidget):
         self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model family and cached")
         self.tta_check = QCheckBox("Flip TTA (4\u00d7 slower)")
         self.unc_check = QCheckBox("Uncertainty layer")
+        self.one_piece_check = QCheckBox("One piece per organ")
+        self.one_piece_check.setChecked(True)
+        self.one_piece_check.setToolTip("Keep only the largest 3D piece of each organ (built-in label sets): removes "
+                                        "islands far from the organ. Locked slices, and pieces touching them, are kept.")
         self.hint = QLabel(NO_CHECKPOINT_TEXT)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #e0b050;")
@@ -107,6 +111,7 @@ class SegmentWidget(QWidget):
         opts = QHBoxLayout()
         opts.addWidget(self.tta_check)
         opts.addWidget(self.unc_check)
+        opts.addWidget(self.one_piece_check)
         form.addRow("Options", opts)
         run = QHBoxLayout()
         run.addWidget(self.segment_button, 2)
@@ -247,7 +252,7 @@ class SegmentWidget(QWidget):
         n_batches = math.ceil((array.shape[0] - len(set(locked))) / batch)
         kwargs = dict(device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
-                      uncertainty=self.unc_check.isChecked())
+                      uncertainty=self.unc_check.isChecked(), largest_component=self.one_piece_check.isChecked())
         spacing = tuple(float(s) for s in image.scale[-3:])  # organ volumes (mL) use the layer's scale
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
@@ -311,6 +316,8 @@ class SegmentWidget(QWidget):
         self.table.show_stats(stats, label_set, unit=unit)
         self.table.setVisible(True)
         kept = f"; {len(job['locked'])} locked slice(s) kept" if job["locked"] else ""
+        islands = sum(result.islands_removed.values())
+        kept += f"; {islands} island voxel(s) removed" if islands else ""
         self.status.setText(f"Done: {len(result.segmented)} slices in {result.seconds:.1f} s "
                             f"({result.slices_per_s:.1f} slices/s) on {result.device}, {result.precision}"
                             f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")

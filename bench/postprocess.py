@@ -1,0 +1,124 @@
+"""Largest-component post-processing (``napari_medseg.postprocess``): Dice with and without it.
+
+For each case and seed, the retrain protocol (k evenly spaced corrected slices,
+DCAU-Net from scratch, fixed optimiser steps so the machine's load does not
+matter) segments the volume; the same prediction is scored raw
+(``largest_component=False``) and post-processed (only the largest 3D piece of
+each organ; pieces touching a corrected slice kept), on the untouched slices.
+
+Cases: ``sample`` (the bundled 3 mm CT), ``512`` (A': the sample resampled to
+0.8 mm and padded to 512^2, bench/effort.py), and ``halves``: a model learned on
+the inferior half (k = 3) segments the superior half unseen, the proxy for
+"A's model on patient B".
+
+    python bench/postprocess.py --threads 1                       # ~15 min on one idle core
+    python bench/postprocess.py --cases sample --seeds 0 --steps 100   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _machine import cpu_name  # bench/_machine.py (scripts run as python bench/NAME.py)
+from effort import Case, resampled_case, sample_case
+
+
+def score(pred, case: Case, corrected) -> tuple[float, float, dict]:
+    """Mean untouched Dice raw and post-processed, and the voxels removed per organ name."""
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.postprocess import largest_component_only
+    from napari_medseg.retrain.protocol import untouched_dice
+
+    post, removed = largest_component_only(pred, SYNAPSE.organs, protected=corrected)
+    raw_d, post_d = (untouched_dice(p, case.reference, corrected, SYNAPSE) for p in (pred, post))
+    mean = (float(np.nanmean(list(d.values()))) for d in (raw_d, post_d))
+    return (*mean, {SYNAPSE.organs[v]: n for v, n in removed.items() if n})
+
+
+def raw_protocol(case: Case, k: int, steps: int, seed: int):
+    """The protocol's prediction without post-processing."""
+    from unittest import mock
+
+    import napari_medseg.inference as inference
+    from napari_medseg.retrain.protocol import run_protocol
+
+    plain = inference.segment_volume
+
+    def no_postprocessing(*args, **kwargs):
+        return plain(*args, **{**kwargs, "largest_component": False})
+
+    with mock.patch.object(inference, "segment_volume", no_postprocessing):
+        return run_protocol(case.image, case.reference, k, time_budget_s=None, device="cpu", seed=seed,
+                            spacing=case.spacing, options=dict(steps=steps))
+
+
+def unseen_on_other_half(case: Case, k: int, steps: int, seed: int):
+    """Learn on the inferior half (k slices), segment the superior half with no fine-tuning: raw labels."""
+    from napari_medseg.checkpoint import load_checkpoint
+    from napari_medseg.inference import run_segmentation, segment_volume
+
+    half = case.image.shape[0] // 2
+    lower = Case(case.name, case.image[:half], case.reference[:half], case.spacing)
+    learned = raw_protocol(lower, k, steps, seed)
+    model, info = load_checkpoint(learned.checkpoint.path)
+    upper = Case(case.name + ", superior half unseen", case.image[half:], case.reference[half:], case.spacing)
+    gen = segment_volume(upper.image, [(model.eval(), info)], device="cpu", uncertainty=False,
+                         spacing=case.spacing, largest_component=False)
+    return upper, run_segmentation(gen).labels
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="sample,512,halves", help="comma list of sample, 512, halves")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--ks", default="5,2", help="corrected slices per protocol run (sample, 512)")
+    parser.add_argument("--steps", type=int, default=600, help="optimiser steps per fine-tune")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); load {os.getloadavg()[0]:.1f}; {args.steps} steps per fine-tune")
+    cases = args.cases.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = sample_case()
+    rows = []
+
+    def report(name, k, seed, raw, post, removed):
+        print(f"{name:36s} k={k} seed {seed}: raw {raw:.3f}  one piece {post:.3f}  ({post - raw:+.3f})  "
+              f"removed voxels {removed}", flush=True)
+        rows.append(dict(case=name, k=k, seed=seed, raw=raw, post=post, removed=removed))
+
+    for name in cases:
+        for seed in seeds:
+            if name == "halves":
+                upper, pred = unseen_on_other_half(base, 3, args.steps, seed)
+                report(upper.name, 3, seed, *score(pred, upper, []))
+                continue
+            case = base if name == "sample" else resampled_case(base)
+            for k in (int(v) for v in args.ks.split(",")):
+                r = raw_protocol(case, k, args.steps, seed)
+                report(case.name, k, seed, *score(r.labels, case, r.corrected))
+    diffs = [r["post"] - r["raw"] for r in rows]
+    print(f"\none piece - raw: median {np.median(diffs):+.4f}, min {min(diffs):+.4f}, max {max(diffs):+.4f} "
+          f"over {len(rows)} runs")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"postprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(dict(machine=cpu_name(), args=vars(args), rows=rows), indent=1))
+    print(f"raw numbers: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Largest-component post-processing: islands go, the user's slices and what touches them stay."""
+
+import numpy as np
+import pytest
+
+from napari_medseg.labels import ACDC, SYNAPSE, LabelSet
+from napari_medseg.postprocess import largest_component_only, one_piece_organs
+
+
+def two_organs():
+    """(6, 20, 20): organ 5 as a big block plus a far island; organ 1 as one block."""
+    lab = np.zeros((6, 20, 20), np.uint8)
+    lab[1:5, 2:10, 2:10] = 5
+    lab[3, 16:18, 16:18] = 5  # island
+    lab[0:6, 12:14, 2:4] = 1
+    return lab
+
+
+def test_islands_become_background_and_other_organs_stay():
+    lab = two_organs()
+    out, removed = largest_component_only(lab, [1, 5])
+    assert removed == {5: 4}
+    assert (out[3, 16:18, 16:18] == 0).all()
+    assert (out[1:5, 2:10, 2:10] == 5).all() and (out[:, 12:14, 2:4] == 1).all()
+    assert (lab[3, 16:18, 16:18] == 5).all()  # the input is not modified
+    # organs not asked for are left alone
+    out, removed = largest_component_only(lab, [1])
+    np.testing.assert_array_equal(out, lab)
+    assert removed == {}
+
+
+def test_pieces_on_or_touching_protected_slices_are_kept():
+    lab = two_organs()
+    out, removed = largest_component_only(lab, [5], protected=[3])
+    np.testing.assert_array_equal(out, lab)  # the island lies on the user's slice 3
+    lab[4, 16:18, 16:18] = 5
+    lab[5, 18:20, 18:20] = 5  # the island now spans slices 3-5, diagonally joined to slice 5
+    out, _ = largest_component_only(lab, [5], protected=[5])
+    assert (out[3:5, 16:18, 16:18] == 5).all()  # touches protected slice 5 through 26-connectivity
+    out, removed = largest_component_only(lab, [5], protected=[0])
+    assert removed == {5: 12} and (out[3:6, 16:20, 16:20] == 0).all()
+
+
+def test_diagonal_neighbours_across_slices_are_one_piece():
+    lab = np.zeros((2, 8, 8), np.uint8)
+    lab[0, 2:4, 2:4] = 3
+    lab[1, 4:6, 4:6] = 3  # touches slice 0 only at a corner (thick slices, oblique organ)
+    out, removed = largest_component_only(lab, [3])
+    np.testing.assert_array_equal(out, lab)
+
+
+def test_which_organs_are_one_piece():
+    assert one_piece_organs(SYNAPSE) == tuple(range(1, 9))
+    assert one_piece_organs(ACDC) == (1, 2, 3)
+    assert one_piece_organs(LabelSet.custom(["ribs", "lymph nodes"])) == ()
+    renamed = LabelSet.from_dict({**SYNAPSE.to_dict(), "names": {"0": "background", "1": "ribs"}})
+    assert one_piece_organs(renamed) == ()  # a built-in name with other organs is not trusted
+
+
+def test_refuses_non_volume():
+    with pytest.raises(ValueError, match=r"\(z, y, x\)"):
+        largest_component_only(np.zeros((4, 4), np.uint8), [1])
+
+
+def test_segment_volume_applies_it_around_locked_slices(tmp_path):
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+    from _segment_helpers import save_tiny
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(0, 300, (8, 40, 40)).astype(np.int16)  # noise: a random model answers with islands
+    loaded = load_checkpoints([save_tiny(tmp_path / "t.safetensors", "dcaunet", seed=11)])
+    previous = np.zeros(vol.shape, np.uint8)
+    previous[2, 30:33, 30:33] = 4  # the user's own small piece on locked slice 2
+    kw = dict(device="cpu", uncertainty=False, locked=[2], previous=previous)
+    raw = run_segmentation(segment_volume(vol, loaded, largest_component=False, **kw)).labels
+    post = run_segmentation(segment_volume(vol, loaded, **kw))
+    expected, removed = largest_component_only(raw, SYNAPSE.organs, protected=[2])
+    assert removed and sum(removed.values()) > 0  # a random tiny model leaves islands to remove
+    np.testing.assert_array_equal(post.labels, expected)
+    assert post.islands_removed == removed
+    np.testing.assert_array_equal(post.labels[2], previous[2])
