@@ -342,3 +342,28 @@ def test_offer_in_the_viewer_the_image_went_into(make_napari_viewer, tmp_path, m
     older.open(str(SAMPLE_CT), plugin="napari-medseg")
     saver = wait_for_offers(qtbot, older, 1)
     assert saver.dialog is not None and attached(newer) is None  # nothing was opened in the other one
+
+
+@pytest.mark.parametrize("how", ["viewer.close", "window close button"])
+def test_closing_napari_saves_the_last_strokes(make_napari_viewer, tmp_path, monkeypatch, how):
+    """Paint after the last periodic autosave, close napari: the stroke is in the recovery folder.
+
+    ``viewer.close()`` removes the layers first (the ``removing`` hook saves); the window's
+    close button only closes the main window, layers still there (the close-event filter saves).
+    """
+    from napari_medseg.casestate import load_case
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock, labels, folder = painted_and_autosaved(viewer)
+    labels.paint((20, 40, 60), 2)  # between two ticks of the 30 s timer
+    expected = np.array(labels.data)
+    assert not np.array_equal(load_case(folder).labels, expected)
+    if how == "viewer.close":
+        viewer.close()
+    else:
+        viewer.window._qt_window.close()
+        assert labels in viewer.layers  # napari keeps the layers: only the close event tells us
+    state = load_case(folder)
+    np.testing.assert_array_equal(state.labels, expected)
+    assert state.ledger.edited == [10, 20]

@@ -219,3 +219,21 @@ def test_a_case_that_fails_to_open_becomes_unreadable_and_open_next_goes_on(case
     assert widget.open_next()  # skips the unreadable row
     wait_open(widget, qtbot)
     assert widget.current.entry.source.name == "b_dicom" and widget.rows[1].status == UNREADABLE
+
+
+def test_closing_napari_saves_the_open_case(cases, qtbot):
+    from napari_medseg.casestate import load_case
+
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    _, labels = widget._layers
+    labels.brush_size = 6
+    labels.paint((12, 50, 40), 5)  # painted, never saved by the user
+    painted = np.array(labels.data)
+    folder = case_folder(project, src / "a_ct.nii.gz")
+    assert not np.array_equal(load_case(folder).labels, painted)
+    viewer.close()
+    state = load_case(folder)
+    np.testing.assert_array_equal(state.labels, painted)
+    assert state.ledger.edited == [12] and state.status == "in progress"

@@ -108,8 +108,20 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
     assert [lyr.name for lyr in viewer.layers].count("ct_abdomen labels") == 1
     assert (layer.data[3] == 2).all()
     others = [k for k in range(first.shape[0]) if k != 3]
-    np.testing.assert_array_equal(layer.data[others], first[others])
+    # the same prediction elsewhere; only pieces that were joined through slice 3's old labels may
+    # now be islands (slice 3 is all "gallbladder"), removed by "One piece per organ": set to
+    # background, never relabelled
+    changed = layer.data[others] != first[others]
+    assert (layer.data[others][changed] == 0).all()
     assert layer.metadata["medseg"]["locked_slices"] == [3]
+    removed_islands = "island" in w.status.text()
+    post = layer.data[others].copy()
+    w.one_piece_check.setChecked(False)  # every piece kept: a superset of the post-processed labels
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    raw = layer.data[others]
+    assert "island" not in w.status.text() and ((post == raw) | (post == 0)).all()
+    assert (raw != post).any() == removed_islands
 
 
 def test_cancel(make_napari_viewer, qtbot, ckpt):

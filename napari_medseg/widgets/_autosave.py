@@ -46,9 +46,12 @@ from napari_medseg.recovery import (
 )
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
+from napari_medseg.widgets._on_close import call_before_close
 
 #: Autosave period while a layer has unsaved changes (issue 11: every 30 s).
 INTERVAL_MS = 30_000
+#: seconds napari's close waits for the last autosave writes (a 512x512x600 volume takes ~2 s)
+CLOSE_TIMEOUT_S = 30.0
 #: ``layer.metadata`` key: ``{"folder": case folder, "frame": 4D time index or None}`` (the writer marks that folder).
 RECOVERY_KEY = "medseg_recovery"
 _BY_VIEWER: dict[int, tuple] = {}  # id(viewer) -> (weakref(viewer), Autosaver): one per open viewer
@@ -122,9 +125,28 @@ class Autosaver(QObject):
         self.timer.timeout.connect(self.save_changed)
         self.timer.start()
         viewer.layers.events.inserted.connect(lambda event: self._on_inserted(event.value))
+        viewer.layers.events.removing.connect(lambda event: self._on_removing(event.index))
         for layer in list(viewer.layers):
             self._on_inserted(layer)
         self.prune()
+        call_before_close(viewer, self.save_before_close)
+
+    def save_before_close(self) -> None:
+        """Save what changed since the last tick and wait for it to be written (napari is closing)."""
+        self.save_changed()
+        self.flush(timeout=CLOSE_TIMEOUT_S)
+
+    def _on_removing(self, index) -> None:
+        """A layer is about to go (deleted, or ``viewer.close()`` clearing the list): save what it or its
+        labels changed since the last tick, so removing a layer never loses strokes."""
+        try:
+            going = self.viewer.layers[index]
+        except (IndexError, TypeError):
+            return
+        for layer, image in self.managed():
+            if going is layer or going is image:
+                if self._fingerprint(layer) != self._saved.get(str(layer.unique_id)):
+                    self.save(layer, image, reason="closed")
 
     @property
     def dialog(self):

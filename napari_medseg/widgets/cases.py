@@ -41,6 +41,7 @@ from napari_medseg.widgets._cases_links import (
     segment_choice,
 )
 from napari_medseg.widgets._cases_table import CasesTable
+from napari_medseg.widgets._on_close import call_before_close
 
 
 class CasesWidget(QWidget):
@@ -61,6 +62,23 @@ class CasesWidget(QWidget):
         self._watched: set[int] = set()  # ids of Retrain workers whose result saves the case
         self._build_ui()
         self.refresh_model()
+        call_before_close(napari_viewer, self._save_before_close)
+        napari_viewer.layers.events.removing.connect(self._on_removing)
+        self._leaving = False
+
+    def _on_removing(self, event) -> None:
+        """The open case's image or labels layer is about to be removed (by the user, or by ``viewer.close()``,
+        which clears the layer list): save the case first."""
+        if self.current is None or self._leaving or self._layers is None:
+            return
+        index = self._index(self._layers[1])
+        if index is not None and (index == event.index or self._index(self._layers[0]) == event.index):
+            self.save_case()
+
+    def _save_before_close(self) -> None:
+        """napari is closing: save the open case (labels, ledger, status) into the project."""
+        if self.current is not None:
+            self.save_case()
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
@@ -375,10 +393,14 @@ class CasesWidget(QWidget):
             return False
         if not self.save_case():
             return False
-        for layer in self._layers:
-            index = self._index(layer)
-            if index is not None:
-                self.viewer.layers.pop(index)
+        self._leaving = True  # saved just now: removing its layers need not save again
+        try:
+            for layer in self._layers:
+                index = self._index(layer)
+                if index is not None:
+                    self.viewer.layers.pop(index)
+        finally:
+            self._leaving = False
         self.current, self._layers = None, None
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)

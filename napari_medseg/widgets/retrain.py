@@ -166,7 +166,15 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         """After the event loop's current turn: napari emits ``paint`` before the new values are written."""
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, lambda: self.update_ledger_view(layer))
+        if getattr(self, "_ledger_timer", None) is None:
+            # a child timer, not QTimer.singleShot(lambda): it dies with the dock, so a paint just before
+            # napari closes cannot call into deleted widgets
+            self._ledger_timer = QTimer(self)
+            self._ledger_timer.setSingleShot(True)
+            self._ledger_timer.setInterval(0)
+            self._ledger_timer.timeout.connect(lambda: self.update_ledger_view(self._ledger_layer))
+        self._ledger_layer = layer
+        self._ledger_timer.start()
 
     def _show_ledger(self, ledger):
         self.slice_list.clear()
