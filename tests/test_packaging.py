@@ -68,3 +68,20 @@ def test_core_modules_import_without_torch_or_qt():
     )
     out = run(sys.executable, "-c", code)
     assert out.returncode == 0, out.stderr
+
+
+def test_family_specs_and_option_lists_import_no_torch():
+    """The Retrain dock's option lists read the family specs when it opens: that must not load torch
+    (it stalled napari's event loop for ~3 s)."""
+    code = (
+        "import sys\n"
+        "from napari_medseg.models.registry import family_spec, fine_tuning_scopes, model_names\n"
+        "specs = [family_spec(n) for n in model_names()]\n"
+        "assert [s.display for s in specs] == ['DCAU-Net', 'U-DFA'], specs\n"
+        "assert fine_tuning_scopes() and all(s.size_multiple in (14, 32) for s in specs)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from napari_medseg.models.dcaunet import DCAUNet, SPEC\n"
+        "assert SPEC is family_spec('dcaunet') and DCAUNet.size_multiple == SPEC.size_multiple\n"
+    )
+    out = run(sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 
 #: Registry name -> (module, class).  Everything else about a family is in its ``SPEC``
-#: (a :class:`~napari_medseg.models.spec.FamilySpec` at the end of the module).
+#: (a :class:`~napari_medseg.models.spec.FamilySpec` in the torch-free ``<module>_spec``).
 _MODELS = {
     "udfa": ("napari_medseg.models.udfa", "UDFA"),
     "dcaunet": ("napari_medseg.models.dcaunet", "DCAUNet"),
@@ -22,12 +22,12 @@ def model_names() -> list[str]:
 
 
 def family_spec(name: str):
-    """The :class:`~napari_medseg.models.spec.FamilySpec` of family ``name`` (imports its module)."""
+    """The :class:`~napari_medseg.models.spec.FamilySpec` of family ``name`` (no torch import)."""
     import importlib
 
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {sorted(_MODELS)}")
-    return importlib.import_module(_MODELS[name][0]).SPEC
+    return importlib.import_module(_MODELS[name][0] + "_spec").SPEC
 
 
 def fine_tuning_scopes() -> list[str]:
@@ -36,7 +36,7 @@ def fine_tuning_scopes() -> list[str]:
 
 
 def __getattr__(name: str):
-    if name == "TINY_CONFIGS":  # built on first use: reading the specs imports the model modules (torch)
+    if name == "TINY_CONFIGS":  # built on first use
         return {family: family_spec(family).tiny_config() for family in _MODELS}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -29,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from .udfa_spec import SPEC  # the family's facts, torch-free (option lists must not import torch)
 from .blocks import ConvBNReLU, CrossAttention, DecoderBlock, SegModelMixin, check_input
 from .dinov2_weights import create_backbone
 
@@ -112,7 +113,7 @@ class UDFA(SegModelMixin, nn.Module):
     """
 
     model_name = "udfa"
-    size_multiple = 14
+    size_multiple = SPEC.size_multiple
 
     def __init__(
         self,
@@ -220,27 +221,3 @@ class UDFA(SegModelMixin, nn.Module):
         y = self.decoder[4](y, size=(h, w))
         return self.head(y)
 
-
-# ------------------------------------------------------------------ family spec
-
-from .spec import FamilySpec, frozen  # noqa: E402 (the spec closes the file, as timm's default_cfgs)
-
-SPEC = FamilySpec(
-    name="udfa",
-    display="U-DFA",
-    description="U-DFA: frozen DINOv2-base + SPA + 3 LGFA + U-Net decoder (sizes: multiples of 14)",
-    size_multiple=UDFA.size_multiple,
-    tiny=frozen(dict(img_size=56, backbone_overrides=dict(embed_dim=48, depth=3, num_heads=3), backbone_weights=None,
-                     spa_channels=[16, 32, 48], spa_stem_channels=8, lgfa_blocks=[1, 2, 3], lgfa_heads=2,
-                     decoder_channels=[32, 32, 16, 16, 8, 8])),
-    scratch=frozen(dict(img_size=224)),
-    # DINOv2 stays frozen, also from scratch, as the paper intends
-    scopes=("adapters", "all"),
-    finetune_scope="adapters",
-    scratch_scope="adapters",
-    scratch_resize_policy="spacing",  # DEFAULT_TARGET_SPACING mm pixels (docs/inference.md)
-    loss_weights=(0.5, 0.5),
-    checkpoint_recipe=frozen(dict(lr=3e-4, batch_size=8)),
-    scratch_recipe=frozen(dict(lr=2e-3, batch_size=8, augment=False)),
-    external_weights="backbone_weights",
-)
