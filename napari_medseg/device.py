@@ -59,9 +59,11 @@ def resolve_precision(device, precision: str = "auto", models=()) -> str:
     """
     import torch
 
+    from napari_medseg.models.spec import PRECISIONS
+
     precision = (precision or "auto").lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         if precision == "fp16" and device.type == "cpu":
             raise ValueError("fp16 autocast is not supported on CPU; use bf16 or fp32")

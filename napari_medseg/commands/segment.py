@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from napari_medseg.commands._arguments import add_keep_islands_argument
+from napari_medseg.models.spec import PRECISIONS
 
 from napari_medseg.commands._outputs import (
     LABEL_SUFFIXES,
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     add_keep_islands_argument(parser)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="auto = fp16/bf16 on CUDA; on CPU the faster of fp32/bf16 (timed once, cached)")
     parser.add_argument("--frame", type=int, default=None, help="time frame to segment in a 4D volume")
     parser.add_argument("--series", default=None, metavar="UID|INDEX",

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.widgets import _autosave, _ledger_sync
+from napari_medseg.models.spec import PRECISIONS
 from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
@@ -78,8 +79,9 @@ class SegmentWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto")  # the devices follow (widgets/_warm_up.py)
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["auto", "fp32", "bf16"])
-        self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model family and cached")
+        self.precision_combo.addItems(list(PRECISIONS))  # the same list as the Retrain dock and the CLI
+        self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model "
+                                        "family and cached; fp16: CUDA only")
         self.tta_check = QCheckBox("Flip TTA (4\u00d7 slower)")
         self.unc_check = QCheckBox("Uncertainty layer")
         self.one_piece_check = QCheckBox("One piece per organ")
