@@ -36,6 +36,10 @@ RESIZE_POLICIES = ("fixed", "native", "spacing")
 #: steps 3 mm beat 1.5 and 2 mm and tied 4 mm (bench/spacing_target.py; docs/inference.md,
 #: "Choosing the target spacing", which also says what that sweep cannot show).
 DEFAULT_TARGET_SPACING = 3.0
+#: Share of a shrunk label pixel's area that labelled pixels must cover for it to be labelled
+#: (partial labels, :func:`shrink_labels`): a quarter keeps a 3 px stroke at 0.7 mm in every
+#: 3 mm pixel it crosses, and leaves pixels that a stroke only grazes unlabelled.
+MIN_LABELLED_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -287,13 +291,17 @@ def labels_to_model_size(labels, info: ResizeInfo):
     return _pad_to(labels, info.model_hw)
 
 
-def shrink_labels(labels, hw: tuple[int, int]):
+def shrink_labels(labels, hw: tuple[int, int], *, ignore: int = 255, min_labelled: float = MIN_LABELLED_SHARE):
     """Integer labels ``(B, H, W)`` -> ``(B, h, w)`` (h <= H, w <= W): each output pixel takes the
-    value covering most of its area (one-hot, area average, argmax; ties -> the lower value).
+    labelled value covering most of its area (one-hot, area average, argmax; ties -> the lower value).
 
     Nearest sampling keeps 1 of every ~14 pixels going from 0.8 to 3 mm, so an organ's border
     moved by the pixel it happened to hit; the area's majority is what the image pixel shows.
-    The ignore value 255 is a value like any other.
+
+    ``ignore`` (255, "not labelled" in partial labels) does not vote: an output pixel is
+    ``ignore`` only when labelled pixels cover less than ``min_labelled`` of its area.  A
+    3 px scribble stroke at 0.7 mm is a fifth to two thirds of a 3 mm pixel; by plain
+    majority it would vanish, and the user's strokes with it.
     """
     import torch
     import torch.nn.functional as F
@@ -301,7 +309,13 @@ def shrink_labels(labels, hw: tuple[int, int]):
     values = torch.unique(labels)
     onehot = (labels[:, None] == values[None, :, None, None]).float()  # (B, V, H, W)
     share = F.interpolate(onehot, size=tuple(hw), mode="area")
-    return values[share.argmax(1)].to(labels.dtype)
+    is_ignore = values == ignore
+    if not bool(is_ignore.any()):
+        return values[share.argmax(1)].to(labels.dtype)
+    unlabelled = share[:, is_ignore].sum(1)
+    share[:, is_ignore] = -1.0
+    out = values[share.argmax(1)]
+    return torch.where(unlabelled > 1.0 - min_labelled, torch.as_tensor(ignore, dtype=out.dtype), out).to(labels.dtype)
 
 
 def logits_to_native(logits, info: ResizeInfo):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_medseg.retrain.losses import DiceCELoss, soft_dice_loss
+from napari_medseg.scribbles import UNLABELLED
 
 
 def test_weights_combine_ce_and_dice():
@@ -39,3 +40,58 @@ def test_gradient_flows_and_bad_shapes_raise():
         DiceCELoss(3)(logits, target)
     with pytest.raises(ValueError, match="weights"):
         DiceCELoss(3, 0, 0)
+
+
+def _two_region_image():
+    """(1, 1, 8, 8): left half dark, right half bright (a sharp edge between columns 3 and 4)."""
+    image = torch.zeros(1, 1, 8, 8)
+    image[..., 4:] = 0.8
+    return image
+
+
+def _split_logits(column: int, k: int = 2):
+    """(1, k, 8, 8) confident logits: class 1 from ``column`` on, class 0 left of it."""
+    logits = torch.full((1, k, 8, 8), -10.0)
+    logits[:, 0, :, :column] = 10.0
+    logits[:, 1, :, column:] = 10.0
+    return logits
+
+
+def test_edge_aware_smoothness_prefers_boundaries_on_edges():
+    from napari_medseg.retrain.losses import edge_aware_smoothness
+
+    image = _two_region_image()
+    on_edge = edge_aware_smoothness(_split_logits(4), image, sigma=0.05)
+    inside = edge_aware_smoothness(_split_logits(2), image, sigma=0.05)  # the class changes in flat tissue
+    constant = edge_aware_smoothness(torch.zeros(1, 2, 8, 8), image, sigma=0.05)
+    assert float(constant) == 0.0
+    assert float(on_edge) < 1e-6 < float(inside)
+
+
+def test_smoothness_term_only_for_partial_batches_with_images():
+    image = _two_region_image()
+    logits = _split_logits(2).requires_grad_(True)
+    full = torch.ones(1, 8, 8, dtype=torch.long)
+    full[..., :4] = 0
+    partial = torch.full((1, 8, 8), UNLABELLED, dtype=torch.long)
+    partial[..., 0] = 0  # a background stroke on the left
+    partial[..., 7] = 1  # an organ stroke on the right
+    plain, smooth = DiceCELoss(2), DiceCELoss(2, smoothness_weight=10.0)
+    assert float(smooth(logits, full, image)) == pytest.approx(float(plain(logits, full)))  # nothing unlabelled
+    assert float(smooth(logits, partial)) == pytest.approx(float(plain(logits, partial)))  # no image given
+    assert float(smooth(logits, partial, image)) > float(plain(logits, partial)) + 1e-3
+    # the strokes alone are satisfied by either boundary; the term moves it towards the edge
+    on_edge = _split_logits(4)
+    assert float(smooth(on_edge, partial, image)) < float(smooth(logits, partial, image))
+    with pytest.raises(ValueError, match="smoothness"):
+        DiceCELoss(2, smoothness_weight=-1.0)
+
+
+def test_finetune_config_checks_smoothness():
+    from napari_medseg.retrain.config import FinetuneConfig
+
+    assert FinetuneConfig().smoothness_weight > 0
+    with pytest.raises(ValueError, match="smoothness_weight"):
+        FinetuneConfig(smoothness_weight=float("nan"))
+    with pytest.raises(ValueError, match="smoothness_sigma"):
+        FinetuneConfig(smoothness_sigma=0)

@@ -179,3 +179,21 @@ def test_spacing_policy_shrinks_training_labels_by_area_majority():
     assert (out[0, 2:10, 2:10] == 3).all()  # 3 of 4 pixels are organ in every 4x4 block
     nearest = torch.nn.functional.interpolate(labels[:, None].float(), size=(16, 16), mode="nearest-exact")[0, 0]
     assert (nearest[2:10, 5:10] == 0).all()  # nearest sampling turned the organ into stripes
+
+
+def test_shrinking_partial_labels_keeps_thin_strokes():
+    """A 1 px stroke at 4x shrink covers a quarter of each pixel it crosses: kept, not voted away by 255."""
+    import torch
+
+    from napari_medseg.preprocess import shrink_labels
+
+    labels = torch.full((1, 8, 8), 255, dtype=torch.uint8)
+    labels[:, :, 1] = 3  # a vertical organ stroke, 1 px wide
+    labels[:, 0:4, 6] = 0  # a background stroke in the upper right
+    labels[:, 7, 4] = 0  # a single background pixel grazes the lower right cell (1/16 of it)
+    out = shrink_labels(labels, (2, 2))
+    assert out.tolist() == [[[3, 0], [3, 255]]]
+    # a labelled cell takes the majority among its labelled values, 255 not counted
+    labels[:, 0:4, 0] = 5
+    labels[:, 0:4, 2:4] = 5
+    assert shrink_labels(labels, (2, 2))[0, 0, 0] == 5

@@ -124,6 +124,11 @@ def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
     def show(z, lab):
         real_show(z, lab)
         shown.append((z, [layer.name for layer in viewer.layers]))
+        preview = viewer.layers[labels.name + " preview"]
+        assert preview.data.shape == (1, *labels.data.shape[1:])  # one slice, never a volume
+        np.testing.assert_array_equal(preview.data[0], lab)
+        # world position of its only slice = slice z of the labels layer
+        assert preview.data_to_world((0, 0, 0))[0] == pytest.approx(labels.data_to_world((z, 0, 0))[0])
 
     monkeypatch.setattr(widget, "_show_preview", show)
     labels.brush_size = 6

@@ -15,6 +15,9 @@ from typing import Mapping
 
 #: Optimiser steps when neither ``steps`` nor ``time_budget_s`` is given.
 DEFAULT_STEPS = 200
+#: Weight of the edge-aware smoothness term on scribbled (partial) batches: chosen in
+#: bench/effort.py on the sample CT and checked on A' (docs/retrain.md, "Learning from scribbles").
+DEFAULT_SMOOTHNESS_WEIGHT = 30.0
 
 
 def strict_from_dict(cls, data: Mapping | None, what: str):
@@ -69,6 +72,9 @@ class FinetuneConfig:
         batchnorm: ``"train"`` (BatchNorm layers normalise by the batch and update their running
             statistics) or ``"frozen"`` (they keep the checkpoint's running statistics, in eval
             mode; their affine weights still train).
+        smoothness_weight, smoothness_sigma: the edge-aware smoothness term
+            (``losses.edge_aware_smoothness``) added for batches holding unlabelled pixels
+            (scribbles, partial labels); full corrections never see it.  0 turns it off.
     """
 
     scope: str | None = None
@@ -91,6 +97,8 @@ class FinetuneConfig:
     crop_size: int | None = None
     crop_foreground: float = 0.5
     batchnorm: str = "train"
+    smoothness_weight: float = DEFAULT_SMOOTHNESS_WEIGHT
+    smoothness_sigma: float = 0.05
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -102,6 +110,10 @@ class FinetuneConfig:
         check_positive("eval_every", self.eval_every, integer=True)
         check_positive("crop_size", self.crop_size, integer=True)
         check_positive("grad_clip", self.grad_clip)
+        check_positive("smoothness_sigma", self.smoothness_sigma, optional=False)
+        if not (isinstance(self.smoothness_weight, (int, float)) and math.isfinite(self.smoothness_weight)
+                and self.smoothness_weight >= 0):
+            raise ValueError(f"smoothness_weight must be a finite number >= 0, got {self.smoothness_weight!r}")
         check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)
         for name in ("replay_fraction", "warmup_fraction", "crop_foreground"):
             check_fraction(name, getattr(self, name))

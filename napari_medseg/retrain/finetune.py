@@ -303,7 +303,8 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
     run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None  # fp16 needs loss scaling
     spec = family_defaults(model)
     ce_w, dice_w = config.loss_weights or (spec.loss_weights if spec is not None else (0.5, 0.5))
-    run.loss_fn = DiceCELoss(run.num_classes, ce_w, dice_w)
+    run.loss_fn = DiceCELoss(run.num_classes, ce_w, dice_w, smoothness_weight=config.smoothness_weight,
+                             smoothness_sigma=config.smoothness_sigma)
     run.augment = AugmentConfig.finetune() if config.augment is True else (config.augment or None)
     run.check_every = config.eval_every or max(5, (run.steps or 200) // 20)
 

@@ -11,6 +11,15 @@ averaged over the labelled pixels only, and the Dice sums run over them only,
 so the loss of a partially labelled slice equals the loss of its labelled
 pixels alone.  A batch with no labelled pixel gives a loss of 0 with zero
 gradients (not NaN).
+
+Scribbles leave most pixels unlabelled, and the losses above say nothing about
+where an organ ends between its stroke and the background strokes.  With
+``smoothness_weight > 0`` and ``images`` given, batches holding unlabelled
+pixels add an edge-aware smoothness term (:func:`edge_aware_smoothness`, a
+pairwise CRF-style energy as in scribble-supervised segmentation): neighbouring
+pixels of similar intensity should get the same class, so labels spread from
+the strokes through homogeneous tissue and stop at edges.  Measured on the
+sample CT and A' in ``bench/effort.py`` (docs/retrain.md).
 """
 
 from __future__ import annotations
@@ -32,10 +41,14 @@ class DiceCELoss(nn.Module):
         include_background: include class 0 in the Dice mean (TransUNet does).
         smooth: additive smoothing of the soft Dice (TransUNet uses 1e-5).
         ignore_index: target value of pixels nobody labelled (default 255); ``None``: none.
+        smoothness_weight: weight of :func:`edge_aware_smoothness`, added only for
+            batches that hold unlabelled pixels and when ``images`` are given.
+        smoothness_sigma: its intensity scale (image values in [0, 1]).
 
     Forward:
         logits: ``(B, K, H, W)`` raw scores; target: ``(B, H, W)`` integer labels
-        in ``0..K-1`` or ``ignore_index``.  Returns a scalar tensor.
+        in ``0..K-1`` or ``ignore_index``; images: optional ``(B, C, H, W)`` model
+        input (for the smoothness term).  Returns a scalar tensor.
     """
 
     def __init__(
@@ -46,6 +59,8 @@ class DiceCELoss(nn.Module):
         include_background: bool = True,
         smooth: float = 1e-5,
         ignore_index: int | None = UNLABELLED,
+        smoothness_weight: float = 0.0,
+        smoothness_sigma: float = 0.05,
     ):
         super().__init__()
         if num_classes < 2:
@@ -60,8 +75,12 @@ class DiceCELoss(nn.Module):
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} is a class of the model (0..{num_classes - 1})")
         self.ignore_index = ignore_index
+        if smoothness_weight < 0 or smoothness_sigma <= 0:
+            raise ValueError(f"smoothness weight must be >= 0 and sigma > 0, got {smoothness_weight}, {smoothness_sigma}")
+        self.smoothness_weight = float(smoothness_weight)
+        self.smoothness_sigma = float(smoothness_sigma)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must be (B, {self.num_classes}, H, W), got {tuple(logits.shape)}")
         if target.shape != (logits.shape[0], *logits.shape[2:]):
@@ -83,6 +102,8 @@ class DiceCELoss(nn.Module):
             loss = loss + self.dice_weight * soft_dice_loss(
                 logits, target, self.include_background, self.smooth, labelled
             )
+        if self.smoothness_weight and images is not None and labelled is not None and not bool(labelled.all()):
+            loss = loss + self.smoothness_weight * edge_aware_smoothness(logits, images, self.smoothness_sigma)
         return loss
 
 
@@ -118,3 +139,25 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_backgroun
     if not include_background:
         per_class = per_class[1:]
     return 1.0 - per_class.mean()
+
+
+def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: float = 0.05) -> torch.Tensor:
+    """Mean over 4-neighbour pixel pairs of ``w * |p_i - p_j|^2``, ``w = exp(-|I_i - I_j|^2 / (2 sigma^2))``.
+
+    Args:
+        logits: ``(B, K, H, W)``; images: ``(B, C, H, W)`` in [0, 1] (channels summed in ``|I_i - I_j|^2``).
+        sigma: intensity difference (image units) at which a pair's weight falls to ``exp(-1/2)``;
+            0.05 is 20 HU in the default [-125, 275] HU CT window.
+
+    Returns a scalar: 0 for a prediction constant over every region of constant
+    intensity, large where the class changes inside homogeneous tissue.
+    """
+    probs = logits.float().softmax(dim=1)
+    images = images.float()
+    total = probs.new_zeros(())
+    h, w = probs.shape[2:]
+    for dy, dx in ((0, 1), (1, 0)):
+        dp = (probs[..., dy:, dx:] - probs[..., : h - dy, : w - dx]).pow(2).sum(1)
+        di = (images[..., dy:, dx:] - images[..., : h - dy, : w - dx]).pow(2).sum(1)
+        total = total + (torch.exp(-di / (2 * sigma**2)) * dp).mean()
+    return total

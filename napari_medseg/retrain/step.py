@@ -17,7 +17,8 @@ def train_step(model, images, labels, loss_fn, optimizer, *, scaler=None, precis
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, precision):
         logits = model(images)
-    loss = loss_fn(logits.float(), labels)
+    # a loss that reads the input (DiceCELoss's smoothness term for scribbles) gets it
+    loss = loss_fn(logits.float(), labels, images) if getattr(loss_fn, "smoothness_weight", 0) else loss_fn(logits.float(), labels)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate or check the labels")
     if scaler is not None:

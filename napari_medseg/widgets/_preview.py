@@ -114,20 +114,25 @@ class PreviewLayer:
             self._preview.z = self.current_slice()
 
     def _show_preview(self, z: int, labels: np.ndarray):
-        """Show the model's current prediction of slice ``z`` on a separate layer (locked slices never)."""
+        """Show the model's current prediction of slice ``z`` on a one-slice layer (locked slices never).
+
+        The layer holds ``(1, y, x)`` placed at slice ``z`` by its translation, so it shows on that
+        slice only, and creating or moving it never allocates a volume on the GUI thread (a
+        600 x 512 x 512 volume of zeros stalled napari for about a second).
+        """
         layer = self._job["layer"]
         name = layer.name + PREVIEW
+        translate = np.array(layer.translate, float)
+        translate[-3] += z * float(layer.scale[-3])
         if name not in self.viewer.layers:
-            self.viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name=name, scale=layer.scale,
-                                   translate=layer.translate, colormap=layer.colormap, opacity=0.5)
+            self.viewer.add_labels(labels[None], name=name, scale=layer.scale, translate=translate,
+                                   colormap=layer.colormap, opacity=0.5)
             self.viewer.layers.selection.active = layer  # painting stays on the labels layer
-        preview = self.viewer.layers[name]
-        shown = preview.metadata.get("medseg_preview_z")
-        if shown is not None and shown != z:
-            preview.data[shown] = 0  # one slice at a time: no full-volume copy on the GUI thread
-        preview.data[z] = labels
-        preview.metadata["medseg_preview_z"] = z
-        preview.refresh()
+        else:
+            preview = self.viewer.layers[name]
+            preview.translate = translate
+            preview.data = labels[None]
+        self.viewer.layers[name].metadata["medseg_preview_z"] = z
 
     def _remove_preview(self):
         name = self._job.get("layer").name + PREVIEW if self._job.get("layer") is not None else None
