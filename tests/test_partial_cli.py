@@ -51,7 +51,7 @@ def test_partial_defaults_to_the_labelled_slices_and_stores_the_255s(sample_ct, 
     monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
     labels = write(tmp_path, "scribbles", image, partial)
     out = tmp_path / "tuned.safetensors"
-    assert main(finetune_args(sample_ct, labels, tiny_checkpoint, out, "--partial")) == 0
+    assert main(finetune_args(sample_ct, labels, tiny_checkpoint, out, "--partial", "--smoothness", "10")) == 0
     assert out.exists()
     assert "partial labels on slices 5,14,24" in capsys.readouterr().out
     store = CorrectionStore(tmp_path / "data" / "corrections")
@@ -71,10 +71,12 @@ def bad_labels(partial):
         "nothing": (np.full_like(partial, UNLABELLED), ["--partial"], "nothing is labelled"),
         "nothing on the slices": (partial, ["--partial", "--slices", "3,4"], "nothing is labelled"),
         "255 without --partial": (partial, ["--slices", "14,24"], "slice 14 of"),
+        "negative smoothness": (partial, ["--partial", "--smoothness", "-1"], "smoothness_weight must be"),
     }, organs_only
 
 
-@pytest.mark.parametrize("case", ["outside", "nothing", "nothing on the slices", "255 without --partial"])
+@pytest.mark.parametrize("case", ["outside", "nothing", "nothing on the slices", "255 without --partial",
+                                  "negative smoothness"])
 def test_bad_partial_labels_give_one_line_and_store_nothing(sample_ct, scan, tiny_checkpoint, tmp_path, monkeypatch,
                                                             capsys, case):
     image, partial = scan

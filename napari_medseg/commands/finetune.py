@@ -8,6 +8,7 @@ import sys
 from napari_medseg.cli import CommandError
 from napari_medseg.labels import BUILTIN
 from napari_medseg.models import family_spec, fine_tuning_scopes, model_names
+from napari_medseg.retrain.config import DEFAULT_SMOOTHNESS_WEIGHT
 from napari_medseg.models.spec import PRECISIONS
 
 
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--model", choices=model_names(), help="start from scratch with this model")
     parser.add_argument("--label-set", choices=sorted(BUILTIN), help="label set when starting from scratch")
     parser.add_argument("--modality", choices=["ct", "mr"], help="from scratch: override the guess (HU -> ct)")
+    parser.add_argument("--smoothness", type=float, default=None, metavar="W",
+                        help="with --partial: weight of the edge-aware smoothness term that spreads labels from the "
+                             f"strokes through homogeneous tissue (default {DEFAULT_SMOOTHNESS_WEIGHT:g}; 0 = off)")
     parser.add_argument("--scope", choices=fine_tuning_scopes(), help=f"what to train (default: {scope_defaults()})")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--time-budget", type=float, help="seconds of fine-tuning (default 60)")
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
                       modality=args.modality, backbone_weights=weights)
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 60.0)
     options = dict(scope=args.scope, steps=args.steps, time_budget_s=budget, device=args.device, precision=args.precision)
+    if args.smoothness is not None:
+        options["smoothness_weight"] = args.smoothness
     gen = retrain_volume(
         image.array, truth, slices, start=start, spacing=image.geometry.spacing,
         source=str(args.image), options=options, store=store,
