@@ -33,6 +33,12 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 * ``+ round, even``: the same round on evenly spaced untouched slices.
 
     python bench/effort.py --experiments finetune --cases sample --budget 150
+
+``smoothness`` fine-tunes on the scribbles alone at ``--steps`` fixed optimiser steps
+(quality independent of the machine's load) for each ``--smoothness-weights`` value and
+``--seeds`` seed: the choice of ``FinetuneConfig.smoothness_weight``.
+
+    python bench/effort.py --experiments smoothness --cases sample,512 --steps 900 --threads 1
 """
 
 from __future__ import annotations
@@ -173,14 +179,38 @@ def finetune_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
+def smoothness_experiment(case: Case, args) -> list[dict]:
+    """Scribbles only, fixed steps: Dice on the untouched slices per smoothness weight and seed."""
+    import tempfile
+
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.scribbles import simulate_reviewer
+
+    slices = evenly_spaced_slices(case.image.shape[0], args.k)
+    partial, _ = simulate_reviewer(case.image, case.reference, slices, case.modality)
+    untouched = [z for z in range(case.image.shape[0]) if z not in slices]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (int(v) for v in args.seeds.split(",")):
+            for weight in (float(v) for v in args.smoothness_weights.split(",")):
+                options = dict(steps=args.steps, seed=seed, precision="fp32", smoothness_weight=weight)
+                result = _retrain(case, partial, slices, None, tmp, args, partial=True, options=options)
+                rows.append(dict(case=case.name, weight=weight, seed=seed, steps=[result.finetune.steps],
+                                 dice=untouched_dice(result.labels, case.reference, untouched),
+                                 seconds=result.seconds))
+    return rows
+
+
 def untouched_dice(labels: np.ndarray, reference: np.ndarray, untouched) -> float:
     """Mean over organs of the Dice pooled over the ``untouched`` slices."""
     organs = [int(v) for v in np.unique(reference) if v > 0]
     return slice_dice(labels[untouched], reference[untouched], organs)
 
 
-def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool):
-    """One fine-tune (from scratch, or from ``checkpoint``) + re-segmentation; the ``RetrainResult``."""
+def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool, options: dict | None = None):
+    """One fine-tune (from scratch, or from ``checkpoint``) + re-segmentation; the ``RetrainResult``.
+
+    ``options``: ``FinetuneConfig`` fields (default: ``--budget`` seconds)."""
     from napari_medseg.progress import drive
     from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.retrain.loop import StartFrom, next_version_path, retrain_volume
@@ -189,7 +219,8 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
              StartFrom(model_name="dcaunet", label_set="synapse", modality=case.modality))
     output = next_version_path(checkpoint, directory=tmp, stem="effort")
     result = drive(retrain_volume(case.image, labels, slices, start=start, spacing=case.spacing, source=case.name,
-                                  options=dict(time_budget_s=args.budget, device="cpu"), store=CorrectionStore(Path(tmp) / "store"),
+                                  options=dict(device="cpu", **(options or dict(time_budget_s=args.budget))),
+                                  store=CorrectionStore(Path(tmp) / "store"),
                                   replay=False, output=output, partial=partial))
     untouched = [z for z in range(case.image.shape[0]) if z not in slices]
     print(f"  {'partial' if partial else 'full'} on {sorted(slices)}: {result.finetune.steps} steps, {result.seconds:.0f} s, "
@@ -197,7 +228,7 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
     return result
 
 
-EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment}
+EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment}
 
 
 def plot_fill(cases: list[Case], z: int, path: Path) -> None:
@@ -241,6 +272,9 @@ COLUMNS = {
     "finetune": [("case", "case", "{}"), ("arm", "arm", "{}"), ("effort (body px)", "effort", "{:.3f}"),
                  ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s (cumulative)", "seconds", "{:.0f}"),
                  ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
+    "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("seed", "seed", "{}"),
+                   ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s", "seconds", "{:.0f}"),
+                   ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
 }
 
 
@@ -276,6 +310,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed fills per slice (median reported)")
     parser.add_argument("--budget", type=float, default=150.0, help="finetune: seconds per fine-tune (issue: 150)")
     parser.add_argument("--round-slices", type=int, default=2, help="finetune: slices corrected in the round")
+    parser.add_argument("--steps", type=int, default=900, help="smoothness: optimiser steps per fine-tune")
+    parser.add_argument("--smoothness-weights", default="0,30", help="smoothness: comma-separated weights")
+    parser.add_argument("--seeds", default="0,1", help="smoothness: comma-separated seeds")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
                                                       "cores, where spinning OpenMP threads made steps several times slower)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON of all rows and the figure")
