@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import weakref
 from typing import Callable
 
 from qtpy.QtCore import QEvent, QObject
@@ -44,7 +45,15 @@ def call_before_close(viewer, callback: Callable[[], None]) -> bool:
     """
     app = QApplication.instance()
     if app is not None:
-        app.aboutToQuit.connect(lambda: run_safely(callback))
+        # weakly: the application outlives every viewer, and must not keep closed ones alive
+        ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+
+        def on_quit():
+            alive = ref()
+            if alive is not None:
+                run_safely(alive)
+
+        app.aboutToQuit.connect(on_quit)
     viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's PublicOnlyProxy of the viewer
     window = getattr(getattr(viewer, "window", None), "_qt_window", None)  # napari's QMainWindow (no public API)
     if window is None:
