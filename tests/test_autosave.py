@@ -344,12 +344,12 @@ def test_offer_in_the_viewer_the_image_went_into(make_napari_viewer, tmp_path, m
     assert saver.dialog is not None and attached(newer) is None  # nothing was opened in the other one
 
 
-@pytest.mark.parametrize("how", ["viewer.close", "window close button"])
-def test_closing_napari_saves_the_last_strokes(make_napari_viewer, tmp_path, monkeypatch, how):
+def test_closing_napari_saves_the_last_strokes(make_napari_viewer, tmp_path, monkeypatch):
     """Paint after the last periodic autosave, close napari: the stroke is in the recovery folder.
 
-    ``viewer.close()`` removes the layers first (the ``removing`` hook saves); the window's
-    close button only closes the main window, layers still there (the close-event filter saves).
+    ``viewer.close()`` removes the layers first (the ``removing`` hook saves); the window's close
+    button only closes the main window with the layers still there (the close-event filter saves,
+    see ``test_close_filter_calls_back_before_the_window_closes``).
     """
     from napari_medseg.casestate import load_case
 
@@ -359,11 +359,31 @@ def test_closing_napari_saves_the_last_strokes(make_napari_viewer, tmp_path, mon
     labels.paint((20, 40, 60), 2)  # between two ticks of the 30 s timer
     expected = np.array(labels.data)
     assert not np.array_equal(load_case(folder).labels, expected)
-    if how == "viewer.close":
-        viewer.close()
-    else:
-        viewer.window._qt_window.close()
-        assert labels in viewer.layers  # napari keeps the layers: only the close event tells us
+    viewer.close()
     state = load_case(folder)
     np.testing.assert_array_equal(state.labels, expected)
     assert state.ledger.edited == [10, 20]
+
+
+def test_close_filter_calls_back_before_the_window_closes(qtbot):
+    """The close button path: a close event on the main window calls back once, layers or not.
+
+    A plain QMainWindow stands in for napari's (closing napari's own window by hand leaves its
+    Window object half torn down under PyQt6, which breaks the viewer fixture's teardown).
+    """
+    from types import SimpleNamespace
+
+    from qtpy.QtWidgets import QMainWindow
+
+    from napari_medseg.widgets._on_close import call_before_close
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    calls = []
+    viewer = SimpleNamespace(window=SimpleNamespace(_qt_window=window))
+    assert call_before_close(viewer, lambda: calls.append(window.isVisible()))
+    assert calls == []
+    window.close()
+    assert calls == [True]  # called while the window was still open, before it went
+    assert not call_before_close(SimpleNamespace(), lambda: None)  # no Qt window: only the quit hook
