@@ -41,36 +41,40 @@ def score(pred, case: Case, corrected) -> tuple[float, float, dict]:
     return (*mean, {SYNAPSE.organs[v]: n for v, n in removed.items() if n})
 
 
-def raw_protocol(case: Case, k: int, steps: int, seed: int):
-    """The protocol's prediction without post-processing."""
-    from unittest import mock
+def raw_prediction(image, spacing, checkpoint_path, locked=(), previous=None) -> np.ndarray:
+    """``checkpoint_path``'s labels of ``image`` without post-processing (``locked`` slices from ``previous``)."""
+    from napari_medseg.checkpoint import load_checkpoint
+    from napari_medseg.inference import run_segmentation, segment_volume
 
-    import napari_medseg.inference as inference
+    model, info = load_checkpoint(checkpoint_path)
+    gen = segment_volume(image, [(model.eval(), info)], device="cpu", uncertainty=False, spacing=spacing,
+                         locked=locked, previous=previous, largest_component=False)
+    return run_segmentation(gen).labels
+
+
+def raw_protocol(case: Case, k: int, steps: int, seed: int):
+    """The retrain protocol on ``case``; ``(raw labels, corrected slices, checkpoint path)``.
+
+    The protocol's own re-segmentation is post-processed; the raw labels come from its
+    checkpoint again with ``largest_component=False`` (the corrected slices locked, as there).
+    """
     from napari_medseg.retrain.protocol import run_protocol
 
-    plain = inference.segment_volume
-
-    def no_postprocessing(*args, **kwargs):
-        return plain(*args, **{**kwargs, "largest_component": False})
-
-    with mock.patch.object(inference, "segment_volume", no_postprocessing):
-        return run_protocol(case.image, case.reference, k, time_budget_s=None, device="cpu", seed=seed,
-                            spacing=case.spacing, options=dict(steps=steps))
+    r = run_protocol(case.image, case.reference, k, time_budget_s=None, device="cpu", seed=seed,
+                     spacing=case.spacing, options=dict(steps=steps))
+    raw = raw_prediction(case.image, case.spacing, r.checkpoint.path, r.corrected, case.reference)
+    return raw, r.corrected, r.checkpoint.path
 
 
 def unseen_on_other_half(case: Case, k: int, steps: int, seed: int):
     """Learn on the inferior half (k slices), segment the superior half with no fine-tuning: raw labels."""
-    from napari_medseg.checkpoint import load_checkpoint
-    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.retrain.protocol import run_protocol
 
     half = case.image.shape[0] // 2
-    lower = Case(case.name, case.image[:half], case.reference[:half], case.spacing)
-    learned = raw_protocol(lower, k, steps, seed)
-    model, info = load_checkpoint(learned.checkpoint.path)
+    learned = run_protocol(case.image[:half], case.reference[:half], k, time_budget_s=None, device="cpu", seed=seed,
+                           spacing=case.spacing, options=dict(steps=steps))
     upper = Case(case.name + ", superior half unseen", case.image[half:], case.reference[half:], case.spacing)
-    gen = segment_volume(upper.image, [(model.eval(), info)], device="cpu", uncertainty=False,
-                         spacing=case.spacing, largest_component=False)
-    return upper, run_segmentation(gen).labels
+    return upper, raw_prediction(upper.image, case.spacing, learned.checkpoint.path)
 
 
 def main(argv=None) -> int:
@@ -107,8 +111,8 @@ def main(argv=None) -> int:
                 continue
             case = base if name == "sample" else resampled_case(base)
             for k in (int(v) for v in args.ks.split(",")):
-                r = raw_protocol(case, k, args.steps, seed)
-                report(case.name, k, seed, *score(r.labels, case, r.corrected))
+                raw, corrected, _ = raw_protocol(case, k, args.steps, seed)
+                report(case.name, k, seed, *score(raw, case, corrected))
     diffs = [r["post"] - r["raw"] for r in rows]
     print(f"\none piece - raw: median {np.median(diffs):+.4f}, min {min(diffs):+.4f}, max {max(diffs):+.4f} "
           f"over {len(rows)} runs")

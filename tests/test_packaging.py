@@ -66,8 +66,7 @@ def test_core_modules_import_without_torch_or_qt():
         "bad = [m for m in ('torch', 'timm', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    out = run(sys.executable, "-c", code)
-    assert out.returncode == 0, out.stderr
+    assert_python_runs(code)
 
 
 def test_family_specs_and_option_lists_import_no_torch():
@@ -83,5 +82,10 @@ def test_family_specs_and_option_lists_import_no_torch():
         "from napari_medseg.models.dcaunet import DCAUNet, SPEC\n"
         "assert SPEC is family_spec('dcaunet') and DCAUNet.size_multiple == SPEC.size_multiple\n"
     )
+    assert_python_runs(code)
+
+
+def assert_python_runs(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); it must exit 0."""
     out = run(sys.executable, "-c", code)
     assert out.returncode == 0, out.stderr

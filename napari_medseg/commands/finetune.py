@@ -8,8 +8,8 @@ import sys
 from napari_medseg.cli import CommandError
 from napari_medseg.labels import BUILTIN
 from napari_medseg.models import family_spec, fine_tuning_scopes, model_names
-from napari_medseg.retrain.config import DEFAULT_SMOOTHNESS_WEIGHT
 from napari_medseg.models.spec import PRECISIONS
+from napari_medseg.retrain.config import DEFAULT_SMOOTHNESS_WEIGHT
 
 
 def scope_defaults() -> str:

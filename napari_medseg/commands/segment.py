@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 from napari_medseg.commands._arguments import add_keep_islands_argument
-from napari_medseg.models.spec import PRECISIONS
-
 from napari_medseg.commands._outputs import (
     LABEL_SUFFIXES,
     check_label_outputs,
@@ -21,6 +19,7 @@ from napari_medseg.commands._outputs import (
     output_suffix,
     write_label_output,
 )
+from napari_medseg.models.spec import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

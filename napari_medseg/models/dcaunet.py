@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dcaunet_spec import SPEC  # the family's facts, torch-free (option lists must not import torch)
 from .blocks import ChannelAttention, ConvBNReLU, SegModelMixin, SpatialAttention, check_input
+from .dcaunet_spec import SPEC  # the family's facts, torch-free (option lists must not import torch)
 
 WINDOW = 7
 

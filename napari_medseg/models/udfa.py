@@ -29,9 +29,9 @@ import math
 import torch
 from torch import nn
 
-from .udfa_spec import SPEC  # the family's facts, torch-free (option lists must not import torch)
 from .blocks import ConvBNReLU, CrossAttention, DecoderBlock, SegModelMixin, check_input
 from .dinov2_weights import create_backbone
+from .udfa_spec import SPEC  # the family's facts, torch-free (option lists must not import torch)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,13 +12,13 @@ def train_step(model, images, labels, loss_fn, optimizer, *, scaler=None, precis
 
     Args:
         images: ``(B, 1, H, W)``; labels: ``(B, H, W)`` on the model's device.
+        loss_fn: ``loss_fn(logits, labels, images)``, e.g. ``retrain.losses.DiceCELoss``.
     """
     device = images.device
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, precision):
         logits = model(images)
-    # a loss that reads the input (DiceCELoss's smoothness term for scribbles) gets it
-    loss = loss_fn(logits.float(), labels, images) if getattr(loss_fn, "smoothness_weight", 0) else loss_fn(logits.float(), labels)
+    loss = loss_fn(logits.float(), labels, images)  # DiceCELoss: images feed its scribble smoothness term
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate or check the labels")
     if scaler is not None:

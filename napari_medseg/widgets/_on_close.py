@@ -4,8 +4,9 @@ napari does not remove layers or tell plugins when its window closes; the only
 hooks are Qt's.  An event filter on the main window sees the ``Close`` event
 first (``viewer.close()``, the close button, Ctrl+W, Ctrl+Q), and
 ``QApplication.aboutToQuit`` covers an application quit without a window close.
-Each callback runs at most once per close and its exceptions are printed, never
-raised into Qt's event loop.
+A callback may run more than once for one close (both hooks, or a cancelled close),
+so it must save only what changed; its exceptions are printed, never raised into
+Qt's event loop.
 """
 
 from __future__ import annotations

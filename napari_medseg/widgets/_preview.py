@@ -132,7 +132,6 @@ class PreviewLayer:
             preview = self.viewer.layers[name]
             preview.translate = translate
             preview.data = labels[None]
-        self.viewer.layers[name].metadata["medseg_preview_z"] = z
 
     def _remove_preview(self):
         name = self._job.get("layer").name + PREVIEW if self._job.get("layer") is not None else None

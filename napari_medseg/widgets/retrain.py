@@ -11,7 +11,7 @@ the store row (``_store_row``); this file holds the layers and the slice ledger.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
@@ -45,6 +45,13 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
         self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
         self._preview = None
+        # update_ledger_view_soon: a child timer, not QTimer.singleShot(lambda), so it dies with the
+        # dock and a paint just before napari closes cannot call into deleted widgets
+        self._ledger_layer = None
+        self._ledger_timer = QTimer(self)
+        self._ledger_timer.setSingleShot(True)
+        self._ledger_timer.setInterval(0)
+        self._ledger_timer.timeout.connect(lambda: self.update_ledger_view(self._ledger_layer))
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
         self.warming = warm_up(self.device_combo, fine_tune=True)  # torch and the fine-tune's imports, off the GUI thread
@@ -164,15 +171,6 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
 
     def update_ledger_view_soon(self, layer=None):
         """After the event loop's current turn: napari emits ``paint`` before the new values are written."""
-        from qtpy.QtCore import QTimer
-
-        if getattr(self, "_ledger_timer", None) is None:
-            # a child timer, not QTimer.singleShot(lambda): it dies with the dock, so a paint just before
-            # napari closes cannot call into deleted widgets
-            self._ledger_timer = QTimer(self)
-            self._ledger_timer.setSingleShot(True)
-            self._ledger_timer.setInterval(0)
-            self._ledger_timer.timeout.connect(lambda: self.update_ledger_view(self._ledger_layer))
         self._ledger_layer = layer
         self._ledger_timer.start()
 

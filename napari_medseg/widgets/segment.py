@@ -30,8 +30,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.models.spec import PRECISIONS
+from napari_medseg.widgets import _autosave, _ledger_sync
 from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
