@@ -103,6 +103,15 @@ def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_pa
     return target
 
 
+def save_case_snapshot(folder, labels, ledger_state: dict, **kwargs) -> Path:
+    """:func:`save_case` from a ledger's :meth:`~SliceLedger.to_state` copy (``kwargs``: its keywords).
+
+    For background writers: the GUI thread only copies ``labels`` and the state; rebuilding
+    the ledger (a full compare of labels and model output) happens here.
+    """
+    return save_case(folder, labels, SliceLedger.from_state(ledger_state, labels), **kwargs)
+
+
 def read_case_info(folder) -> dict:
     """``case.json`` of a case folder (cheap: no arrays); raises :class:`CaseStateError`."""
     return _read_json(Path(folder))

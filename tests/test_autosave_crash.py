@@ -25,7 +25,7 @@ def test_sigkill_after_paint_and_fine_tune_then_restore(tmp_path):
         pytest.skip("needs a display: run under xvfb-run")
     env = {**os.environ, "MEDSEG_DATA_DIR": str(tmp_path / "data"), "MEDSEG_CONFIG_DIR": str(tmp_path / "config"),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    work = subprocess.Popen([sys.executable, str(SESSION), "work", str(tmp_path)], env=env, text=True,
+    work = subprocess.Popen([sys.executable, str(SESSION), "work", str(tmp_path)], env=env, text=True, encoding="utf-8",
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     try:
@@ -39,7 +39,7 @@ def test_sigkill_after_paint_and_fine_tune_then_restore(tmp_path):
         work.wait(timeout=30)
     assert work.returncode == -signal.SIGKILL
 
-    restore = subprocess.run([sys.executable, str(SESSION), "restore", str(tmp_path)], env=env, text=True,
+    restore = subprocess.run([sys.executable, str(SESSION), "restore", str(tmp_path)], env=env, text=True, encoding="utf-8",
                              capture_output=True, timeout=300)
     assert restore.returncode == 0 and "RESTORED" in restore.stdout, restore.stdout[-3000:] + restore.stderr[-3000:]
     expected, restored = np.load(tmp_path / "expected.npz"), np.load(tmp_path / "restored.npz")

@@ -232,8 +232,49 @@ def test_closing_napari_saves_the_open_case(cases, qtbot):
     labels.paint((12, 50, 40), 5)  # painted, never saved by the user
     painted = np.array(labels.data)
     folder = case_folder(project, src / "a_ct.nii.gz")
+    assert widget.flush()  # the save made on opening is on disk
     assert not np.array_equal(load_case(folder).labels, painted)
     viewer.close()
     state = load_case(folder)
     np.testing.assert_array_equal(state.labels, painted)
     assert state.ledger.edited == [12] and state.status == "in progress"
+
+
+def test_saving_runs_in_the_background_and_a_failed_write_keeps_the_case_open(cases, qtbot, monkeypatch):
+    import threading
+
+    from napari_medseg import casestate
+
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.flush()
+    image, labels = widget._layers
+    release, real_save = threading.Event(), casestate.save_case
+
+    def slow_save(*args, **kwargs):
+        assert release.wait(30), "the test never released the write"
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(casestate, "save_case", slow_save)
+    labels.brush_size = 6
+    labels.paint((12, 50, 40), 5)
+    painted = np.array(labels.data)
+    assert widget.save_case()  # returns while the write is still blocked
+    assert widget.status.text().startswith("Saving") and len(widget._pending) == 1
+    labels.paint((12, 10, 10), 3)  # painting goes on; the save holds the snapshot taken at the click
+    release.set()
+    assert widget.flush() and widget.status.text().startswith("Saved a_ct.nii.gz")
+    np.testing.assert_array_equal(casestate.load_case(case_folder(project, src / "a_ct.nii.gz")).labels, painted)
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(casestate, "save_case", failing_save)
+    assert not widget.open_next()  # the write failed: the case and its layers stay open
+    assert "Could not save a_ct.nii.gz" in widget.status.text() and "disk full" in widget.status.text()
+    assert widget.current.entry.source.name == "a_ct.nii.gz" and widget._index(labels) is not None
+    monkeypatch.setattr(casestate, "save_case", real_save)
+    assert widget.open_next()  # the disk is back: leaving saves and goes on
+    wait_open(widget, qtbot)
+    assert widget.current.entry.source.name == "b_dicom"

@@ -96,10 +96,10 @@ def after_model_update(viewer, image, labels) -> None:
         attach(viewer).save(labels, image, reason="model update")
 
 
-def _write(folder, labels, ledger, kwargs) -> None:
-    from napari_medseg.casestate import save_case
+def _write(folder, labels, ledger_state, kwargs) -> None:
+    from napari_medseg.casestate import save_case_snapshot
 
-    save_case(folder, labels, ledger, **kwargs)
+    save_case_snapshot(folder, labels, ledger_state, **kwargs)
 
 
 class Autosaver(QObject):
@@ -193,8 +193,6 @@ class Autosaver(QObject):
         (:meth:`flush` waits for them).  A failed write is reported as a
         warning and retried at the next tick.
         """
-        from napari_medseg.retrain.ledger import SliceLedger
-
         image_hash = self._image_hash(image) if image is not None else None
         if image_hash is None or layer.data.ndim != 3 or tuple(image.data.shape[-3:]) != tuple(layer.data.shape):
             return None
@@ -203,7 +201,7 @@ class Autosaver(QObject):
         frame = self._frame(layer, image, reason)
         snapshot_at = datetime.now(timezone.utc).isoformat()
         labels = np.array(layer.data)  # a snapshot: painting goes on while it is written
-        ledger = SliceLedger.from_state(_ledger_sync.refresh(layer).to_state(), labels)
+        ledger_state = _ledger_sync.ledger_for(layer).to_state()
         meta = layer.metadata.get("medseg", {})
         folder = self._folder(uid, image_hash, layer.name, frame)
         layer.metadata[RECOVERY_KEY] = {"folder": str(folder), "frame": frame}  # the writer marks it when the user saves
@@ -213,7 +211,7 @@ class Autosaver(QObject):
                              "snapshot_at": snapshot_at, "checkpoints": list(meta.get("checkpoints", []))})
         self._written.add(folder)
         self._saved[uid] = self._fingerprint(layer)
-        self._pending.append((uid, layer.name, folder, self._executor.submit(_write, folder, labels, ledger, kwargs)))
+        self._pending.append((uid, layer.name, folder, self._executor.submit(_write, folder, labels, ledger_state, kwargs)))
         return folder
 
     def _frame(self, layer, image, reason: str) -> int | None:
