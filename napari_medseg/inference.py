@@ -21,13 +21,15 @@ How a slice is processed (per checkpoint, see ``napari_medseg.preprocess``):
 3. logits are brought back to the native in-plane size (bilinear resize,
    crop, or crop + resample) *before* the softmax/argmax, never the label map;
 4. softmax probabilities are averaged over flip TTA and over the checkpoints
-   of an ensemble; argmax gives the labels;
+   of an ensemble, then across neighbouring slices (a Gaussian of
+   ``z_sigma_mm`` mm, locked slices entering one-hot: ``napari_medseg.zsmooth``);
+   argmax gives the labels;
 5. each organ of a built-in label set keeps only its largest 3D connected
    piece (``napari_medseg.postprocess``; ``largest_component=False`` keeps
    every island).  Locked slices, and pieces that touch them, are never changed.
 
-Memory stays bounded: only one batch of ``(B, K, H, W)`` probabilities exists
-at a time.  The volume-sized outputs are ``labels`` (uint8) and
+Memory stays bounded: only one batch of ``(B, K, H, W)`` probabilities, and
+the few neighbouring slices the smoothing across slices needs, exist at a time.  The volume-sized outputs are ``labels`` (uint8) and
 ``uncertainty`` (float16, the normalised softmax entropy
 ``-sum p log p / log K`` in [0, 1]: 0 = certain, 1 = uniform).
 """
@@ -49,6 +51,7 @@ from napari_medseg.preprocess import (
     to_model_size,
 )
 from napari_medseg.progress import drive
+from napari_medseg.zsmooth import Z_SIGMA_MM, ZSmoother, slice_thickness, z_weights
 
 #: flips used by test-time augmentation: tensor dims of (B, K, H, W) to flip
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -251,6 +254,7 @@ def segment_volume(
     channels_last: bool | None = None,
     spacing=None,
     largest_component: bool = True,
+    z_sigma_mm: float | None = None,
 ) -> Iterator[Progress]:
     """Segment a ``(z, y, x)`` volume slice by slice along axis 0 (axial).
 
@@ -275,6 +279,9 @@ def segment_volume(
         largest_component: keep only the largest 3D piece of each organ of a
             built-in label set (``postprocess.one_piece_organs``); pieces touching
             a locked slice are kept.  Not applied to a single slice.
+        z_sigma_mm: Gaussian sigma (mm) of the smoothing of probabilities across
+            slices; ``None`` = ``zsmooth.Z_SIGMA_MM``, 0 = off.  Needs the slice
+            thickness (``spacing`` as ``(sz, sy, sx)``); without it, no smoothing.
 
     Yields:
         :class:`Progress` after each batch (and once before the first).
@@ -325,6 +332,11 @@ def segment_volume(
         labels[locked] = previous[locked].astype(np.uint8)
     locked_set = set(locked)
     todo = [i for i in range(depth) if i not in locked_set]
+    sigma = Z_SIGMA_MM if z_sigma_mm is None else float(z_sigma_mm)
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"the smoothing across slices must be a finite sigma >= 0 mm (0 = off), got {z_sigma_mm}")
+    smoother = ZSmoother(depth, todo, z_weights(slice_thickness(spacing), sigma),
+                         anchors={z: previous[z] for z in locked})
 
     was_training = [m.training for m, _ in checkpoints]
     for model, _ in checkpoints:
@@ -341,16 +353,11 @@ def segment_volume(
             contiguous = idx[-1] - idx[0] == len(idx) - 1
             raw = array[idx[0] : idx[-1] + 1] if contiguous else array[idx]
             probs = _predict_probs(checkpoints, raw, ranges, dev, precision, tta, channels_last, spacing)
-            lab, ent = _labels_and_entropy(probs, uncertainty)
+            for ready, smoothed in smoother.add(idx, probs):
+                labels[ready], ent = _labels_and_entropy(smoothed, uncertainty)
+                if unc is not None:
+                    unc[ready] = ent
             del probs
-            if contiguous:
-                labels[idx[0] : idx[-1] + 1] = lab
-                if unc is not None:
-                    unc[idx[0] : idx[-1] + 1] = ent
-            else:
-                labels[idx] = lab
-                if unc is not None:
-                    unc[idx] = ent
             done = b + len(idx)
             elapsed = time.perf_counter() - start
             yield Progress(done, len(todo), done / elapsed if elapsed > 0 else 0.0, dev_name)

@@ -40,7 +40,8 @@ def test_segment_nifti_keeps_source_geometry(sample_ct, sample_labels, tmp_path_
     assert np.issubdtype(seg.get_data_dtype(), np.integer)
     # the written voxels are the engine's labels, put back in the source's voxel order
     vol = read_volume(sample_ct)
-    expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu")).labels
+    expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu",
+                                               spacing=vol.geometry.spacing)).labels
     assert len(np.unique(expected)) >= 3  # several organs, so a wrong voxel order would show
     np.testing.assert_array_equal(np.asarray(seg.dataobj), vol.geometry.to_source(expected))
     # and it lines up with the reference labels on disk (same voxel order as the source)
@@ -111,7 +112,7 @@ def test_keep_islands_skips_the_largest_component_step(sample_ct, sample_labels,
 
     ckpt = trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels)
     vol = read_volume(sample_ct)
-    raw = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu",
+    raw = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu", spacing=vol.geometry.spacing,
                                           uncertainty=False, largest_component=False)).labels
     one_piece, removed = largest_component_only(raw, SYNAPSE.organs)
     assert sum(removed.values()) > 0  # the briefly trained tiny model leaves islands: the two outputs differ
@@ -120,3 +121,25 @@ def test_keep_islands_skips_the_largest_component_step(sample_ct, sample_labels,
         assert main(["segment", str(sample_ct), "-o", str(out), "-c", str(ckpt), "--device", "cpu",
                      *flags]) == 0
         np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), vol.geometry.to_source(expected))
+
+
+def test_z_sigma_sets_the_smoothing_across_slices(sample_ct, sample_labels, tmp_path_factory, tmp_path, capsys):
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+    from napari_medseg.io import read_volume
+
+    ckpt = trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels)
+    vol = read_volume(sample_ct)
+    outputs = {}
+    for sigma in ("0", "9"):
+        out = tmp_path / f"seg{sigma}.nii.gz"
+        assert main(["segment", str(sample_ct), "-o", str(out), "-c", str(ckpt), "--device", "cpu",
+                     "--z-sigma", sigma]) == 0
+        outputs[sigma] = np.asarray(nib.load(out).dataobj)
+        expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu", uncertainty=False,
+                                                   spacing=vol.geometry.spacing, z_sigma_mm=float(sigma))).labels
+        np.testing.assert_array_equal(outputs[sigma], vol.geometry.to_source(expected))
+    assert (outputs["0"] != outputs["9"]).any()  # the option reaches the engine
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["segment", str(sample_ct), "-o", str(tmp_path / "x.nii.gz"), "-c", str(ckpt), "--z-sigma", "-1"])
+    assert stop.value.code == 2 and "must be a finite number of mm >= 0" in capsys.readouterr().err

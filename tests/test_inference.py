@@ -224,23 +224,24 @@ def test_spacing_policy_matches_reference_with_ensemble_and_tta(ckpts, tmp_path)
     vol = ct_volume((5, 45, 38))
     spacing = (3.0, 0.7, 1.3)  # non-square pixels, odd sizes
     loaded = load_checkpoints([save_spacing_tiny(tmp_path / "sp.safetensors")])
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=spacing,
-                                          largest_component=False))  # the raw argmax, compared below
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=spacing, z_sigma_mm=0,
+                                          largest_component=False))  # the raw per-slice argmax, compared below
     probs = reference_probs(*loaded[0], vol, spacing[1:])
     assert (res.labels == probs.argmax(1)).mean() > 0.999
     # a different spacing gives a different result: the spacing is really used
-    other = run_segmentation(segment_volume(vol, loaded, device="cpu", spacing=(3.0, 1.3, 0.7)))
+    other = run_segmentation(segment_volume(vol, loaded, device="cpu", spacing=(3.0, 1.3, 0.7), z_sigma_mm=0))
     assert not np.array_equal(other.uncertainty, res.uncertainty)
     # ensemble with a native checkpoint: softmax averaged on the native grid
     both = loaded + load_checkpoints([ckpts["dcaunet"]])
-    ens = run_segmentation(segment_volume(vol, both, device="cpu", spacing=spacing, largest_component=False))
+    ens = run_segmentation(segment_volume(vol, both, device="cpu", spacing=spacing, largest_component=False,
+                                          z_sigma_mm=0))
     mean = (probs + reference_probs(*both[1], vol)) / 2
     assert (ens.labels == mean.argmax(1)).mean() > 0.999
     # flip TTA flips the resampled, padded model input and flips the logits back before resampling them
     from napari_medseg.preprocess import logits_to_native, to_model_size
 
     tta = run_segmentation(segment_volume(vol, loaded, device="cpu", tta=True, spacing=spacing,
-                                          largest_component=False))
+                                          largest_component=False, z_sigma_mm=0))
     model, info = loaded[0]
     x, rinfo = to_model_size(torch.from_numpy(normalize(vol, info.preprocessing))[:, None], info.preprocessing,
                              model.size_multiple, spacing)
@@ -275,8 +276,15 @@ def test_batch_memory_bounded_for_clinical_ct(tmp_path, monkeypatch):
     hook = loaded[0][0].register_forward_hook(lambda m, i, o: inputs.append(tuple(i[0].shape)))
     real = inference._labels_and_entropy
     monkeypatch.setattr(inference, "_labels_and_entropy", lambda p, u: (probs.append(tuple(p.shape)), real(p, u))[1])
-    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=(2.5, 0.6, 0.6)))
-    hook.remove()
+    res = run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=(2.5, 0.6, 0.6),
+                                          z_sigma_mm=0))
     assert res.labels.shape == vol.shape
     assert inputs == [(2, 1, 160, 160), (2, 1, 160, 160), (1, 1, 160, 160)]
     assert probs == [(2, 9, 512, 512), (2, 9, 512, 512), (1, 9, 512, 512)]
+    # smoothing across slices (3 mm sigma, 2.5 mm slices: 2 neighbours each side) hands slices out
+    # once their neighbours are in: still a few slices at a time, never the volume
+    inputs.clear(), probs.clear()
+    run_segmentation(segment_volume(vol, loaded, device="cpu", batch_size=2, spacing=(2.5, 0.6, 0.6), z_sigma_mm=3))
+    hook.remove()
+    assert inputs == [(2, 1, 160, 160), (2, 1, 160, 160), (1, 1, 160, 160)]
+    assert probs == [(2, 9, 512, 512), (3, 9, 512, 512)]

@@ -10,6 +10,7 @@ import pytest
 
 from _segment_helpers import save_tiny, trained_checkpoint
 from napari_medseg.labels import SYNAPSE
+from napari_medseg.zsmooth import Z_SIGMA_MM
 
 SCREENSHOT_DIR = Path(os.environ.get("MEDSEG_SCREENSHOTS", "/tmp/medseg_screenshots"))
 
@@ -98,7 +99,13 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
     viewer.dims.set_current_step(0, 15)
     viewer.screenshot(str(SCREENSHOT_DIR / "segment_widget.png"), canvas_only=False)
 
-    # re-run: same layer updated in place, locked slices kept
+    # re-run: same layer updated in place, locked slices kept.  Without smoothing across slices, so
+    # that the locked slice (all "gallbladder") does not also steer its neighbours
+    assert w.z_sigma.value() == Z_SIGMA_MM
+    w.z_sigma.setValue(0)
+    assert w.z_sigma.text() == "off"
+    w.segment_button.click()
+    wait_done(qtbot, w)
     first = layer.data.copy()
     layer.data[3] = 2  # a user's edit: the slice ledger finds it by diff and locks slice 3
     w.segment_button.click()
@@ -163,7 +170,7 @@ def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
     np.testing.assert_allclose(layer.scale, (2, 1.5, 1.5))
     assert "geometry" not in layer.metadata["medseg"]  # a plain image has none: saving the labels warns
     assert "time_axis" not in layer.metadata["medseg"] and layer.metadata["medseg"]["label_set"]["name"] == "synapse"
-    expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu")).labels
+    expected = run_segmentation(segment_volume(data[2], load_checkpoints([ckpt]), device="cpu", spacing=(2, 1.5, 1.5))).labels
     np.testing.assert_array_equal(layer.data, expected)
 
     # the user corrects slice 3 of frame 2, then segments frame 0: frame 2's labels and edits stay as they are,
@@ -175,7 +182,8 @@ def test_4d_segments_current_frame(make_napari_viewer, qtbot, ckpt):
     wait_done(qtbot, w)
     assert "t=0" in w.status.text() and "locked" not in w.status.text(), w.status.text()
     np.testing.assert_array_equal(viewer.layers["cine labels t=2"].data, edited)
-    expected0 = run_segmentation(segment_volume(data[0], load_checkpoints([ckpt]), device="cpu")).labels
+    expected0 = run_segmentation(segment_volume(data[0], load_checkpoints([ckpt]), device="cpu",
+                                                spacing=(2, 1.5, 1.5))).labels
     np.testing.assert_array_equal(viewer.layers["cine labels t=0"].data, expected0)
 
 

@@ -202,7 +202,7 @@ def acdc_pairs(root, split: str = "test", predictions_dir=None) -> list[tuple[st
 
 
 def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, tta: bool = False,
-               largest_component: bool = True,
+               largest_component: bool = True, z_sigma_mm: float | None = None,
                progress=None) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple]]:
     """Yield ``(case, prediction, reference, spacing)``: predictions read from files or computed.
 
@@ -229,19 +229,21 @@ def iter_cases(pairs, checkpoints=None, *, device="auto", batch_size: int = 8, t
 
             gen = segment_volume(image.array, checkpoints, device=device, batch_size=batch_size, tta=tta,
                                  uncertainty=False, spacing=image.geometry.spacing,
-                                 largest_component=largest_component)
+                                 largest_component=largest_component, z_sigma_mm=z_sigma_mm)
             pred = run_segmentation(gen, progress).labels
         yield case, pred, ref, tuple(float(s) for s in image.geometry.spacing)
 
 
 def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplane=None, device="auto",
-                          batch_size: int = 8, tta: bool = False, progress=None, largest_component: bool = True):
+                          batch_size: int = 8, tta: bool = False, progress=None, largest_component: bool = True,
+                          z_sigma_mm: float | None = None):
     """Yield ``(case, prediction, reference, None)`` for TransUNet's ``test_vol_h5`` volumes (needs h5py).
 
     The volumes are already windowed to [-125, 275] HU and scaled to [0, 1];
     they are mapped back to HU (``v * 400 - 125``) so that the checkpoint's own
     CT normalisation reproduces those values exactly.  The files carry no
-    spacing, so HD95 is in voxels (as in TransUNet's evaluation).
+    spacing, so HD95 is in voxels (as in TransUNet's evaluation), and no slice
+    thickness: ``z_sigma_mm`` has nothing to act on (accepted for a uniform call).
     """
     from napari_medseg.inference import run_segmentation, segment_volume
     from training.datasets import synapse_test_volumes
@@ -261,6 +263,6 @@ def iter_synapse_h5_cases(root, checkpoints, *, list_name="test_vol.txt", inplan
     for name, image01, label in synapse_test_volumes(root, list_name, inplane):
         hu = image01.astype(np.float32) * 400.0 - 125.0
         gen = segment_volume(hu, checkpoints, device=device, batch_size=batch_size, tta=tta, uncertainty=False,
-                             largest_component=largest_component)
+                             largest_component=largest_component, z_sigma_mm=z_sigma_mm)
         yield name, run_segmentation(gen, progress).labels, label.astype(np.int64), None
 

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_medseg.commands._arguments import add_keep_islands_argument
+from napari_medseg.commands._arguments import add_postprocess_arguments, postprocess_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    add_keep_islands_argument(parser)
+    add_postprocess_arguments(parser)
 
 
 def run(args) -> int:
@@ -82,21 +82,21 @@ def run(args) -> int:
         print(f"Synapse volumes reoriented in-plane: {inplane or 'no'}", file=sys.stderr)
         cases = iter_synapse_h5_cases(args.synapse_root, checkpoints, inplane=inplane, device=args.device,
                                       batch_size=args.batch_size, tta=args.tta,
-                                      largest_component=not args.keep_islands)
+                                      **postprocess_options(args))
     elif args.acdc_root:
         from training.evaluate import acdc_pairs
 
         pairs = acdc_pairs(args.acdc_root, args.acdc_split, args.predictions)
         n_cases = len(pairs)
         cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                           largest_component=not args.keep_islands)
+                           **postprocess_options(args))
     else:
         if not (args.images and args.labels):
             raise ValueError("give --images and --labels folders (or --synapse-root, or --acdc-root)")
         pairs = pair_files(args.images, args.labels, args.predictions)
         n_cases = len(pairs)
         cases = iter_cases(pairs, checkpoints, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                           largest_component=not args.keep_islands)
+                           **postprocess_options(args))
 
     def announce(stream):
         for i, case in enumerate(stream, 1):

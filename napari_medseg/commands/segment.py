@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_medseg.commands._arguments import add_keep_islands_argument
+from napari_medseg.commands._arguments import add_postprocess_arguments, postprocess_options
 from napari_medseg.commands._outputs import (
     LABEL_SUFFIXES,
     check_label_outputs,
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda -> mps -> cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
-    add_keep_islands_argument(parser)
+    add_postprocess_arguments(parser)
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="auto = fp16/bf16 on CUDA; on CPU the faster of fp32/bf16 (timed once, cached)")
     parser.add_argument("--frame", type=int, default=None, help="time frame to segment in a 4D volume")
@@ -201,7 +201,7 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
                   f"on {info.preprocessing.modality.upper()}", file=sys.stderr)
     gen = segment_volume(vol.array, checkpoints, device=device, precision=args.precision,
                          batch_size=args.batch_size, tta=args.tta, spacing=vol.geometry.spacing,
-                         largest_component=not args.keep_islands)
+                         **postprocess_options(args))
     with tqdm(total=vol.array.shape[0], desc=src.name, unit="slice", disable=not sys.stderr.isatty(),
               file=sys.stderr) as bar:
         def report(p):

@@ -16,6 +16,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
+    QDoubleSpinBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -36,6 +37,7 @@ from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume,
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
 from napari_medseg.widgets._warm_up import warm_up
+from napari_medseg.zsmooth import Z_SIGMA_MM
 
 NO_CHECKPOINT_TEXT = (
     "No model checkpoint chosen. Add a trained checkpoint (.safetensors) above, or train one "
@@ -88,6 +90,16 @@ class SegmentWidget(QWidget):
         self.one_piece_check.setChecked(True)
         self.one_piece_check.setToolTip("Keep only the largest 3D piece of each organ (built-in label sets): removes "
                                         "islands far from the organ. Locked slices, and pieces touching them, are kept.")
+        self.z_sigma = QDoubleSpinBox()
+        self.z_sigma.setRange(0.0, 20.0)
+        self.z_sigma.setSingleStep(0.5)
+        self.z_sigma.setDecimals(1)
+        self.z_sigma.setSuffix(" mm")
+        self.z_sigma.setSpecialValueText("off")
+        self.z_sigma.setValue(Z_SIGMA_MM)
+        self.z_sigma.setToolTip("Before the argmax, average each slice's probabilities with its neighbours' (Gaussian "
+                                "of this sigma; corrected, locked slices count as their labels). Needs the slice "
+                                "thickness; 0 = off.")
         self.hint = QLabel(NO_CHECKPOINT_TEXT)
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: #e0b050;")
@@ -115,6 +127,7 @@ class SegmentWidget(QWidget):
         opts.addWidget(self.unc_check)
         opts.addWidget(self.one_piece_check)
         form.addRow("Options", opts)
+        form.addRow("Smooth across slices", self.z_sigma)
         run = QHBoxLayout()
         run.addWidget(self.segment_button, 2)
         run.addWidget(self.cancel_button, 1)
@@ -254,7 +267,8 @@ class SegmentWidget(QWidget):
         n_batches = math.ceil((array.shape[0] - len(set(locked))) / batch)
         kwargs = dict(device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
-                      uncertainty=self.unc_check.isChecked(), largest_component=self.one_piece_check.isChecked())
+                      uncertainty=self.unc_check.isChecked(), largest_component=self.one_piece_check.isChecked(),
+                      z_sigma_mm=self.z_sigma.value())
         spacing = tuple(float(s) for s in image.scale[-3:])  # organ volumes (mL) use the layer's scale
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
