@@ -1,4 +1,5 @@
-"""napari writer: a Labels layer -> NIfTI, Slicer ``.seg.nrrd`` or DICOM-SEG in its source image's exact geometry.
+"""napari writers: a Labels layer -> NIfTI, Slicer ``.seg.nrrd`` or DICOM-SEG, and an Image layer -> NIfTI,
+in its source image's exact geometry.
 
 It never replaces a file it did not write: an existing target must be a
 napari-medseg label file (and its ``.json`` a napari-medseg sidecar).
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-_LABELS_DESCRIP = b"napari-medseg labels"
+_MEDSEG_DESCRIP = b"napari-medseg"  # the NIfTI header descrip of every file the writers make (labels, image)
 
 
 class SaveRefused(Exception):
@@ -28,11 +29,11 @@ class SaveRefused(Exception):
 
 
 def _written_by_medseg(path: Path) -> bool:
-    """True when ``path`` is a NIfTI label file written by napari-medseg (header ``descrip``)."""
+    """True when ``path`` is a NIfTI file (labels or image) written by napari-medseg (header ``descrip``)."""
     import nibabel as nib
 
     try:
-        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\0").startswith(_LABELS_DESCRIP)
+        return bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\0").startswith(_MEDSEG_DESCRIP)
     except Exception:  # unreadable or not NIfTI: not ours
         return False
 
@@ -80,38 +81,20 @@ def check_save_target(path: Path, source_path: str | None) -> None:
 
 
 def write_labels(path: str, data, attributes: dict) -> list[str]:
-    """npe2 single-layer writer.
+    """npe2 single-layer writer for Labels layers.
 
     Uses ``attributes["metadata"]["medseg"]["geometry"]`` (set by the reader,
     the sample data and the segment widget).  A Labels layer without it is
     written in an LPS-canonical geometry built from its ``scale``/``translate``,
     with a warning.  Raises :class:`SaveRefused` with the reason.
     """
-    from .io import VolumeWarning, layer_geometry, write_labels as write_nifti_labels
+    from .io import write_labels as write_nifti_labels
     from .labels import LabelSet
 
     meta = (attributes.get("metadata") or {}).get("medseg") or {}
-    data = np.asarray(data)
-    if data.ndim == 4 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 3:
-        raise SaveRefused(
-            f"napari-medseg saves 3D label volumes; this layer has shape {data.shape}"
-            + (" (a 4D layer: save one frame as its own layer)" if data.ndim == 4 else "")
-        )
+    data = _volume(data, "label volumes")
     try:
-        geometry, from_metadata = layer_geometry(
-            attributes.get("metadata"), data.shape, attributes.get("scale", (1, 1, 1)),
-            attributes.get("translate", (0, 0, 0)),
-        )
-        check_save_target(Path(path), geometry.source_path)
-        if not from_metadata:
-            warnings.warn(
-                f"layer {attributes.get('name', '')!r} carries no source geometry (it was not opened or created "
-                "by napari-medseg); saving it with its scale/translate as LPS (S, P, L) millimetres",
-                VolumeWarning,
-                stacklevel=2,
-            )
+        geometry = _target_geometry(path, data, attributes)
         label_set = LabelSet.from_dict(meta["label_set"]) if meta.get("label_set") else None
         algorithm = None
         if str(path).lower().endswith(".dcm"):
@@ -124,6 +107,52 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
         raise SaveRefused(f"{Path(path).name} not saved: {' '.join(str(err).split())}") from err
     _mark_autosave_saved(attributes.get("metadata"), written, started)
     return [str(written)]
+
+
+def write_image(path: str, data, attributes: dict) -> list[str]:
+    """npe2 single-layer writer for Image layers: NIfTI (``.nii.gz``/``.nii``) in the source geometry.
+
+    For example a DICOM series as NIfTI, or the uncertainty map next to the labels.
+    Raises :class:`SaveRefused` with the reason (4D, the source itself, a file it did not write).
+    """
+    from .io.writer import write_image as write_nifti_image
+
+    data = _volume(data, "images (one frame of a 4D series at a time)")
+    try:
+        written = write_nifti_image(data, path, _target_geometry(path, data, attributes))
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise SaveRefused(f"{Path(path).name} not saved: {' '.join(str(err).split())}") from err
+    return [str(written)]
+
+
+def _volume(data, what: str) -> np.ndarray:
+    """The layer's 3D array (a leading axis of 1 dropped); :class:`SaveRefused` otherwise."""
+    data = np.asarray(data)
+    if data.ndim == 4 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 3:
+        raise SaveRefused(
+            f"napari-medseg saves 3D {what}; this layer has shape {data.shape}"
+            + (" (a 4D layer: save one frame as its own layer)" if data.ndim == 4 else "")
+        )
+    return data
+
+
+def _target_geometry(path, data: np.ndarray, attributes: dict):
+    """The layer's source geometry, after :func:`check_save_target`; warns when built from scale/translate."""
+    from .io import VolumeWarning, layer_geometry
+
+    geometry, from_metadata = layer_geometry(attributes.get("metadata"), data.shape,
+                                             attributes.get("scale", (1, 1, 1)), attributes.get("translate", (0, 0, 0)))
+    check_save_target(Path(path), geometry.source_path)
+    if not from_metadata:
+        warnings.warn(
+            f"layer {attributes.get('name', '')!r} carries no source geometry (it was not opened or created "
+            "by napari-medseg); saving it with its scale/translate as LPS (S, P, L) millimetres",
+            VolumeWarning,
+            stacklevel=3,
+        )
+    return geometry
 
 
 def _mark_autosave_saved(metadata, written: Path, when) -> None:

@@ -120,6 +120,48 @@ def test_napari_writer_refuses_a_source_image(sample_ct, tmp_path):
     assert layer.save(str(out), plugin="napari-medseg") == [str(out)]
 
 
+def test_napari_image_writer_saves_nifti_in_the_source_geometry_and_says_why_it_refuses(sample_ct, dicom_dir, tmp_path):
+    import shutil
+
+    from napari.layers import Image
+    from napari.plugins import _initialize_plugins
+
+    from napari_medseg._writer import SaveRefused
+    from napari_medseg.io import layer_kwargs, read_volume
+
+    _initialize_plugins()
+    ct = tmp_path / "ct.nii.gz"
+    shutil.copy(sample_ct, ct)
+    before = _digest(ct)
+    for source in (ct, dicom_dir):  # a NIfTI, and a DICOM series saved as NIfTI
+        vol = read_volume(source)
+        layer = Image(vol.array, **{k: v for k, v in layer_kwargs(vol).items()
+                                    if k in ("metadata", "scale", "translate", "name")})
+        out = tmp_path / f"{Path(source).name.split('.')[0]}_image.nii.gz"
+        assert layer.save(str(out), plugin="napari-medseg") == [str(out)]
+        back = read_volume(out)
+        np.testing.assert_array_equal(back.array, vol.array)  # same voxels, same canonical order
+        np.testing.assert_allclose(back.geometry.world_affine(), vol.geometry.world_affine(), atol=1e-4)  # same mm
+        assert layer.save(str(out), plugin="napari-medseg") == [str(out)]  # its own output may be replaced
+    np.testing.assert_allclose(nib.load(tmp_path / "ct_image.nii.gz").affine, nib.load(ct).affine, atol=1e-5)
+    vol = read_volume(ct)
+    layer = Image(vol.array, **{k: v for k, v in layer_kwargs(vol).items() if k in ("metadata", "scale", "translate")})
+    with pytest.raises(SaveRefused, match="refusing to overwrite the source image"):
+        layer.save(str(ct), plugin="napari-medseg")
+    other = tmp_path / "someone.nii.gz"
+    shutil.copy(sample_ct, other)
+    with pytest.raises(SaveRefused, match="not written by napari-medseg"):
+        layer.save(str(other), plugin="napari-medseg")
+    with pytest.raises(SaveRefused, match="one frame"):
+        Image(np.zeros((2, 3, 4, 5), np.float32)).save(str(tmp_path / "cine.nii.gz"), plugin="napari-medseg")
+    assert _digest(ct) == before
+    # the uncertainty map (float16) is saved as float32
+    unc = Image(np.full(vol.array.shape, 0.25, np.float16), metadata=layer.metadata, scale=layer.scale,
+                translate=layer.translate)
+    assert unc.save(str(tmp_path / "unc.nii.gz"), plugin="napari-medseg")
+    assert nib.load(tmp_path / "unc.nii.gz").get_data_dtype() == np.float32
+
+
 # ---- 3: prune validates its arguments ---------------------------------------------------------------------
 
 def test_prune_keep_last_negative_is_refused(tmp_path, capsys):

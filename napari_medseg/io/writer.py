@@ -3,7 +3,8 @@
 One call, :func:`write_labels`, picks the format from the file name:
 ``.nii.gz``/``.nii`` NIfTI (label table in a header extension + ``.json``
 sidecar), ``.seg.nrrd`` 3D Slicer segmentation, ``.dcm`` DICOM-SEG (DICOM
-sources only).
+sources only).  :func:`write_image` saves an image (e.g. a DICOM series, or the
+uncertainty map) as NIfTI in the same geometry.
 """
 
 from __future__ import annotations
@@ -117,11 +118,43 @@ def write_labels(labels, path, geometry: Geometry, label_set: LabelSet | None = 
     return _write_nifti(source, path, ext, geometry, label_set)
 
 
-def _write_nifti(source: np.ndarray, path: Path, ext: str, geometry: Geometry, label_set: LabelSet) -> Path:
-    """NIfTI with the source affine/codes, the label table extension, and the ``.json`` sidecar."""
+IMAGE_DESCRIP = b"napari-medseg image"
+
+
+def write_image(image, path, geometry: Geometry) -> Path:
+    """Save a canonical ``(z, y, x)`` image as NIfTI in the source voxel order and geometry.
+
+    Integer and float32/float64 voxels keep their dtype (HU stay HU); float16
+    (the uncertainty map) becomes float32, which NIfTI-1 can hold.  ``path``:
+    ``.nii.gz``/``.nii``, never the source file.
+    """
     import nibabel as nib
 
-    from .nifti import label_table_extension
+    path = Path(path)
+    ext = next((e for e in (".nii.gz", ".nii") if path.name.lower().endswith(e) and len(path.name) > len(e)), None)
+    if ext is None:
+        raise ValueError(f"images are saved as .nii.gz or .nii; got {path.name!r}")
+    check_label_output(path, geometry)
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    data = np.asarray(image)
+    if data.shape != geometry.shape:
+        raise ValueError(f"the image has shape {data.shape} but its source geometry is {geometry.shape}")
+    if data.dtype == np.float16 or data.dtype == bool:
+        data = data.astype(np.float32 if data.dtype == np.float16 else np.uint8)
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f"cannot save voxels of dtype {data.dtype} as NIfTI")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        warnings.warn(f"{path.name}: the image holds NaN or infinite values; saved as they are",
+                      VolumeWarning, stacklevel=2)
+    img = _nifti_in_source_geometry(np.asarray(geometry.to_source(data)), geometry)
+    img.header["descrip"] = IMAGE_DESCRIP
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=ext)
+
+
+def _nifti_in_source_geometry(source: np.ndarray, geometry: Geometry):
+    """A ``Nifti1Image`` of source-ordered voxels with the source affine and its sform/qform codes."""
+    import nibabel as nib
 
     affine = np.asarray(geometry.source_affine_ras, float)
     img = nib.Nifti1Image(source, affine)
@@ -135,6 +168,16 @@ def _write_nifti(source: np.ndarray, path: Path, ext: str, geometry: Geometry, l
         img.set_sform(affine, code=1)
         img.set_qform(affine, code=1)
     img.header.set_data_dtype(source.dtype)
+    return img
+
+
+def _write_nifti(source: np.ndarray, path: Path, ext: str, geometry: Geometry, label_set: LabelSet) -> Path:
+    """NIfTI with the source affine/codes, the label table extension, and the ``.json`` sidecar."""
+    import nibabel as nib
+
+    from .nifti import label_table_extension
+
+    img = _nifti_in_source_geometry(source, geometry)
     img.header["descrip"] = b"napari-medseg labels"
     img.header.extensions.append(label_table_extension(label_set))
 
