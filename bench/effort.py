@@ -33,6 +33,7 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 * ``+ round, even``: the same round on evenly spaced untouched slices.
 
     python bench/effort.py --experiments finetune --cases sample --budget 150
+    python bench/effort.py --experiments finetune --cases sample --budget 150 --threads 2 --full-only
 
 ``smoothness`` fine-tunes on the scribbles alone at ``--steps`` fixed optimiser steps
 (quality independent of the machine's load) for each ``--smoothness-weights`` value and
@@ -161,6 +162,8 @@ def finetune_experiment(case: Case, args) -> list[dict]:
 
         full = _retrain(case, case.reference, slices, None, tmp, args, partial=False)
         rows = [row(f"full slices k={args.k}", slices, int(body[slices].sum()), full.labels, [full])]
+        if args.full_only:
+            return rows
         scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
         rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
         candidates = [z for z in range(depth) if z not in slices]
@@ -305,6 +308,7 @@ def fill_summary(rows: list[dict]) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="sample,512", help=f"comma-separated, from {sorted(CASES)}")
+    parser.add_argument("--full-only", action="store_true", help="finetune: only the full-slices arm")
     parser.add_argument("--experiments", default="fill", help=f"comma-separated, from {sorted(EXPERIMENTS)}")
     parser.add_argument("--k", type=int, default=5, help="evenly spaced slices the reviewer touches")
     parser.add_argument("--repeats", type=int, default=5, help="timed fills per slice (median reported)")
@@ -315,7 +319,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1", help="smoothness: comma-separated seeds")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
                                                       "cores, where spinning OpenMP threads made steps several times slower)")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON of all rows and the figure")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
+                        help="folder for the JSON of all rows and the figure")
     parser.add_argument("--figure-slice", type=int, default=14, help="slice drawn in effort-fill.png")
     args = parser.parse_args(argv)
     unknown = [n for n in args.cases.split(",") if n not in CASES] + [

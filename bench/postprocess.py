@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ks", default="5,2", help="corrected slices per protocol run (sample, 512)")
     parser.add_argument("--steps", type=int, default=600, help="optimiser steps per fine-tune")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
 
     import torch

@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="seeds per setting (the table shows medians)")
     parser.add_argument("--repeat-ks", default=None, help="only these k get --repeats seeds (default: every k > 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON and PNG")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
+                        help="folder for the JSON and PNG")
     parser.add_argument("--include", default=None,
                         help="earlier JSON of this script: its rows for models not run now join the table and plot")
     parser.add_argument("--model-config", default=None, help="JSON overrides of the scratch preset (experiments)")

@@ -33,6 +33,7 @@ class FineTuneJob:
 
         from napari.qt.threading import create_worker
 
+        from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.retrain.loop import retrain_volume
 
         image, layer = self.image_layer(), self.labels_layer()
@@ -71,7 +72,7 @@ class FineTuneJob:
                                           **self.options.budget_kwargs()),
                              store=self.store_row.store(), replay=self.store_row.replay.isChecked(),
                              should_stop=self._stop.is_set, on_model=self._preview.on_model, partial=bool(scribbled))
-        self.worker = create_worker(_train, gen, self._preview, _start_thread=False)
+        self.worker = create_worker(on_compute_thread(_train), gen, self._preview, _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: self.status.setText(f"Fine-tuning failed: {err}"))

@@ -86,11 +86,13 @@ class ScribbleActions:
         array, _ = current_volume(self.viewer, image)
         probs, guided = None, self._models.get(layer_key(layer))
         if guided is not None:
+            from napari_medseg import compute_thread
             from napari_medseg.preprocess import intensity_range
 
             model, info = guided
             value_range = intensity_range(array, info.preprocessing) if info.preprocessing.modality == "mr" else None
-            probs = slice_probabilities(model, info, array[z], value_range=value_range, spacing=known_spacing(image))
+            probs = compute_thread.call(slice_probabilities, model, info, array[z], value_range=value_range,
+                                        spacing=known_spacing(image))  # torch stays on one thread
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

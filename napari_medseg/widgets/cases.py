@@ -271,12 +271,13 @@ class CasesWidget(QWidget):
         from napari.qt.threading import create_worker
 
         from napari_medseg._torch_compat import hide_triton
+        from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.worklist import open_case
 
         hide_triton()  # see napari_medseg._torch_compat
         self.refresh_model()
         checkpoint, _ = self.model_choice()
-        self.worker = create_worker(open_case, entry, self.project, checkpoint, _start_thread=False,
+        self.worker = create_worker(on_compute_thread(open_case), entry, self.project, checkpoint, _start_thread=False,
                                     _ignore_errors=True)  # errors are shown in the table and the status line
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_opened)

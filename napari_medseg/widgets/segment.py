@@ -238,6 +238,7 @@ class SegmentWidget(QWidget):
         """Start segmenting the chosen image (no-op with a plain message when inputs are missing)."""
         from napari.qt.threading import create_worker
 
+        from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.checkpoint import read_checkpoint_info
         from napari_medseg.inference import check_same_label_set
 
@@ -273,7 +274,7 @@ class SegmentWidget(QWidget):
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked, frame=t)
-        self.worker = create_worker(self._work, array, paths, kwargs, spacing, label_set,
+        self.worker = create_worker(on_compute_thread(self._work), array, paths, kwargs, spacing, label_set,
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
                                     _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
