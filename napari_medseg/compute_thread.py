@@ -3,12 +3,12 @@
 PyTorch's OpenMP runtime (libgomp on Linux) gives every OS thread that runs a
 parallel operation its own team of worker threads.  Once a second thread has
 such a team, parallel work in the other runs markedly slower on a small
-machine: measured on 2 cores (Intel Xeon VM, 2026-11-23), 20 s of DCAU-Net
-fine-tuning made 185 steps on the thread that had just segmented the volume,
-144-162 on a fresh thread with no other team, and 90-112 on a fresh thread
-after another thread (or the main thread) had run one parallel operation (the
-training thread and its OpenMP worker then used 113 % of 200 % CPU: they sleep
-between parallel regions instead of spinning).  napari's workers run on a pool of changing threads, so *Segment*,
+machine (``bench/omp_threads.py``, 2 cores, Intel Xeon VM, 2026-11-23; steps of
+20 s of DCAU-Net fine-tuning): 196 on a fresh thread, 176 on the thread that had
+just run torch, but 94 after one parallel operation on the main thread and 86
+after one on another thread (the training thread and its OpenMP worker then sleep
+between parallel regions instead of spinning: 113 % of the 200 % CPU).
+napari's workers run on a pool of changing threads, so *Segment*,
 then *Fine-tune* hit exactly that.  The docks therefore hand every torch
 computation to this one thread: :func:`on_compute_thread` wraps a worker's
 generator function (each step runs here, the worker thread only relays
