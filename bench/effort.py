@@ -40,6 +40,12 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 ``--seeds`` seed: the choice of ``FinetuneConfig.smoothness_weight``.
 
     python bench/effort.py --experiments smoothness --cases sample,512 --steps 900 --threads 1
+
+``strokes``: the same, one model per seed, re-segmented with and without
+``segment_volume(strokes=...)`` (the scribbled slices keep their strokes): Dice on the
+untouched slices and the share of stroked pixels that keep their label.
+
+    python bench/effort.py --experiments strokes --cases sample --steps 900 --seeds 0,1 --threads 1
 """
 
 from __future__ import annotations
@@ -204,6 +210,33 @@ def smoothness_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
+def strokes_experiment(case: Case, args) -> list[dict]:
+    """Scribbles only, fixed steps: the same model re-segments with and without keeping the strokes."""
+    import tempfile
+
+    from napari_medseg.inference import run_segmentation, segment_volume
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.scribbles import UNLABELLED, simulate_reviewer
+
+    slices = evenly_spaced_slices(case.image.shape[0], args.k)
+    partial, _ = simulate_reviewer(case.image, case.reference, slices, case.modality)
+    untouched = [z for z in range(case.image.shape[0]) if z not in slices]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (int(v) for v in args.seeds.split(",")):
+            options = dict(steps=args.steps, seed=seed, precision="fp32")
+            model = _retrain(case, partial, slices, None, tmp, args, partial=True, options=options)
+            for keep in (False, True):
+                strokes = {z: partial[z] for z in slices} if keep else None
+                labels = run_segmentation(segment_volume(case.image, [(model.model.eval(), model.checkpoint)],
+                                                         device="cpu", precision="fp32", uncertainty=False,
+                                                         spacing=case.spacing, strokes=strokes)).labels
+                kept = float(np.mean([(labels[z] == partial[z])[partial[z] != UNLABELLED].mean() for z in slices]))
+                rows.append(dict(case=case.name, seed=seed, keep_strokes=keep, steps=[model.finetune.steps],
+                                 dice=untouched_dice(labels, case.reference, untouched), strokes_kept=kept))
+    return rows
+
+
 def untouched_dice(labels: np.ndarray, reference: np.ndarray, untouched) -> float:
     """Mean over organs of the Dice pooled over the ``untouched`` slices."""
     organs = [int(v) for v in np.unique(reference) if v > 0]
@@ -231,7 +264,8 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
     return result
 
 
-EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment}
+EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment,
+               "strokes": strokes_experiment}
 
 
 def plot_fill(cases: list[Case], z: int, path: Path) -> None:
@@ -278,6 +312,9 @@ COLUMNS = {
     "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("seed", "seed", "{}"),
                    ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s", "seconds", "{:.0f}"),
                    ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
+    "strokes": [("case", "case", "{}"), ("seed", "seed", "{}"), ("strokes kept by segment_volume", "keep_strokes", "{}"),
+                ("mean Dice, untouched slices", "dice", "{:.4f}"), ("stroked pixels keeping their label", "strokes_kept",
+                                                                    "{:.4f}")],
 }
 
 

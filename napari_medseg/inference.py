@@ -255,6 +255,7 @@ def segment_volume(
     spacing=None,
     largest_component: bool = True,
     z_sigma_mm: float | None = None,
+    strokes: dict | None = None,
 ) -> Iterator[Progress]:
     """Segment a ``(z, y, x)`` volume slice by slice along axis 0 (axial).
 
@@ -282,6 +283,9 @@ def segment_volume(
         z_sigma_mm: Gaussian sigma (mm) of the smoothing of probabilities across
             slices; ``None`` = ``zsmooth.Z_SIGMA_MM``, 0 = off.  Needs the slice
             thickness (``spacing`` as ``(sz, sy, sx)``); without it, no smoothing.
+        strokes: ``{z: (H, W) uint8}`` partial labels (scribbles, 255 = not labelled) of
+            slices being segmented: their stroked pixels keep the stroke's label (after
+            the post-processing too) and count one-hot in the smoothing across slices.
 
     Yields:
         :class:`Progress` after each batch (and once before the first).
@@ -335,8 +339,12 @@ def segment_volume(
     sigma = Z_SIGMA_MM if z_sigma_mm is None else float(z_sigma_mm)
     if not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"the smoothing across slices must be a finite sigma >= 0 mm (0 = off), got {z_sigma_mm}")
+    strokes = {int(z): np.asarray(v) for z, v in (strokes or {}).items() if int(z) not in locked_set}
+    bad = [z for z, v in strokes.items() if not 0 <= z < depth or v.shape != array.shape[1:]]
+    if bad:
+        raise ValueError(f"strokes for slices {bad} are outside the volume or not {array.shape[1:]} slices")
     smoother = ZSmoother(depth, todo, z_weights(slice_thickness(spacing), sigma),
-                         anchors={z: previous[z] for z in locked})
+                         anchors={z: previous[z] for z in locked}, strokes=strokes)
 
     was_training = [m.training for m, _ in checkpoints]
     for model, _ in checkpoints:
@@ -369,6 +377,9 @@ def segment_volume(
         from napari_medseg.postprocess import largest_component_only, one_piece_organs
 
         labels, removed = largest_component_only(labels, one_piece_organs(label_set), protected=locked)
+    for z, stroke in strokes.items():  # the user's strokes hold, even where they make an island
+        stroked = (stroke != 255) & (stroke < label_set.num_classes)
+        labels[z][stroked] = stroke[stroked]
     return SegmentationResult(
         labels=labels,
         uncertainty=unc,

@@ -58,12 +58,17 @@ class ZSmoother:
         weights: from :func:`z_weights` (odd length).
         anchors: ``{z: (H, W) integer labels}`` of locked slices, used one-hot; values
             outside ``0..K-1`` make a slice no evidence at all.
+        strokes: ``{z: (H, W) uint8}`` partial labels of segmented slices (255 = not
+            labelled): their labelled pixels are one-hot in that slice's probabilities,
+            before smoothing, so the user's strokes hold there and steer the neighbours.
     """
 
-    def __init__(self, depth: int, todo, weights: np.ndarray, anchors: dict | None = None):
+    def __init__(self, depth: int, todo, weights: np.ndarray, anchors: dict | None = None,
+                 strokes: dict | None = None):
         self.depth, self.todo, self.weights = depth, list(todo), np.asarray(weights, dtype=np.float64)
         self.radius = len(self.weights) // 2
         self.anchors = anchors or {}
+        self.strokes = strokes or {}
         self._todo_set = set(self.todo)
         self._probs: dict = {}  # z -> (K, H, W) float32 tensor: computed slices, and anchors made one-hot
         self._next = 0  # index in todo of the first slice not yet handed out
@@ -72,7 +77,7 @@ class ZSmoother:
     def add(self, slices, probs) -> Iterator[tuple[list[int], "object"]]:
         """Add ``probs`` ``(B, K, H, W)`` of ``slices``; yields ``(slices, (b, K, H, W) smoothed)`` now final."""
         for z, p in zip(slices, probs):
-            self._probs[int(z)] = p
+            self._probs[int(z)] = clamp_to_strokes(p, self.strokes[int(z)]) if int(z) in self.strokes else p
         self._computed_to = int(slices[-1])
         done = self._next
         while done < len(self.todo) and (self.todo[done] + self.radius <= self._computed_to
@@ -120,3 +125,17 @@ class ZSmoother:
     def _forget_before(self, z: int) -> None:
         for key in [k for k in self._probs if k < z]:
             del self._probs[key]
+
+
+def clamp_to_strokes(probs, strokes: np.ndarray):
+    """``probs`` ``(K, H, W)`` with the stroked pixels of ``strokes`` ``(H, W)`` (255 = none) set one-hot."""
+    import torch
+
+    strokes = torch.as_tensor(np.asarray(strokes).astype(np.int64), device=probs.device)
+    k = probs.shape[0]
+    stroked = (strokes != 255) & (strokes >= 0) & (strokes < k)
+    if not bool(stroked.any()):
+        return probs
+    out = probs.clone()
+    out[:, stroked] = torch.nn.functional.one_hot(strokes[stroked], k).T.to(probs.dtype)
+    return out

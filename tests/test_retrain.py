@@ -114,6 +114,23 @@ def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path
     assert len(store.entries()) == 2
 
 
+def test_scribbled_slices_are_filled_around_their_kept_strokes(sample, tiny_checkpoint, tmp_path):
+    from napari_medseg.scribbles import UNLABELLED, simulate_reviewer
+
+    image, ref = sample
+    partial, _ = simulate_reviewer(image.array, ref, [8, 20])
+    labels = partial.copy()
+    labels[14] = ref[14]  # a full correction beside the scribbles
+    result = drive(retrain_volume(image.array, labels, [8, 14, 20], start=StartFrom(checkpoint=tiny_checkpoint.path),
+                                  spacing=(3.0, 3.0, 3.0), options=dict(steps=2, device="cpu"),
+                                  store=CorrectionStore(tmp_path / "s"), partial=True))
+    np.testing.assert_array_equal(result.labels[14], ref[14])  # locked
+    for z in (8, 20):
+        stroked = partial[z] != UNLABELLED
+        np.testing.assert_array_equal(result.labels[z][stroked], partial[z][stroked])  # a 2-step model obeys them
+        assert (result.labels[z] != UNLABELLED).all()  # and the rest is filled in
+
+
 def test_should_stop_keeps_best_weights_and_saves(sample, tiny_checkpoint, tmp_path):
     image, ref = sample
     calls = []

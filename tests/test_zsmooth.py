@@ -98,3 +98,49 @@ def test_segment_volume_smooths_with_the_slice_thickness_and_refuses_a_bad_sigma
     assert (smoothed != plain).any()
     with pytest.raises(ValueError, match="sigma >= 0 mm"):
         next(segment_volume(vol, loaded, spacing=(3.0, 1.5, 1.5), z_sigma_mm=-1, **kw))
+
+
+def test_strokes_are_one_hot_in_their_slice_before_smoothing():
+    from napari_medseg.zsmooth import clamp_to_strokes
+
+    rng = np.random.default_rng(3)
+    depth, k = 9, 4
+    probs = rng.dirichlet(np.ones(k), size=(depth, 6, 5)).transpose(0, 3, 1, 2).astype(np.float32)
+    stroke = np.full((6, 5), 255, np.uint8)
+    stroke[1, 1:4], stroke[4, 2], stroke[0, 0] = 2, 0, 9  # 9 is not a class: ignored
+    clamped = clamp_to_strokes(torch.from_numpy(probs[4]), stroke).numpy()
+    np.testing.assert_array_equal(clamped[:, 1, 1:4], np.eye(k, dtype=np.float32)[[2, 2, 2]].T)
+    np.testing.assert_array_equal(clamped[:, 4, 2], np.eye(k, dtype=np.float32)[0])
+    unstroked = stroke == 255
+    unstroked[0, 0] = True
+    np.testing.assert_array_equal(clamped[:, unstroked], probs[4][:, unstroked])  # the rest untouched
+    todo, weights = list(range(depth)), z_weights(1.0, 1.5)
+    smoother = ZSmoother(depth, todo, weights, strokes={4: stroke})
+    got = {}
+    for b in range(0, depth, 2):
+        for ready, smoothed in smoother.add(todo[b:b + 2], torch.from_numpy(probs[b:b + 2])):
+            got.update(zip(ready, smoothed.numpy()))
+    expected_probs = probs.copy()
+    expected_probs[4] = clamped
+    np.testing.assert_allclose(np.stack([got[z] for z in todo]), reference(expected_probs, todo, weights, {}), atol=1e-6)
+
+
+def test_segment_volume_keeps_the_strokes_of_a_scribbled_slice(tmp_path):
+    from _segment_helpers import save_tiny
+
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0, 200, (6, 40, 52)).astype(np.int16)
+    loaded = load_checkpoints([save_tiny(tmp_path / "tiny.safetensors", "dcaunet", seed=1)])
+    stroke = np.full((40, 52), 255, np.uint8)
+    stroke[5:8, 5:30], stroke[30:33, 10:40], stroke[20, 45] = 3, 0, 6  # an isolated pixel: an island kept
+    kw = dict(device="cpu", uncertainty=False, spacing=(3.0, 1.5, 1.5))
+    plain = run_segmentation(segment_volume(vol, loaded, **kw)).labels
+    assert (plain[2][stroke != 255] != stroke[stroke != 255]).any()  # a random model disagrees with the strokes
+    kept = run_segmentation(segment_volume(vol, loaded, strokes={2: stroke}, **kw)).labels
+    np.testing.assert_array_equal(kept[2][stroke != 255], stroke[stroke != 255])
+    locked = run_segmentation(segment_volume(vol, loaded, strokes={2: stroke}, locked=[2], previous=plain, **kw)).labels
+    np.testing.assert_array_equal(locked[2], plain[2])  # a locked slice is the user's: strokes do not apply
+    with pytest.raises(ValueError, match="strokes for slices \\[9\\]"):
+        next(segment_volume(vol, loaded, strokes={9: stroke}, **kw))

@@ -238,7 +238,8 @@ def retrain_volume(
             fine-tuning (e.g. a live preview that predicts with the weights being trained).
         partial: ``labels`` on ``corrected`` may be partial (255 not labelled, 0 background,
             1..K organs): unlabelled pixels are ignored, slices holding 255 are not locked
-            (re-segmenting fills them in; fully labelled ones stay locked) and the store keeps the 255s.
+            (re-segmenting fills them in around their strokes, which it keeps; fully labelled ones stay
+            locked) and the store keeps the 255s.
     """
     t0 = time.monotonic()
     image, labels = np.asarray(image), np.asarray(labels)
@@ -262,8 +263,9 @@ def retrain_volume(
     )
     _save(path, model, image, labels, label_set, prep, parent, source, spacing, store, result)
     if resegment:
-        yield from _resegment(model, image, labels, config, result, locked=_complete_slices(labels, corrected) if partial else corrected,
-                                   spacing=spacing)
+        locked = _complete_slices(labels, corrected) if partial else corrected
+        strokes = {z: labels[z] for z in corrected if z not in set(locked)}  # scribbled slices: filled, strokes kept
+        yield from _resegment(model, image, labels, config, result, locked=locked, spacing=spacing, strokes=strokes)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -339,12 +341,14 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
               image_hash=result.image_hash)
 
 
-def _resegment(model, image, labels, config, result, locked, spacing=None) -> Iterator[RetrainProgress]:
-    """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are copied."""
+def _resegment(model, image, labels, config, result, locked, spacing=None, strokes=None) -> Iterator[RetrainProgress]:
+    """Phase 3: re-segment the unlocked slices (on the fine-tuning device and precision); the corrected ones are
+    copied, and the scribbled ones (``strokes``) keep their strokes."""
     from napari_medseg.inference import segment_volume
 
     seg = segment_volume(image, [(model, result.checkpoint)], device=config.device, precision=config.precision,
-                         locked=locked, previous=labels.astype(np.uint8, copy=False), spacing=spacing)
+                         locked=locked, previous=labels.astype(np.uint8, copy=False), spacing=spacing,
+                         strokes=strokes)
     try:
         while True:
             p = next(seg)
