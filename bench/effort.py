@@ -188,8 +188,12 @@ def finetune_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
-def smoothness_experiment(case: Case, args) -> list[dict]:
-    """Scribbles only, fixed steps: Dice on the untouched slices per smoothness weight and seed."""
+def _scribble_runs(case: Case, args, variants):
+    """Scribbles only on ``args.k`` evenly spaced slices, ``args.steps`` fixed steps, per seed and variant.
+
+    ``variants``: ``[(name, FinetuneConfig overrides), ...]``.  Yields ``(seed, name, partial, slices,
+    untouched, RetrainResult)``; the models live in one temporary folder for the whole loop.
+    """
     import tempfile
 
     from napari_medseg.retrain.loop import evenly_spaced_slices
@@ -198,42 +202,38 @@ def smoothness_experiment(case: Case, args) -> list[dict]:
     slices = evenly_spaced_slices(case.image.shape[0], args.k)
     partial, _ = simulate_reviewer(case.image, case.reference, slices, case.modality)
     untouched = [z for z in range(case.image.shape[0]) if z not in slices]
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in (int(v) for v in args.seeds.split(",")):
-            for weight in (float(v) for v in args.smoothness_weights.split(",")):
-                options = dict(steps=args.steps, seed=seed, precision="fp32", smoothness_weight=weight)
-                result = _retrain(case, partial, slices, None, tmp, args, partial=True, options=options)
-                rows.append(dict(case=case.name, weight=weight, seed=seed, steps=[result.finetune.steps],
-                                 dice=untouched_dice(result.labels, case.reference, untouched),
-                                 seconds=result.seconds))
-    return rows
+            for name, overrides in variants:
+                options = dict(steps=args.steps, seed=seed, precision="fp32", **overrides)
+                yield seed, name, partial, slices, untouched, _retrain(case, partial, slices, None, tmp, args,
+                                                                        partial=True, options=options)
+
+
+def smoothness_experiment(case: Case, args) -> list[dict]:
+    """Scribbles only, fixed steps: Dice on the untouched slices per smoothness weight and seed."""
+    weights = [float(v) for v in args.smoothness_weights.split(",")]
+    return [dict(case=case.name, weight=weight, seed=seed, steps=[result.finetune.steps],
+                 dice=untouched_dice(result.labels, case.reference, untouched), seconds=result.seconds)
+            for seed, weight, _, _, untouched, result in _scribble_runs(
+                case, args, [(w, dict(smoothness_weight=w)) for w in weights])]
 
 
 def strokes_experiment(case: Case, args) -> list[dict]:
     """Scribbles only, fixed steps: the same model re-segments with and without keeping the strokes."""
-    import tempfile
-
     from napari_medseg.inference import run_segmentation, segment_volume
-    from napari_medseg.retrain.loop import evenly_spaced_slices
-    from napari_medseg.scribbles import UNLABELLED, simulate_reviewer
+    from napari_medseg.scribbles import UNLABELLED
 
-    slices = evenly_spaced_slices(case.image.shape[0], args.k)
-    partial, _ = simulate_reviewer(case.image, case.reference, slices, case.modality)
-    untouched = [z for z in range(case.image.shape[0]) if z not in slices]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in (int(v) for v in args.seeds.split(",")):
-            options = dict(steps=args.steps, seed=seed, precision="fp32")
-            model = _retrain(case, partial, slices, None, tmp, args, partial=True, options=options)
-            for keep in (False, True):
-                strokes = {z: partial[z] for z in slices} if keep else None
-                labels = run_segmentation(segment_volume(case.image, [(model.model.eval(), model.checkpoint)],
-                                                         device="cpu", precision="fp32", uncertainty=False,
-                                                         spacing=case.spacing, strokes=strokes)).labels
-                kept = float(np.mean([(labels[z] == partial[z])[partial[z] != UNLABELLED].mean() for z in slices]))
-                rows.append(dict(case=case.name, seed=seed, keep_strokes=keep, steps=[model.finetune.steps],
-                                 dice=untouched_dice(labels, case.reference, untouched), strokes_kept=kept))
+    for seed, _, partial, slices, untouched, result in _scribble_runs(case, args, [("default", {})]):
+        for keep in (False, True):
+            strokes = {z: partial[z] for z in slices} if keep else None
+            labels = run_segmentation(segment_volume(case.image, [(result.model.eval(), result.checkpoint)],
+                                                     device="cpu", precision="fp32", uncertainty=False,
+                                                     spacing=case.spacing, strokes=strokes)).labels
+            kept = float(np.mean([(labels[z] == partial[z])[partial[z] != UNLABELLED].mean() for z in slices]))
+            rows.append(dict(case=case.name, seed=seed, keep_strokes=keep, steps=[result.finetune.steps],
+                             dice=untouched_dice(labels, case.reference, untouched), strokes_kept=kept))
     return rows
 
 
