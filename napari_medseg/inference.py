@@ -29,9 +29,10 @@ How a slice is processed (per checkpoint, see ``napari_medseg.preprocess``):
    every island).  Locked slices, and pieces that touch them, are never changed.
 
 Memory stays bounded: only one batch of ``(B, K, H, W)`` probabilities, and
-the few neighbouring slices the smoothing across slices needs, exist at a time.  The volume-sized outputs are ``labels`` (uint8) and
-``uncertainty`` (float16, the normalised softmax entropy
-``-sum p log p / log K`` in [0, 1]: 0 = certain, 1 = uniform).
+the few neighbouring slices the smoothing across slices needs, exist at a
+time.  The volume-sized outputs are ``labels`` (uint8) and ``uncertainty``
+(float16, the normalised softmax entropy ``-sum p log p / log K`` in [0, 1]:
+0 = certain, 1 = uniform).
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class ZSmoother:
         self.anchors = anchors or {}
         self.strokes = strokes or {}
         self._todo_set = set(self.todo)
+        self._unusable: set[int] = set()  # anchors that are not a labelling in 0..K-1 (no evidence)
         self._probs: dict = {}  # z -> (K, H, W) float32 tensor: computed slices, and anchors made one-hot
         self._next = 0  # index in todo of the first slice not yet handed out
         self._computed_to = -1  # highest z whose probabilities were added
@@ -109,15 +110,14 @@ class ZSmoother:
         """Probabilities of slice ``z`` (computed, or a locked slice one-hot); None when there are none."""
         if z in self._probs:
             return self._probs[z]
-        if z in self._todo_set or z not in self.anchors or not 0 <= z < self.depth:
+        if z in self._todo_set or z in self._unusable or z not in self.anchors or not 0 <= z < self.depth:
             return None
         import torch
 
         labels = torch.as_tensor(np.asarray(self.anchors[z]), dtype=torch.long, device=like.device)
         k = like.shape[0]
         if labels.shape != like.shape[1:] or labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= k:
-            self.anchors = {**self.anchors}
-            self.anchors.pop(z)  # not a usable labelling: no evidence
+            self._unusable.add(z)
             return None
         self._probs[z] = torch.nn.functional.one_hot(labels, k).permute(2, 0, 1).to(like.dtype)
         return self._probs[z]

@@ -43,13 +43,17 @@ def check_label_output(path, geometry: Geometry | None = None) -> tuple[Path, st
     """Validate an output name before any work: format by suffix, not the source, DICOM-SEG only for DICOM."""
     path, fmt, ext = label_target(path)
     if geometry is not None:
-        if geometry.source_path and _same_file(path, geometry.source_path):
-            raise ValueError(f"refusing to overwrite the source image {path}; choose another file name")
+        _refuse_source(path, geometry)
         if fmt == "dicom-seg":
             from .dicom_seg import dicom_seg_ready
 
             dicom_seg_ready(geometry)
     return path, fmt, ext
+
+
+def _refuse_source(path: Path, geometry: Geometry) -> None:
+    if geometry.source_path and _same_file(path, geometry.source_path):
+        raise ValueError(f"refusing to overwrite the source image {path}; choose another file name")
 
 
 def _same_file(a: Path, b) -> bool:
@@ -134,7 +138,7 @@ def write_image(image, path, geometry: Geometry) -> Path:
     ext = next((e for e in (".nii.gz", ".nii") if path.name.lower().endswith(e) and len(path.name) > len(e)), None)
     if ext is None:
         raise ValueError(f"images are saved as .nii.gz or .nii; got {path.name!r}")
-    check_label_output(path, geometry)
+    _refuse_source(path, geometry)
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist")
     data = np.asarray(image)

@@ -9,7 +9,7 @@ saves the case when the user leaves it, saves it, changes its status, or
 fine-tunes on it.
 
 Saving never blocks painting: the labels and ledger are copied in the GUI thread
-(~0.1 s for 512x512x600) and compressed and written by one background thread, in
+(0.1-0.7 s for 512x512x600, mostly the first touch of new memory) and compressed and written by one background thread, in
 order.  Leaving a case, closing napari or removing the case's layers wait for the
 writes and keep the layers when one failed.
 
@@ -413,11 +413,11 @@ class CasesWidget(QWidget):
             self.status.setText(f"Saved {name} ({status}).")
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self) -> bool:
         """Wait until every case save is on disk; False when any failed (the status line names it)."""
         ok = True
         while self._pending:
-            self._pending[0][2].exception(timeout=timeout)  # waits for the oldest
+            self._pending[0][2].exception()  # waits for the oldest
             ok = self._settle(*self._pending[0]) and ok
         return ok
 

@@ -16,8 +16,8 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QDoubleSpinBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -238,8 +238,8 @@ class SegmentWidget(QWidget):
         """Start segmenting the chosen image (no-op with a plain message when inputs are missing)."""
         from napari.qt.threading import create_worker
 
-        from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.checkpoint import read_checkpoint_info
+        from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.inference import check_same_label_set
 
         if self.worker is not None:
