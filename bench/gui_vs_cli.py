@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from effort import untouched_dice  # bench/effort.py (scripts run as python bench/NAME.py)
+
 TICK_MS = 20
 
 
@@ -101,18 +103,7 @@ def cli_dice(checkpoint: Path, slices: list[int]) -> float:
     image, reference = read_volume(SAMPLE_CT), read_volume(SAMPLE_LABELS).array.astype(np.uint8)
     labels = run_segmentation(segment_volume(image.array, load_checkpoints([checkpoint]), device="cpu", locked=slices,
                                              previous=reference, uncertainty=False, spacing=image.geometry.spacing)).labels
-    return untouched_dice(labels, reference, slices)
-
-
-def untouched_dice(labels, reference, slices: list[int]) -> float:
-    """Mean over organs of the Dice pooled over the slices not in ``slices``."""
-    import numpy as np
-
-    from training.metrics import dice
-
-    untouched = [z for z in range(reference.shape[0]) if z not in slices]
-    scores = [dice(labels[untouched] == v, reference[untouched] == v) for v in range(1, int(reference.max()) + 1)]
-    return float(np.nanmean(scores))
+    return untouched_dice(labels, reference, [z for z in range(reference.shape[0]) if z not in slices])
 
 
 def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
@@ -148,7 +139,8 @@ def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
     prov = read_checkpoint_info(path).provenance
     return {"steps": prov["steps"], "seconds": prov["seconds"], "wall_s": meter.seconds(),
             "longest_stall_ms": meter.worst_ms, "stalls_over_100ms": meter.stalls,
-            "dice_untouched": untouched_dice(np.asarray(labels.data), reference, slices)}
+            "dice_untouched": untouched_dice(np.asarray(labels.data), reference,
+                                             [z for z in range(reference.shape[0]) if z not in slices])}
 
 
 def segment_in_dock(viewer, checkpoint: Path) -> None:
@@ -230,7 +222,8 @@ def main(argv=None) -> int:
         gui = run_gui(viewer, widget, args.budget, slices)
         runs.append({"cli": cli, "gui": gui, "load": os.getloadavg()[0]})
         print(f"run {r}: CLI {cli['steps']} steps / {cli['seconds']:.1f} s; "
-              f"GUI {gui['steps']} steps / {gui['seconds']:.1f} s, Dice {gui['dice_untouched']:.3f}; longest stall {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
+              f"GUI {gui['steps']} steps / {gui['seconds']:.1f} s, Dice {gui['dice_untouched']:.3f}; "
+              f"longest stall {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
               f"stalls > 100 ms (s after start, ms, status): {gui['stalls_over_100ms']}", flush=True)
     for run in runs:  # after every GUI run: torch used in this process's main thread first slowed the dock's worker
         run["cli"]["dice_untouched"] = cli_dice(Path(run["cli"]["checkpoint"]), slices)
@@ -245,7 +238,8 @@ def main(argv=None) -> int:
           f"{ratio:.2f} (target >= 0.9); longest event-loop stall {stall} ms (target <= 200); "
           f"load average {os.getloadavg()}")
     if args.json:
-        args.json.write_text(json.dumps({"argv": sys.argv[1:], "slices": slices, "budget_s": args.budget, "dock": dock, "runs": runs,
+        args.json.write_text(json.dumps({"argv": sys.argv[1:], "slices": slices, "budget_s": args.budget,
+                                         "dock": dock, "runs": runs,
                                          "ratio_median": ratio, "longest_stall_ms": stall,
                                          "redraw_ms": redraw}, indent=1))
     viewer.close()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from _machine import cpu_name  # bench/_machine.py (scripts run as python bench/NAME.py)
-from effort import Case, resampled_case, sample_case, untouched_dice
+from effort import Case, _retrain, resampled_case, sample_case, untouched_dice
 
 SIGMAS_MM = (0.0, 2.0, 3.0, 4.5, 6.0)
 
@@ -40,19 +40,6 @@ def z_resampled(base: Case, slice_mm: float) -> Case:
     zoom = (base.spacing[0] / slice_mm, 1, 1)
     return Case(f"{base.name}, {slice_mm} mm slices", ndimage.zoom(base.image.astype(np.float32), zoom, order=1)
                 .astype(np.int16), ndimage.zoom(base.reference, zoom, order=0), (slice_mm, *base.spacing[1:]))
-
-
-def fine_tune(case: Case, slices, steps: int, seed: int, tmp: str):
-    from napari_medseg.progress import drive
-    from napari_medseg.retrain.datastore import CorrectionStore
-    from napari_medseg.retrain.loop import StartFrom, next_version_path, retrain_volume
-
-    return drive(retrain_volume(case.image, case.reference, slices,
-                                start=StartFrom(model_name="dcaunet", label_set="synapse", modality="ct"),
-                                spacing=case.spacing, source=case.name,
-                                options=dict(device="cpu", steps=steps, seed=seed, precision="fp32"),
-                                store=CorrectionStore(Path(tmp) / "store"), replay=False,
-                                output=next_version_path(None, directory=tmp, stem="zsmooth")))
 
 
 def all_probs(model, info, case: Case) -> np.ndarray:
@@ -102,7 +89,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for train in (sample, resampled_case(sample)):
             slices = evenly_spaced_slices(train.image.shape[0], 5)
-            result = fine_tune(train, slices, args.steps, args.seed, tmp)
+            result = _retrain(train, train.reference, slices, None, tmp, args, partial=False,
+                              options=dict(steps=args.steps, seed=args.seed, precision="fp32"))
             model, info = result.model.eval(), result.checkpoint
             evals = [(train, slices)]
             if train is sample:
