@@ -387,3 +387,28 @@ def test_close_filter_calls_back_before_the_window_closes(qtbot):
     window.close()
     assert calls == [True]  # called while the window was still open, before it went
     assert not call_before_close(SimpleNamespace(), lambda: None)  # no Qt window: only the quit hook
+
+
+def test_a_script_adding_an_array_gets_the_offer_after_enable_autosave(make_napari_viewer, tmp_path, monkeypatch,
+                                                                       qtbot):
+    """``viewer.add_image(array)`` imports no plugin: ``napari_medseg.enable_autosave(viewer)`` is the script's switch."""
+    import napari_medseg
+    from napari_medseg.io import read_volume
+    from napari_medseg.widgets._autosave import attached
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    _image, _dock, labels, _folder = painted_and_autosaved(make_napari_viewer(show=True))
+    expected = np.array(labels.data)
+
+    script = make_napari_viewer(show=True)
+    script.add_image(read_volume(SAMPLE_CT).array, name="from a script")
+    assert attached(script) is None  # nothing of the plugin was used: no autosaver, no offer
+    saver = napari_medseg.enable_autosave(script)
+    assert saver is attached(script) and napari_medseg.enable_autosave(script) is saver  # one per viewer
+    assert wait_for_offers(qtbot, script, 1) is saver  # the voxels are hashed off the GUI thread
+    assert saver.dialog is not None and saver.dialog.isVisible()
+    restored = saver.restore()
+    np.testing.assert_array_equal(restored.data, expected)
+    restored.paint((14, 40, 40), 2)  # labels on a script's image are autosaved too
+    assert saver.save_changed() == [restored.name]
+    saver.flush()

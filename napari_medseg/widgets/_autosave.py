@@ -384,13 +384,17 @@ class Autosaver(QObject):
 
     # -------------------------------------------------------------- helpers
     def _image_hash(self, image) -> str | None:
-        """Voxel hash of a 3D (or whole 4D) image layer opened through the plugin (cached per layer); None otherwise."""
+        """Voxel hash of a 3D (or whole 4D) grey-value image layer (cached per layer); None otherwise.
+
+        Opened through the plugin or added by a script (``viewer.add_image(array)``): both
+        can be segmented and painted on, so both are autosaved.  RGB, multiscale and the
+        plugin's uncertainty layers are not volumes to segment."""
         from napari_medseg.hashing import voxel_hash
 
         uid = str(image.unique_id)
         if uid not in self._hashes:
             meta = image.metadata.get("medseg") or {}
-            if image.multiscale or image.data.ndim not in (3, 4) or "geometry" not in meta or "uncertainty" in meta:
+            if image.multiscale or image.rgb or image.data.ndim not in (3, 4) or "uncertainty" in meta:
                 return None
             self._hashes[uid] = voxel_hash(np.asarray(image.data))
         return self._hashes[uid]
