@@ -97,3 +97,42 @@ def test_transunet_scheme_is_either_turn_and_flip_or_rotation():
     both = AugmentConfig(p_rot90=1.0, p_rotate=1.0, rotate_deg=20, p_flip=0.0)
     out, _ = augment_batch(img[:200], lab[:200], both, torch.Generator().manual_seed(4))
     assert set(_classify(out, img[:200])) == {"turn_flip"}  # never a turn AND a small rotation
+
+
+def _steps(img: torch.Tensor) -> float:
+    """Mean absolute horizontal + vertical neighbour difference."""
+    return float((img[..., 1:, :] - img[..., :-1, :]).abs().mean() + (img[..., :, 1:] - img[..., :, :-1]).abs().mean())
+
+
+@pytest.mark.parametrize("name, cfg", [
+    ("blur", AugmentConfig(p_rotate=0, p_blur=1.0, blur_sigma=(1.0, 1.5))),
+    ("low resolution", AugmentConfig(p_rotate=0, p_lowres=1.0, lowres_zoom=(0.4, 0.5))),
+])
+def test_image_quality_augmentations_soften_edges_and_leave_labels(name, cfg):
+    gen = torch.Generator().manual_seed(0)
+    img = (torch.rand(3, 1, 48, 48, generator=gen) > 0.5).float()  # a sharp binary texture
+    lab = torch.randint(0, 4, (3, 48, 48), generator=gen)
+    out_img, out_lab = augment_batch(img, lab, cfg, generator=gen)
+    assert out_img.shape == img.shape and torch.equal(out_lab, lab), name
+    assert float(out_img.min()) >= 0 and float(out_img.max()) <= 1
+    assert _steps(out_img) < 0.7 * _steps(img), name  # every sample was softened
+    assert abs(float(out_img.mean() - img.mean())) < 0.05  # brightness kept
+
+
+def test_noise_is_bounded_and_only_where_drawn():
+    img = torch.full((64, 1, 32, 32), 0.5)
+    lab = torch.zeros(64, 32, 32, dtype=torch.long)
+    cfg = AugmentConfig(p_rotate=0, p_noise=0.5, noise_std=0.04)
+    out, _ = augment_batch(img, lab, cfg, generator=torch.Generator().manual_seed(1))
+    stds = (out - img).flatten(1).std(1)
+    untouched = int((stds == 0).sum())
+    assert 16 < untouched < 48  # about half the samples drawn
+    assert float(stds.max()) < 0.05
+
+
+def test_image_quality_preset_round_trips_and_changes_no_geometry():
+    cfg = AugmentConfig.image_quality()
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+    img, lab = _blob_batch()
+    _, out_lab = augment_batch(img, lab, cfg, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out_lab, lab)

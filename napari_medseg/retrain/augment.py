@@ -6,7 +6,11 @@ and applied with ``grid_sample``: bilinear for the image, nearest for the
 labels, so both stay aligned and label values are never blended (255, "not
 labelled" in partial labels, stays 255).  Out-of-image areas become 0 (darkest intensity
 / background).  Intensity jitter (brightness, contrast, gamma) touches the
-image only.  Everything runs batched on the training device.
+image only, and so do nnU-Net's image-quality augmentations: Gaussian noise,
+Gaussian blur and simulated low resolution (each slice shrunk by a random
+factor with nearest neighbour and enlarged back with bicubic), which make a
+model less sensitive to the scanner's noise, reconstruction kernel and to
+resampling.  Everything runs batched on the training device.
 
 Both papers use TransUNet's ``RandomGenerator``, an either/or scheme: with
 probability 0.5 a random multiple of 90 degrees plus a flip of one random
@@ -49,6 +53,12 @@ class AugmentConfig:
         brightness: additive shift range ``[-b, b]`` (image values are in [0, 1]).
         contrast: multiplicative range ``[1 - c, 1 + c]`` around the image mean.
         gamma: exponent range ``[1 - g, 1 + g]``.
+        p_noise: probability of additive Gaussian noise.
+        noise_std: its standard deviation is drawn from ``[0, noise_std]`` (image units).
+        p_blur: probability of a Gaussian blur.
+        blur_sigma: ``(min, max)`` of its sigma, in pixels.
+        p_lowres: probability of simulated low resolution.
+        lowres_zoom: ``(min, max)`` of the shrink factor (0.5: half the pixels per axis).
     """
 
     p_rotate: float = 0.5
@@ -64,6 +74,12 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.15
     gamma: float = 0.2
+    p_noise: float = 0.0
+    noise_std: float = 0.03
+    p_blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    p_lowres: float = 0.0
+    lowres_zoom: tuple[float, float] = (0.5, 1.0)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "AugmentConfig":
@@ -72,15 +88,21 @@ class AugmentConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown augmentation keys {sorted(unknown)}; known: {sorted(known)}")
-        for key in ("scale_range",):
+        for key in _RANGES:
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
         return cls(**data)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["scale_range"] = list(self.scale_range)
+        for key in _RANGES:
+            d[key] = list(d[key])
         return d
+
+    @classmethod
+    def image_quality(cls) -> "AugmentConfig":
+        """nnU-Net's image-quality augmentations alone (its probabilities), no spatial change."""
+        return cls(p_rotate=0.0, p_noise=0.1, p_blur=0.2, p_lowres=0.25)
 
     @classmethod
     def finetune(cls) -> "AugmentConfig":
@@ -123,9 +145,21 @@ def augment_batch(
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         warped = F.grid_sample(labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         labels = warped[:, 0].round().to(labels.dtype)
+    if config.p_lowres > 0:
+        images = _low_resolution(images, config, rand)
+    if config.p_blur > 0:
+        images = _blur(images, config, rand)
+    if config.p_noise > 0:
+        on = (rand(b) < config.p_noise).view(b, 1, 1, 1).to(device, images.dtype)
+        std = (rand(b) * config.noise_std).view(b, 1, 1, 1).to(device, images.dtype)
+        noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
+        images = (images + on * std * noise).clamp(0, 1)
     if config.p_intensity > 0:
         images = _intensity(images, config, rand)
     return images, labels
+
+
+_RANGES = ("scale_range", "blur_sigma", "lowres_zoom")
 
 
 def _identity(b: int) -> torch.Tensor:
@@ -182,3 +216,33 @@ def _intensity(images: torch.Tensor, config: AugmentConfig, rand) -> torch.Tenso
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     jittered = ((images - mean) * factor + mean + shift).clamp(0, 1) ** gamma
     return torch.where(on, jittered, images)
+
+
+def _blur(images: torch.Tensor, config: AugmentConfig, rand) -> torch.Tensor:
+    """Separable Gaussian blur with a sigma (pixels) drawn per sample; samples not drawn are unchanged."""
+    b, c, h, w = images.shape
+    lo, hi = config.blur_sigma
+    sigma = (lo + rand(b) * (hi - lo)).clamp_min(1e-3)
+    sigma = torch.where(rand(b) < config.p_blur, sigma, torch.zeros(b))
+    radius = max(1, math.ceil(3 * hi))
+    xs = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.exp(-(xs[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0).to(images.device, images.dtype)
+    flat = images.reshape(1, b * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernels.view(b * c, 1, 1, -1), groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernels.view(b * c, 1, -1, 1), groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+def _low_resolution(images: torch.Tensor, config: AugmentConfig, rand) -> torch.Tensor:
+    """Shrink chosen samples by a random factor (nearest) and enlarge them back (bicubic)."""
+    b, _, h, w = images.shape
+    lo, hi = config.lowres_zoom
+    zoom = lo + rand(b) * (hi - lo)
+    chosen = (rand(b) < config.p_lowres).tolist()
+    out = images.clone()
+    for i in (i for i, on in enumerate(chosen) if on):
+        small = (max(1, round(h * float(zoom[i]))), max(1, round(w * float(zoom[i]))))
+        coarse = F.interpolate(images[i : i + 1], size=small, mode="nearest")
+        out[i : i + 1] = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+    return out
