@@ -211,12 +211,21 @@ def _scribble_runs(case: Case, args, variants):
 
 
 def smoothness_experiment(case: Case, args) -> list[dict]:
-    """Scribbles only, fixed steps: Dice on the untouched slices per smoothness weight and seed."""
-    weights = [float(v) for v in args.smoothness_weights.split(",")]
-    return [dict(case=case.name, weight=weight, seed=seed, steps=[result.finetune.steps],
+    """Scribbles only, fixed steps: Dice on the untouched slices per smoothness weight, sigma and seed."""
+    pairs = [token.split("@") if "@" in token else (token, sigma)  # "200@x0.5": one weight with one sigma
+             for token in args.smoothness_weights.split(",") for sigma in args.smoothness_sigmas.split(",")]
+    variants = [((float(w), sigma), dict(smoothness_weight=float(w), **_sigma_options(sigma)))
+                for w, sigma in dict.fromkeys(tuple(pair) for pair in pairs)]
+    return [dict(case=case.name, weight=weight, sigma=sigma, seed=seed, steps=[result.finetune.steps],
                  dice=untouched_dice(result.labels, case.reference, untouched), seconds=result.seconds)
-            for seed, weight, _, _, untouched, result in _scribble_runs(
-                case, args, [(w, dict(smoothness_weight=w)) for w in weights])]
+            for seed, (weight, sigma), _, _, untouched, result in _scribble_runs(case, args, variants)]
+
+
+def _sigma_options(token: str) -> dict:
+    """``"0.05"``: that sigma (image units); ``"x0.5"``: 0.5 x the slices' typical intensity step."""
+    if token.startswith("x"):
+        return dict(smoothness_sigma=None, smoothness_sigma_per_step=float(token[1:]))
+    return dict(smoothness_sigma=float(token))
 
 
 def strokes_experiment(case: Case, args) -> list[dict]:
@@ -309,7 +318,7 @@ COLUMNS = {
     "finetune": [("case", "case", "{}"), ("arm", "arm", "{}"), ("effort (body px)", "effort", "{:.3f}"),
                  ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s (cumulative)", "seconds", "{:.0f}"),
                  ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
-    "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("seed", "seed", "{}"),
+    "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("sigma", "sigma", "{}"), ("seed", "seed", "{}"),
                    ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s", "seconds", "{:.0f}"),
                    ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
     "strokes": [("case", "case", "{}"), ("seed", "seed", "{}"), ("strokes kept by segment_volume", "keep_strokes", "{}"),
@@ -352,7 +361,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=150.0, help="finetune: seconds per fine-tune (issue: 150)")
     parser.add_argument("--round-slices", type=int, default=2, help="finetune: slices corrected in the round")
     parser.add_argument("--steps", type=int, default=900, help="smoothness: optimiser steps per fine-tune")
-    parser.add_argument("--smoothness-weights", default="0,30", help="smoothness: comma-separated weights")
+    parser.add_argument("--smoothness-weights", default="0,30", help="smoothness: comma-separated weights, "
+                        "each with every --smoothness-sigmas value, or W@SIGMA for one pair")
+    parser.add_argument("--smoothness-sigmas", default="0.05", help="smoothness: comma-separated sigmas, "
+                        "0.05 (image units) or x0.5 (0.5 x the slices' typical intensity step)")
     parser.add_argument("--seeds", default="0,1", help="smoothness: comma-separated seeds")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
                                                       "cores, where spinning OpenMP threads made steps several times slower)")

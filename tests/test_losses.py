@@ -95,3 +95,25 @@ def test_finetune_config_checks_smoothness():
         FinetuneConfig(smoothness_weight=float("nan"))
     with pytest.raises(ValueError, match="smoothness_sigma"):
         FinetuneConfig(smoothness_sigma=0)
+
+
+def test_typical_intensity_step_follows_blur_and_ignores_padding():
+    import torch.nn.functional as F
+
+    from napari_medseg.retrain.losses import typical_intensity_step
+
+    gen = torch.Generator().manual_seed(0)
+    sharp = 0.3 + 0.4 * torch.rand(2, 1, 40, 40, generator=gen)
+    blurred = F.avg_pool2d(sharp, 3, stride=1, padding=1, count_include_pad=False)
+    padded = F.pad(sharp, (0, 24, 0, 24))  # zero padding as at model size
+    assert typical_intensity_step(blurred) < 0.6 * typical_intensity_step(sharp)
+    assert abs(typical_intensity_step(padded) - typical_intensity_step(sharp)) < 0.02
+    assert typical_intensity_step(torch.zeros(1, 1, 8, 8)) == 1.0
+
+
+def test_automatic_smoothness_sigma_scales_with_the_slices():
+    from napari_medseg.retrain.config import FinetuneConfig
+
+    assert FinetuneConfig(smoothness_sigma=None).smoothness_sigma is None
+    with pytest.raises(ValueError, match="smoothness_sigma_per_step"):
+        FinetuneConfig(smoothness_sigma=None, smoothness_sigma_per_step=0)

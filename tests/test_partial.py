@@ -143,3 +143,22 @@ def test_finetuning_on_partial_labels_learns_the_organs():
         pred = model(torch.from_numpy(x)[:, None]).argmax(1).numpy()
     organs = dice_from_counts(batch_dice(torch.from_numpy(pred), torch.from_numpy(reference[test].astype(np.int64)), 3))[1:]
     assert (organs > 0.8).all(), organs  # whole organs, edges included, on slices never labelled
+
+
+def test_automatic_smoothness_sigma_comes_from_the_training_slices():
+    from napari_medseg.retrain.losses import typical_intensity_step
+
+    images, reference, body = synthetic_volume()
+    train = [0, 3, 6]
+    partial = [rough_scribbles(reference[z], body) for z in train]
+    prep = Preprocessing(modality="ct", resize_policy="native")
+    model = build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"])
+    sigmas = {}
+    for name, options in {"auto": dict(smoothness_sigma=None, smoothness_sigma_per_step=0.5),
+                          "fixed": dict(smoothness_sigma=0.07)}.items():
+        result = run_finetune(finetune(model, FinetuneData([images[z] for z in train], partial, prep),
+                                       FinetuneConfig(steps=2, batch_size=3, device="cpu", augment=False, **options)))
+        sigmas[name] = result.smoothness_sigma
+    pool = torch.from_numpy(np.stack([normalize(images[z], prep) for z in train]).astype(np.float32))[:, None]
+    assert sigmas["auto"] == pytest.approx(0.5 * typical_intensity_step(pool), rel=1e-4)
+    assert sigmas["fixed"] == 0.07

@@ -72,11 +72,12 @@ def bad_labels(partial):
         "nothing on the slices": (partial, ["--partial", "--slices", "3,4"], "nothing is labelled"),
         "255 without --partial": (partial, ["--slices", "14,24"], "slice 14 of"),
         "negative smoothness": (partial, ["--partial", "--smoothness", "-1"], "smoothness_weight must be"),
+        "zero sigma": (partial, ["--partial", "--smoothness-sigma", "0"], "smoothness_sigma must be"),
     }, organs_only
 
 
 @pytest.mark.parametrize("case", ["outside", "nothing", "nothing on the slices", "255 without --partial",
-                                  "negative smoothness"])
+                                  "negative smoothness", "zero sigma"])
 def test_bad_partial_labels_give_one_line_and_store_nothing(sample_ct, scan, tiny_checkpoint, tmp_path, monkeypatch,
                                                             capsys, case):
     image, partial = scan

@@ -15,9 +15,11 @@ from typing import Mapping
 
 #: Optimiser steps when neither ``steps`` nor ``time_budget_s`` is given.
 DEFAULT_STEPS = 200
-#: Weight of the edge-aware smoothness term on scribbled (partial) batches: chosen in
-#: bench/effort.py on the sample CT and checked on A' (docs/retrain.md, "Learning from scribbles").
-DEFAULT_SMOOTHNESS_WEIGHT = 30.0
+#: Weight of the edge-aware smoothness term on scribbled (partial) batches, and its sigma as a
+#: multiple of the slices' typical intensity step: chosen in bench/effort.py on the sample CT and
+#: checked on A' (docs/retrain.md, "Learning from scribbles").
+DEFAULT_SMOOTHNESS_WEIGHT = 100.0
+DEFAULT_SIGMA_PER_STEP = 0.5
 
 
 def strict_from_dict(cls, data: Mapping | None, what: str):
@@ -75,6 +77,9 @@ class FinetuneConfig:
         smoothness_weight, smoothness_sigma: the edge-aware smoothness term
             (``losses.edge_aware_smoothness``) added for batches holding unlabelled pixels
             (scribbles, partial labels); full corrections never see it.  0 turns it off.
+            The sigma is in image units; ``None`` sets it from the training slices
+            themselves: ``smoothness_sigma_per_step`` x their typical intensity step
+            (``losses.typical_intensity_step``), so a blurred or noisy scan gets its own scale.
     """
 
     scope: str | None = None
@@ -98,7 +103,8 @@ class FinetuneConfig:
     crop_foreground: float = 0.5
     batchnorm: str = "train"
     smoothness_weight: float = DEFAULT_SMOOTHNESS_WEIGHT
-    smoothness_sigma: float = 0.05
+    smoothness_sigma: float | None = None
+    smoothness_sigma_per_step: float = DEFAULT_SIGMA_PER_STEP
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -110,7 +116,8 @@ class FinetuneConfig:
         check_positive("eval_every", self.eval_every, integer=True)
         check_positive("crop_size", self.crop_size, integer=True)
         check_positive("grad_clip", self.grad_clip)
-        check_positive("smoothness_sigma", self.smoothness_sigma, optional=False)
+        check_positive("smoothness_sigma", self.smoothness_sigma)
+        check_positive("smoothness_sigma_per_step", self.smoothness_sigma_per_step, optional=False)
         if not (isinstance(self.smoothness_weight, (int, float)) and math.isfinite(self.smoothness_weight)
                 and self.smoothness_weight >= 0):
             raise ValueError(f"smoothness_weight must be a finite number >= 0, got {self.smoothness_weight!r}")

@@ -64,7 +64,7 @@ from napari_medseg.progress import drive
 from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
-from napari_medseg.retrain.losses import DiceCELoss
+from napari_medseg.retrain.losses import DiceCELoss, typical_intensity_step
 from napari_medseg.retrain.sampling import BalancedSampler
 from napari_medseg.retrain.schedule import warmup_cosine
 from napari_medseg.retrain.slices import SliceDataset
@@ -129,6 +129,7 @@ class FinetuneResult:
         dice_on: ``"held-out"`` or ``"training"``.
         train_indices / held_out_indices: positions in the ``images`` argument.
         steps, seconds, final_loss, scope, stopped_by (``"steps" | "time" | "cancelled"``).
+        smoothness_sigma: the edge-aware smoothness term's sigma in use (image units).
     """
 
     best_state: dict | None = None
@@ -147,6 +148,7 @@ class FinetuneResult:
     final_loss: float = math.nan
     scope: str = ""
     stopped_by: str = ""
+    smoothness_sigma: float = math.nan
     done: bool = False
 
     def apply(self, model) -> None:
@@ -198,6 +200,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
     was_training, home = model.training, next(model.parameters()).device
     model.to(run.device)
     _setup_training(model, config, run)
+    result.smoothness_sigma = run.smoothness_sigma
     start = time.monotonic()
     try:
         result.dice_before, result.per_class_before = _evaluate(model, run)
@@ -303,8 +306,10 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
     run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None  # fp16 needs loss scaling
     spec = family_defaults(model)
     ce_w, dice_w = config.loss_weights or (spec.loss_weights if spec is not None else (0.5, 0.5))
+    run.smoothness_sigma = config.smoothness_sigma or config.smoothness_sigma_per_step * typical_intensity_step(
+        run.x_train)
     run.loss_fn = DiceCELoss(run.num_classes, ce_w, dice_w, smoothness_weight=config.smoothness_weight,
-                             smoothness_sigma=config.smoothness_sigma)
+                             smoothness_sigma=run.smoothness_sigma)
     run.augment = AugmentConfig.finetune() if config.augment is True else (config.augment or None)
     run.check_every = config.eval_every or max(5, (run.steps or 200) // 20)
 

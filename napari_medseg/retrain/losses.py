@@ -141,6 +141,22 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_backgroun
     return 1.0 - per_class.mean()
 
 
+def typical_intensity_step(images: torch.Tensor) -> float:
+    """Median of the non-zero absolute 4-neighbour intensity differences of ``images`` ``(B, C, H, W)``.
+
+    The image's own scale of "similar neighbours" (image units): exact zeros (padding,
+    air clipped by the CT window) are left out.  A blurred or resampled image gets a
+    smaller value than a sharp one; a noisy one a larger.  1.0 when no pair differs.
+    """
+    images = images.float()
+    steps = torch.cat([(images[..., 1:, :] - images[..., :-1, :]).abs().reshape(-1),
+                       (images[..., :, 1:] - images[..., :, :-1]).abs().reshape(-1)])
+    steps = steps[steps > 0]
+    if steps.numel() > 1_000_000:  # a strided subsample keeps the median exact enough and cheap
+        steps = steps[:: steps.numel() // 1_000_000 + 1]
+    return float(steps.median()) if steps.numel() else 1.0
+
+
 def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: float = 0.05) -> torch.Tensor:
     """Mean over 4-neighbour pixel pairs of ``w * |p_i - p_j|^2``, ``w = exp(-|I_i - I_j|^2 / (2 sigma^2))``.
 
