@@ -280,7 +280,9 @@ def segment_volume(
             uses the ``"spacing"`` resize policy, ignored by the others.
         largest_component: keep only the largest 3D piece of each organ of a
             built-in label set (``postprocess.one_piece_organs``); pieces touching
-            a locked slice are kept.  Not applied to a single slice.
+            a locked slice are kept.  For CT, organ voxels outside the trunk go first
+            (``postprocess.trunk_mask``: an arm is no place for an organ).  Not applied
+            to a single slice.
         z_sigma_mm: Gaussian sigma (mm) of the smoothing of probabilities across
             slices; ``None`` = ``zsmooth.Z_SIGMA_MM``, 0 = off.  Needs the slice
             thickness (``spacing`` as ``(sz, sy, sx)``); without it, no smoothing.
@@ -375,9 +377,12 @@ def segment_volume(
             model.train(mode)
     removed = {}
     if largest_component and depth > 1 and todo:
-        from napari_medseg.postprocess import largest_component_only, one_piece_organs
+        from napari_medseg.postprocess import largest_component_only, one_piece_organs, trunk_mask
 
-        labels, removed = largest_component_only(labels, one_piece_organs(label_set), protected=locked)
+        organs = one_piece_organs(label_set)
+        ct = all(info.preprocessing.modality == "ct" for _, info in checkpoints)
+        trunk = trunk_mask(array) if organs and ct and array.ndim == 3 else None
+        labels, removed = largest_component_only(labels, organs, protected=locked, inside=trunk)
     for z, stroke in strokes.items():  # the user's strokes hold, even where they make an island
         stroked = (stroke != 255) & (stroke < label_set.num_classes)
         labels[z][stroked] = stroke[stroked]

@@ -74,7 +74,9 @@ def test_segment_volume_applies_it_around_locked_slices(tmp_path):
     kw = dict(device="cpu", uncertainty=False, locked=[2], previous=previous)
     raw = run_segmentation(segment_volume(vol, loaded, largest_component=False, **kw)).labels
     post = run_segmentation(segment_volume(vol, loaded, **kw))
-    expected, removed = largest_component_only(raw, SYNAPSE.organs, protected=[2])
+    from napari_medseg.postprocess import trunk_mask
+
+    expected, removed = largest_component_only(raw, SYNAPSE.organs, protected=[2], inside=trunk_mask(vol))
     assert removed and sum(removed.values()) > 0  # a random tiny model leaves islands to remove
     np.testing.assert_array_equal(post.labels, expected)
     assert post.islands_removed == removed
@@ -100,3 +102,55 @@ def test_matches_a_plain_scipy_labelling(seed):
         expected[drop] = 0
         assert removed.get(value, 0) == int(drop.sum())
     np.testing.assert_array_equal(out, expected)
+
+
+def _ct_with_an_arm():
+    """(6, 48, 64) HU: a trunk (0 HU) holding a gas pocket (-1000), an arm (0 HU) apart, air around."""
+    yy, xx = np.mgrid[:48, :64]
+    ct = np.full((6, 48, 64), -1000, np.int16)
+    trunk = ((yy - 24) / 18) ** 2 + ((xx - 26) / 20) ** 2 <= 1
+    arm = ((yy - 24) / 6) ** 2 + ((xx - 57) / 5) ** 2 <= 1
+    ct[:, trunk | arm] = 0
+    ct[:, 20:26, 20:26] = -1000  # gas in the bowel: a hole inside the trunk
+    return ct, trunk, arm
+
+
+def test_trunk_mask_drops_the_arm_and_keeps_gas_inside():
+    from napari_medseg.postprocess import trunk_mask
+
+    ct, trunk, arm = _ct_with_an_arm()
+    mask = trunk_mask(ct)
+    assert mask.shape == ct.shape
+    assert not mask[:, arm].any()
+    assert mask[:, 22, 22].all()  # the gas pocket is inside the body
+    assert mask[:, trunk].all()
+    assert trunk_mask(np.full((2, 8, 8), -1000, np.int16)) is None
+
+
+def test_organs_in_an_arm_go_even_when_they_are_the_largest_piece():
+    from napari_medseg.postprocess import trunk_mask
+
+    ct, trunk, arm = _ct_with_an_arm()
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[:5, arm] = 8  # "spleen" in the arm: the largest piece
+    labels[2:4, 30:33, 30:33] = 8  # the small true one in the trunk
+    labels[:, 21:24, 21:24] = 7  # "stomach" over gas: kept
+    labels[5, 22:26, 56:59] = 1  # the user painted aorta in the arm on locked slice 5
+    out, removed = largest_component_only(labels, SYNAPSE.organs, protected=[5], inside=trunk_mask(ct))
+    assert (out[:, arm] != 8).all() and (out[2:4, 30:33, 30:33] == 8).all()
+    assert (out[:, 21:24, 21:24] == 7).all()
+    np.testing.assert_array_equal(out[5], labels[5])  # protected slice untouched
+    assert removed[8] == int((labels[:5][:, arm] == 8).sum())
+    with pytest.raises(ValueError, match="inside mask"):
+        largest_component_only(labels, SYNAPSE.organs, inside=np.ones((1, 2, 3), bool))
+
+
+def test_both_legs_are_kept():
+    from napari_medseg.postprocess import trunk_mask
+
+    yy, xx = np.mgrid[:40, :80]
+    ct = np.full((2, 40, 80), -1000, np.int16)
+    left, right = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 144), ((yy - 20) ** 2 + (xx - 60) ** 2 <= 121)
+    ct[:, left | right] = 0
+    mask = trunk_mask(ct)
+    assert mask[:, left].all() and mask[:, right].all() and not mask[:, ~(left | right)].any()
