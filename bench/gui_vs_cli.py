@@ -8,8 +8,10 @@ Xvfb).  Steps and seconds come from each new checkpoint's provenance.  A 20 ms
 QTimer (:class:`StallMeter`) records the longest gap between its ticks minus
 20 ms, the event loop's longest stall: while the dock opens and for ``--settle``
 seconds after (it warms the fine-tune's imports in the background), and from the
-*Fine-tune* click until the result is applied to the layer.  Run 0 is the
-process's first fine-tune.  Both report the mean organ Dice on the slices nobody
+moment the *Fine-tune* click has returned (the worker started) until 1 s after
+the result is applied to the layer.  The click's own time on the GUI thread
+(checks, copying the labels, making the live preview's layer the first time) is
+reported apart, as the click response.  Run 0 is the process's first fine-tune.  Both report the mean organ Dice on the slices nobody
 touched: the dock's re-segmented labels layer, and the CLI's checkpoint
 re-segmenting the volume the same way (``segment_volume`` with the reference
 slices locked, as the dock and ``retrain_volume`` do).  Issue 10's GUI target:
@@ -34,6 +36,7 @@ from pathlib import Path
 from effort import untouched_dice  # bench/effort.py (scripts run as python bench/NAME.py)
 
 TICK_MS = 20
+AFTER_S = 1.0  # the stall meter runs on this long after the result is applied
 
 
 class StallMeter:
@@ -126,18 +129,22 @@ def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
     widget.budget.setValue(budget)
     widget.go_to_slice(slices[0] + 1)  # an unlocked slice on screen: the live preview runs as for a user
 
-    meter = StallMeter(status=widget.status.text)
-    meter.start()
-    widget.fine_tune()
+    clicked = time.perf_counter()
+    widget.fine_tune()  # what the click runs on the GUI thread before the worker starts
+    click_ms = round(1e3 * (time.perf_counter() - clicked))
     if widget.worker is None:
         raise RuntimeError(f"the dock did not start: {widget.status.text()}")
+    meter = StallMeter(status=widget.status.text)
+    meter.start()
     meter.wait(lambda: widget.worker is None)
+    done_s = meter.seconds()
+    meter.wait(lambda: meter.seconds() > done_s + AFTER_S)  # the result's display and the preview's hiding
     meter.stop()
     path = widget.start_combo.currentText()
     if "Saved" not in widget.status.text():
         raise RuntimeError(f"the dock's fine-tune failed: {widget.status.text()}")
     prov = read_checkpoint_info(path).provenance
-    return {"steps": prov["steps"], "seconds": prov["seconds"], "wall_s": meter.seconds(),
+    return {"steps": prov["steps"], "seconds": prov["seconds"], "wall_s": done_s, "click_ms": click_ms,
             "longest_stall_ms": meter.worst_ms, "stalls_over_100ms": meter.stalls,
             "dice_untouched": untouched_dice(np.asarray(labels.data), reference,
                                              [z for z in range(reference.shape[0]) if z not in slices])}
@@ -223,7 +230,7 @@ def main(argv=None) -> int:
         runs.append({"cli": cli, "gui": gui, "load": os.getloadavg()[0]})
         print(f"run {r}: CLI {cli['steps']} steps / {cli['seconds']:.1f} s; "
               f"GUI {gui['steps']} steps / {gui['seconds']:.1f} s, Dice {gui['dice_untouched']:.3f}; "
-              f"longest stall {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
+              f"click response {gui['click_ms']} ms; longest stall while it ran {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
               f"stalls > 100 ms (s after start, ms, status): {gui['stalls_over_100ms']}", flush=True)
     for run in runs:  # after every GUI run: torch used in this process's main thread first slowed the dock's worker
         run["cli"]["dice_untouched"] = cli_dice(Path(run["cli"]["checkpoint"]), slices)
@@ -234,13 +241,15 @@ def main(argv=None) -> int:
     ratio = statistics.median(g["gui"]["steps"] / g["gui"]["seconds"] / (g["cli"]["steps"] / g["cli"]["seconds"])
                               for g in runs)
     stall = max(g["gui"]["longest_stall_ms"] for g in runs)
+    click = max(g["gui"]["click_ms"] for g in runs)
     print(f"slices {slices}, budget {args.budget:.0f} s, {args.repeats} repeat(s): GUI/CLI steps/s median "
-          f"{ratio:.2f} (target >= 0.9); longest event-loop stall {stall} ms (target <= 200); "
+          f"{ratio:.2f} (target >= 0.9); longest event-loop stall while fine-tuning {stall} ms (target <= 200), "
+          f"slowest click response {click} ms; "
           f"load average {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps({"argv": sys.argv[1:], "slices": slices, "budget_s": args.budget,
                                          "dock": dock, "runs": runs,
-                                         "ratio_median": ratio, "longest_stall_ms": stall,
+                                         "ratio_median": ratio, "longest_stall_ms": stall, "click_ms": click,
                                          "redraw_ms": redraw}, indent=1))
     viewer.close()
     return 0

@@ -139,11 +139,16 @@ def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
     widget.go_to_slice(20)
     widget.budget.setValue(6)  # seconds: the preview fires a few times
     widget.scope_combo.setCurrentText("all")
-    run_and_wait(widget, qtbot)
+    widget.fine_tune()
+    assert widget.worker is not None, widget.status.text()
+    assert labels.name + " preview" in viewer.layers  # made at the click, not while the model trains
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     assert f"This round cost {changed:,} px changed" in widget.status.text(), widget.status.text()
     assert shown and all(z == 20 for z, _ in shown)  # the slice on screen, never the locked one
     assert any(name.endswith(" preview") for name in shown[0][1])
-    assert not any(layer.name.endswith(" preview") for layer in viewer.layers)  # gone when done
+    preview = viewer.layers[labels.name + " preview"]
+    assert not preview.visible  # hidden when done, kept: adding a layer stalls napari
+    assert viewer.layers.selection.active is labels  # painting stays on the labels layer
     assert "this round: 0 px changed" in widget.counts.text()
     v2 = widget.start_combo.currentText()
     assert v2.endswith("base.v2.safetensors")
@@ -157,4 +162,7 @@ def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
     run_and_wait(widget, qtbot)
     v3 = widget.start_combo.currentText()
     assert v3.endswith("base.v3.safetensors"), widget.status.text()
+    assert viewer.layers[labels.name + " preview"] is preview  # reused, not made again
+    viewer.layers.remove(labels)
+    qtbot.waitUntil(lambda: labels.name + " preview" not in viewer.layers)  # goes with its labels layer
     assert read_checkpoint_info(v3).provenance["parent_sha256"] == read_checkpoint_info(v2).sha256

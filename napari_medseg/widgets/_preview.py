@@ -106,6 +106,12 @@ class LivePreview:
 class PreviewLayer:
     """Mixin of the Retrain dock: shows :class:`LivePreview` results on ``"<labels> preview"``.
 
+    Adding or removing a napari layer stalls the event loop for about 0.2-0.3 s
+    (layer controls, vispy visuals, the layer list), so the preview layer is
+    made once per labels layer, when *Fine-tune* is clicked and before the
+    worker starts, never while the model trains (the user may be painting), and
+    then kept, hidden between fine-tunes, until its labels layer goes.
+
     Needs ``viewer``, ``current_slice()``, ``_preview`` (a LivePreview or None) and ``_job["layer"]``.
     """
 
@@ -113,28 +119,45 @@ class PreviewLayer:
         if self._preview is not None:
             self._preview.z = self.current_slice()
 
+    def _prepare_preview(self, layer):
+        """Make ``layer``'s (empty, one-slice) preview layer if it has none; painting stays on ``layer``.
+
+        Made visible: all zeros show nothing, and its first draw (shaders, textures: about
+        0.1 s under software OpenGL) happens now rather than at the first preview.
+        """
+        name = layer.name + PREVIEW
+        if name in self.viewer.layers:
+            return
+        self.viewer.add_labels(np.zeros((1, *layer.data.shape[-2:]), np.uint8), name=name, scale=layer.scale,
+                               translate=layer.translate, colormap=layer.colormap, opacity=0.5)
+        self.viewer.layers.selection.active = layer
+
     def _show_preview(self, z: int, labels: np.ndarray):
         """Show the model's current prediction of slice ``z`` on a one-slice layer (locked slices never).
 
         The layer holds ``(1, y, x)`` placed at slice ``z`` by its translation, so it shows on that
-        slice only, and creating or moving it never allocates a volume on the GUI thread (a
-        600 x 512 x 512 volume of zeros stalled napari for about a second).
+        slice only, and moving it never allocates a volume on the GUI thread (a 600 x 512 x 512
+        volume of zeros stalled napari for about a second).
         """
         layer = self._job["layer"]
         name = layer.name + PREVIEW
         translate = np.array(layer.translate, float)
         translate[-3] += z * float(layer.scale[-3])
-        if name not in self.viewer.layers:
-            self.viewer.add_labels(labels[None], name=name, scale=layer.scale, translate=translate,
-                                   colormap=layer.colormap, opacity=0.5)
-            self.viewer.layers.selection.active = layer  # painting stays on the labels layer
-        else:
-            preview = self.viewer.layers[name]
-            preview.translate = translate
-            preview.data = labels[None]
+        if name not in self.viewer.layers:  # the user deleted it mid-run
+            self._prepare_preview(layer)
+        preview = self.viewer.layers[name]
+        preview.translate = translate
+        preview.data = labels[None]
+        preview.visible = True
 
-    def _remove_preview(self):
-        name = self._job.get("layer").name + PREVIEW if self._job.get("layer") is not None else None
-        if name in self.viewer.layers:
+    def _hide_preview(self):
+        """Hide the job's preview layer (kept for the next fine-tune: removing it stalls like adding it)."""
+        layer = self._job.get("layer")
+        if layer is not None and layer.name + PREVIEW in self.viewer.layers:
+            self.viewer.layers[layer.name + PREVIEW].visible = False
+
+    def _drop_orphan_previews(self):
+        """Remove preview layers whose labels layer is gone (deleted or renamed)."""
+        names = {layer.name for layer in self.viewer.layers}
+        for name in [n for n in names if n.endswith(PREVIEW) and n.removesuffix(PREVIEW) not in names]:
             self.viewer.layers.remove(name)
-

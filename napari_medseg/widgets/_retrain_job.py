@@ -79,6 +79,7 @@ class FineTuneJob:
         self.worker.finished.connect(self._on_finished)
         self.loss_plot.clear()
         self.progress.setValue(0)
+        self._prepare_preview(layer)  # now, not mid-run: adding a layer stalls napari ~0.2 s
         self._set_running(True)
         self.status.setText(f"Fine-tuning on {len(ledger.locked)} full and {len(scribbled)} scribbled slice(s)\u2026")
         self.worker.start()
@@ -102,7 +103,7 @@ class FineTuneJob:
     def _on_finished(self):
         self.worker = None
         self._preview = None
-        self._remove_preview()
+        self._hide_preview()
         self._set_running(False)
 
     def _on_done(self, result):
@@ -113,6 +114,7 @@ class FineTuneJob:
         self._uncertainty[layer_key(layer)] = result.uncertainty
         self._models[layer_key(layer)] = (result.model, result.checkpoint)
         self.start_round(layer)  # the next round starts from this version
+        self.update_ledger_view(layer)  # "this round: 0 px changed" (the count above saw the old round)
         path = str(result.checkpoint.path)
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg.update(checkpoints=[path], label_set=result.checkpoint.label_set.to_dict())
