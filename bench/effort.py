@@ -46,6 +46,13 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 untouched slices and the share of stroked pixels that keep their label.
 
     python bench/effort.py --experiments strokes --cases sample --steps 900 --seeds 0,1 --threads 1
+
+``variants``: scribbles only, fixed steps, the defaults against each ``--variants``
+entry (FinetuneConfig fields), per seed: mean Dice, organ voxels / reference voxels,
+and per-organ precision and recall.
+
+    python bench/effort.py --experiments variants --cases sample,512 --steps 900 --seeds 0,1,2 --threads 1 \
+        --variants '[{"smoothness_radius": 3}]'
 """
 
 from __future__ import annotations
@@ -246,6 +253,27 @@ def strokes_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
+def variants_experiment(case: Case, args) -> list[dict]:
+    """Scribbles only, fixed steps: the defaults against each ``--variants`` entry, per seed.
+
+    Besides the mean Dice on the untouched slices: predicted / reference organ voxels
+    (above 1 = the organs come out too large) and, per organ, precision and recall.
+    """
+    variants = [("default", {})] + [(json.dumps(v, sort_keys=True), v) for v in json.loads(args.variants)]
+    rows = []
+    for seed, name, _, _, untouched, result in _scribble_runs(case, args, variants):
+        pred, ref = result.labels[untouched], case.reference[untouched]
+        organs = [int(v) for v in np.unique(case.reference) if v > 0]
+        true_pos = {v: int(((pred == v) & (ref == v)).sum()) for v in organs}
+        rows.append(dict(case=case.name, variant=name, seed=seed, steps=[result.finetune.steps],
+                         dice=untouched_dice(result.labels, case.reference, untouched),
+                         size_ratio=int((pred > 0).sum()) / max(1, int((ref > 0).sum())),
+                         precision={v: true_pos[v] / max(1, int((pred == v).sum())) for v in organs},
+                         recall={v: true_pos[v] / max(1, int((ref == v).sum())) for v in organs},
+                         seconds=result.seconds))
+    return rows
+
+
 def untouched_dice(labels: np.ndarray, reference: np.ndarray, untouched) -> float:
     """Mean over organs of the Dice pooled over the ``untouched`` slices."""
     organs = [int(v) for v in np.unique(reference) if v > 0]
@@ -274,7 +302,7 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
 
 
 EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment,
-               "strokes": strokes_experiment}
+               "strokes": strokes_experiment, "variants": variants_experiment}
 
 
 def plot_fill(cases: list[Case], z: int, path: Path) -> None:
@@ -321,6 +349,11 @@ COLUMNS = {
     "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("sigma", "sigma", "{}"), ("seed", "seed", "{}"),
                    ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s", "seconds", "{:.0f}"),
                    ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
+    "variants": [("case", "case", "{}"), ("variant", "variant", "{}"), ("seed", "seed", "{}"),
+                 ("mean Dice, untouched slices", "dice", "{:.3f}"), ("organ voxels / reference", "size_ratio", "{:.2f}"),
+                 ("precision per organ", "precision", lambda d: " ".join(f"{x:.2f}" for x in d.values())),
+                 ("recall per organ", "recall", lambda d: " ".join(f"{x:.2f}" for x in d.values())),
+                 ("wall s", "seconds", "{:.0f}")],
     "strokes": [("case", "case", "{}"), ("seed", "seed", "{}"), ("strokes kept by segment_volume", "keep_strokes", "{}"),
                 ("mean Dice, untouched slices", "dice", "{:.4f}"), ("stroked pixels keeping their label", "strokes_kept",
                                                                     "{:.4f}")],
@@ -365,7 +398,9 @@ def main(argv=None) -> int:
                         "each with every --smoothness-sigmas value, or W@SIGMA for one pair")
     parser.add_argument("--smoothness-sigmas", default="0.05", help="smoothness: comma-separated sigmas, "
                         "0.05 (image units) or x0.5 (0.5 x the slices' typical intensity step)")
-    parser.add_argument("--seeds", default="0,1", help="smoothness: comma-separated seeds")
+    parser.add_argument("--seeds", default="0,1", help="smoothness, strokes, variants: comma-separated seeds")
+    parser.add_argument("--variants", default="[]", help="variants: JSON list of FinetuneConfig fields, each run "
+                        "against the defaults, e.g. '[{\"smoothness_radius\": 3}]'")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
                                                       "cores, where spinning OpenMP threads made steps several times slower)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),

@@ -68,6 +68,38 @@ def test_edge_aware_smoothness_prefers_boundaries_on_edges():
     assert float(on_edge) < 1e-6 < float(inside)
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_edge_aware_smoothness_with_a_radius_equals_the_sum_over_pairs(radius):
+    """Against a brute-force sum over every pixel pair within ``radius``, with the documented weights."""
+    import math
+
+    from napari_medseg.retrain.losses import edge_aware_smoothness
+
+    gen = torch.Generator().manual_seed(radius)
+    logits, image, sigma = torch.randn(1, 3, 6, 7, generator=gen), torch.rand(1, 1, 6, 7, generator=gen), 0.2
+    probs = logits.softmax(1)[0]
+    sums, counts = {}, {}
+    for y0 in range(6):
+        for x0 in range(7):
+            for y1 in range(6):
+                for x1 in range(7):
+                    dy, dx = y1 - y0, x1 - x0
+                    if not (dy > 0 or (dy == 0 and dx > 0)) or dy * dy + dx * dx > radius * radius:
+                        continue
+                    w = math.exp(-float((image[0, 0, y1, x1] - image[0, 0, y0, x0]) ** 2) / (2 * sigma**2))
+                    term = w * float((probs[:, y1, x1] - probs[:, y0, x0]).pow(2).sum())
+                    sums[dy, dx] = sums.get((dy, dx), 0.0) + term
+                    counts[dy, dx] = counts.get((dy, dx), 0) + 1
+    spatial = {k: math.exp(-(k[0] ** 2 + k[1] ** 2 - 1) / (2 * (radius / 2) ** 2)) if radius > 1 else 1.0 for k in sums}
+    norm = sum(spatial.values()) / 2
+    expected = sum(spatial[k] / norm * sums[k] / counts[k] for k in sums)  # mean per offset, weighted
+    assert len(sums) == {1: 2, 2: 6, 3: 14}[radius]
+    assert float(edge_aware_smoothness(logits, image, sigma, radius)) == pytest.approx(expected, rel=1e-5)
+    assert float(edge_aware_smoothness(torch.zeros(1, 3, 6, 7), image, sigma, radius)) == 0.0
+    with pytest.raises(ValueError, match="radius"):
+        DiceCELoss(3, smoothness_weight=1.0, smoothness_radius=0)
+
+
 def test_smoothness_term_only_for_partial_batches_with_images():
     image = _two_region_image()
     logits = _split_logits(2).requires_grad_(True)
@@ -95,6 +127,8 @@ def test_finetune_config_checks_smoothness():
         FinetuneConfig(smoothness_weight=float("nan"))
     with pytest.raises(ValueError, match="smoothness_sigma"):
         FinetuneConfig(smoothness_sigma=0)
+    with pytest.raises(ValueError, match="smoothness_radius"):
+        FinetuneConfig(smoothness_radius=0)
 
 
 def test_typical_intensity_step_follows_blur_and_ignores_padding():

@@ -80,6 +80,8 @@ class FinetuneConfig:
             The sigma is in image units; ``None`` sets it from the training slices
             themselves: ``smoothness_sigma_per_step`` x their typical intensity step
             (``losses.typical_intensity_step``), so a blurred or noisy scan gets its own scale.
+            ``smoothness_radius``: its reach in training pixels (1 = the 4 neighbours, the
+            default; 3 was tried: docs/retrain.md).
     """
 
     scope: str | None = None
@@ -105,6 +107,7 @@ class FinetuneConfig:
     smoothness_weight: float = DEFAULT_SMOOTHNESS_WEIGHT
     smoothness_sigma: float | None = None
     smoothness_sigma_per_step: float = DEFAULT_SIGMA_PER_STEP
+    smoothness_radius: int = 1
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -118,6 +121,7 @@ class FinetuneConfig:
         check_positive("grad_clip", self.grad_clip)
         check_positive("smoothness_sigma", self.smoothness_sigma)
         check_positive("smoothness_sigma_per_step", self.smoothness_sigma_per_step, optional=False)
+        check_positive("smoothness_radius", self.smoothness_radius, integer=True, optional=False)
         if not (isinstance(self.smoothness_weight, (int, float)) and math.isfinite(self.smoothness_weight)
                 and self.smoothness_weight >= 0):
             raise ValueError(f"smoothness_weight must be a finite number >= 0, got {self.smoothness_weight!r}")

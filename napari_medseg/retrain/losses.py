@@ -24,6 +24,8 @@ sample CT and A' in ``bench/effort.py`` (docs/retrain.md).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +63,7 @@ class DiceCELoss(nn.Module):
         ignore_index: int | None = UNLABELLED,
         smoothness_weight: float = 0.0,
         smoothness_sigma: float = 0.05,
+        smoothness_radius: int = 1,
     ):
         super().__init__()
         if num_classes < 2:
@@ -79,6 +82,9 @@ class DiceCELoss(nn.Module):
             raise ValueError(f"smoothness weight must be >= 0 and sigma > 0, got {smoothness_weight}, {smoothness_sigma}")
         self.smoothness_weight = float(smoothness_weight)
         self.smoothness_sigma = float(smoothness_sigma)
+        self.smoothness_radius = int(smoothness_radius)
+        if self.smoothness_radius < 1:
+            raise ValueError(f"smoothness radius must be >= 1 px, got {smoothness_radius}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
@@ -103,7 +109,8 @@ class DiceCELoss(nn.Module):
                 logits, target, self.include_background, self.smooth, labelled
             )
         if self.smoothness_weight and images is not None and labelled is not None and not bool(labelled.all()):
-            loss = loss + self.smoothness_weight * edge_aware_smoothness(logits, images, self.smoothness_sigma)
+            loss = loss + self.smoothness_weight * edge_aware_smoothness(logits, images, self.smoothness_sigma,
+                                                                            self.smoothness_radius)
         return loss
 
 
@@ -157,13 +164,17 @@ def typical_intensity_step(images: torch.Tensor) -> float:
     return float(steps.median()) if steps.numel() else 1.0
 
 
-def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: float = 0.05) -> torch.Tensor:
-    """Mean over 4-neighbour pixel pairs of ``w * |p_i - p_j|^2``, ``w = exp(-|I_i - I_j|^2 / (2 sigma^2))``.
+def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: float = 0.05,
+                          radius: int = 1) -> torch.Tensor:
+    """Weighted mean over pixel pairs of ``w * |p_i - p_j|^2``, ``w = exp(-|I_i - I_j|^2 / (2 sigma^2))``.
 
     Args:
         logits: ``(B, K, H, W)``; images: ``(B, C, H, W)`` in [0, 1] (channels summed in ``|I_i - I_j|^2``).
         sigma: intensity difference (image units) at which a pair's weight falls to ``exp(-1/2)``;
             0.05 is 20 HU in the default [-125, 275] HU CT window.
+        radius: pairs up to this distance (px).  1 = the 4 neighbours; larger radii add farther
+            pairs with a spatial weight ``exp(-(d^2 - 1) / (2 (radius / 2)^2))`` (1 for neighbours),
+            normalised so the term keeps the scale of the 4-neighbour one.
 
     Returns a scalar: 0 for a prediction constant over every region of constant
     intensity, large where the class changes inside homogeneous tissue.
@@ -172,8 +183,22 @@ def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: flo
     images = images.float()
     total = probs.new_zeros(())
     h, w = probs.shape[2:]
-    for dy, dx in ((0, 1), (1, 0)):
-        dp = (probs[..., dy:, dx:] - probs[..., : h - dy, : w - dx]).pow(2).sum(1)
-        di = (images[..., dy:, dx:] - images[..., : h - dy, : w - dx]).pow(2).sum(1)
-        total = total + (torch.exp(-di / (2 * sigma**2)) * dp).mean()
+    offsets = _pair_offsets(radius)
+    norm = sum(g for _, _, g in offsets) / 2.0
+    for dy, dx, g in offsets:
+        ys, yd = slice(dy, h) if dy >= 0 else slice(0, h + dy), slice(0, h - dy) if dy >= 0 else slice(-dy, h)
+        xs, xd = slice(dx, w) if dx >= 0 else slice(0, w + dx), slice(0, w - dx) if dx >= 0 else slice(-dx, w)
+        dp = (probs[..., ys, xs] - probs[..., yd, xd]).pow(2).sum(1)
+        di = (images[..., ys, xs] - images[..., yd, xd]).pow(2).sum(1)
+        total = total + (g / norm) * (torch.exp(-di / (2 * sigma**2)) * dp).mean()
     return total
+
+
+def _pair_offsets(radius: int) -> list[tuple[int, int, float]]:
+    """``(dy, dx, spatial weight)`` of each pixel pair once (half plane), distance <= ``radius``."""
+    if radius == 1:
+        return [(0, 1, 1.0), (1, 0, 1.0)]
+    scale = radius / 2.0
+    return [(dy, dx, math.exp(-(dy * dy + dx * dx - 1) / (2 * scale * scale)))
+            for dy in range(0, radius + 1) for dx in range(-radius, radius + 1)
+            if (dy > 0 or dx > 0) and dy * dy + dx * dx <= radius * radius]
