@@ -47,6 +47,11 @@ untouched slices and the share of stroked pixels that keep their label.
 
     python bench/effort.py --experiments strokes --cases sample --steps 900 --seeds 0,1 --threads 1
 
+``carry``: the halves of a scan as two patients: A's full corrections (3 slices), then B's
+scribbles (``--carry-k`` slices) from scratch or from A's model with A replayed, both ways.
+
+    python bench/effort.py --experiments carry --cases sample --steps 360 --seeds 0,1,2 --threads 1
+
 ``variants``: scribbles only, fixed steps, the defaults against each ``--variants``
 entry (FinetuneConfig fields), per seed: mean Dice, organ voxels / reference voxels,
 and per-organ precision and recall.
@@ -274,16 +279,61 @@ def variants_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
+def carry_experiment(case: Case, args) -> list[dict]:
+    """Does an earlier patient's full correction teach the next patient's scribbles?  (halves as patients)
+
+    Patient A = one half of the scan: full corrections on 3 evenly spaced slices, ``--steps`` fixed
+    steps, stored.  Patient B = the other half: the simulated reviewer's scribbles on
+    ``--carry-k`` slices, ``--steps`` steps, (i) from scratch, (ii) from A's model with A's slices
+    replayed (the default in the dock and CLI).  Per direction and seed: Dice on B's untouched
+    slices and B's organ voxels / reference voxels (over 1 = organs too large).
+    """
+    import tempfile
+
+    from napari_medseg.retrain.datastore import CorrectionStore
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.scribbles import simulate_reviewer
+
+    half = case.image.shape[0] // 2
+    halves = {"inferior": slice(0, half), "superior": slice(half, None)}
+    rows = []
+    for first, second in (("inferior", "superior"), ("superior", "inferior")):
+        a = Case(f"{case.name}, {first} half", case.image[halves[first]], case.reference[halves[first]], case.spacing)
+        b = Case(f"{case.name}, {second} half", case.image[halves[second]], case.reference[halves[second]], case.spacing)
+        a_slices = evenly_spaced_slices(a.image.shape[0], 3)
+        b_slices = evenly_spaced_slices(b.image.shape[0], args.carry_k)
+        partial, _ = simulate_reviewer(b.image, b.reference, b_slices, b.modality)
+        untouched = [z for z in range(b.image.shape[0]) if z not in b_slices]
+        for seed in (int(v) for v in args.seeds.split(",")):
+            options = dict(steps=args.steps, seed=seed, precision="fp32")
+            with tempfile.TemporaryDirectory() as tmp:
+                store = CorrectionStore(Path(tmp) / "store")
+                learned = _retrain(a, a.reference, a_slices, None, tmp, args, partial=False, options=options,
+                                   store=store)
+                for arm, checkpoint, replay in (("from scratch", None, False),
+                                                ("from A's model + replay of A", learned.checkpoint.path, True)):
+                    result = _retrain(b, partial, b_slices, checkpoint, tmp, args, partial=True, options=options,
+                                      store=store, replay=replay)
+                    pred, ref = result.labels[untouched], b.reference[untouched]
+                    rows.append(dict(case=case.name, patients=f"{first} -> {second}", arm=arm, seed=seed,
+                                     replayed=result.replayed_slices,
+                                     dice=untouched_dice(result.labels, b.reference, untouched),
+                                     size_ratio=int((pred > 0).sum()) / max(1, int((ref > 0).sum()))))
+    return rows
+
+
 def untouched_dice(labels: np.ndarray, reference: np.ndarray, untouched) -> float:
     """Mean over organs of the Dice pooled over the ``untouched`` slices."""
     organs = [int(v) for v in np.unique(reference) if v > 0]
     return slice_dice(labels[untouched], reference[untouched], organs)
 
 
-def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool, options: dict | None = None):
+def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool, options: dict | None = None,
+             store=None, replay: bool = False):
     """One fine-tune (from scratch, or from ``checkpoint``) + re-segmentation; the ``RetrainResult``.
 
-    ``options``: ``FinetuneConfig`` fields (default: ``--budget`` seconds)."""
+    ``options``: ``FinetuneConfig`` fields (default: ``--budget`` seconds).  ``store``: the
+    corrections store (default: a fresh one in ``tmp``), replayed when ``replay``."""
     from napari_medseg.progress import drive
     from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.retrain.loop import StartFrom, next_version_path, retrain_volume
@@ -293,8 +343,8 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
     output = next_version_path(checkpoint, directory=tmp, stem="effort")
     result = drive(retrain_volume(case.image, labels, slices, start=start, spacing=case.spacing, source=case.name,
                                   options=dict(device="cpu", **(options or dict(time_budget_s=args.budget))),
-                                  store=CorrectionStore(Path(tmp) / "store"),
-                                  replay=False, output=output, partial=partial))
+                                  store=store if store is not None else CorrectionStore(Path(tmp) / "store"),
+                                  replay=replay, output=output, partial=partial))
     untouched = [z for z in range(case.image.shape[0]) if z not in slices]
     print(f"  {'partial' if partial else 'full'} on {sorted(slices)}: {result.finetune.steps} steps, {result.seconds:.0f} s, "
           f"Dice on untouched {untouched_dice(result.labels, case.reference, untouched):.3f}", flush=True)
@@ -302,7 +352,7 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
 
 
 EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment,
-               "strokes": strokes_experiment, "variants": variants_experiment}
+               "strokes": strokes_experiment, "variants": variants_experiment, "carry": carry_experiment}
 
 
 def plot_fill(cases: list[Case], z: int, path: Path) -> None:
@@ -354,6 +404,9 @@ COLUMNS = {
                  ("precision per organ", "precision", lambda d: " ".join(f"{x:.2f}" for x in d.values())),
                  ("recall per organ", "recall", lambda d: " ".join(f"{x:.2f}" for x in d.values())),
                  ("wall s", "seconds", "{:.0f}")],
+    "carry": [("case", "case", "{}"), ("patients A -> B", "patients", "{}"), ("B's scribbles", "arm", "{}"),
+              ("seed", "seed", "{}"), ("slices replayed", "replayed", "{}"),
+              ("mean Dice, B's untouched slices", "dice", "{:.3f}"), ("organ voxels / reference", "size_ratio", "{:.2f}")],
     "strokes": [("case", "case", "{}"), ("seed", "seed", "{}"), ("strokes kept by segment_volume", "keep_strokes", "{}"),
                 ("mean Dice, untouched slices", "dice", "{:.4f}"), ("stroked pixels keeping their label", "strokes_kept",
                                                                     "{:.4f}")],
@@ -399,6 +452,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoothness-sigmas", default="0.05", help="smoothness: comma-separated sigmas, "
                         "0.05 (image units) or x0.5 (0.5 x the slices' typical intensity step)")
     parser.add_argument("--seeds", default="0,1", help="smoothness, strokes, variants: comma-separated seeds")
+    parser.add_argument("--carry-k", type=int, default=2, help="carry: slices patient B scribbles")
     parser.add_argument("--variants", default="[]", help="variants: JSON list of FinetuneConfig fields, each run "
                         "against the defaults, e.g. '[{\"smoothness_radius\": 3}]'")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
