@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -252,6 +253,7 @@ def main(argv=None) -> int:
                                          "ratio_median": ratio, "longest_stall_ms": stall, "click_ms": click,
                                          "redraw_ms": redraw}, indent=1))
     viewer.close()
+    shutil.rmtree(work, ignore_errors=True)  # checkpoints and store of this run only (kept if it failed)
     return 0
 
 
