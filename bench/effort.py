@@ -272,7 +272,7 @@ def variants_experiment(case: Case, args) -> list[dict]:
         true_pos = {v: int(((pred == v) & (ref == v)).sum()) for v in organs}
         rows.append(dict(case=case.name, variant=name, seed=seed, steps=[result.finetune.steps],
                          dice=untouched_dice(result.labels, case.reference, untouched),
-                         size_ratio=int((pred > 0).sum()) / max(1, int((ref > 0).sum())),
+                         size_ratio=organ_size_ratio(pred, ref),
                          precision={v: true_pos[v] / max(1, int((pred == v).sum())) for v in organs},
                          recall={v: true_pos[v] / max(1, int((ref == v).sum())) for v in organs},
                          seconds=result.seconds))
@@ -318,8 +318,13 @@ def carry_experiment(case: Case, args) -> list[dict]:
                     rows.append(dict(case=case.name, patients=f"{first} -> {second}", arm=arm, seed=seed,
                                      replayed=result.replayed_slices,
                                      dice=untouched_dice(result.labels, b.reference, untouched),
-                                     size_ratio=int((pred > 0).sum()) / max(1, int((ref > 0).sum()))))
+                                     size_ratio=organ_size_ratio(pred, ref)))
     return rows
+
+
+def organ_size_ratio(pred: np.ndarray, reference: np.ndarray) -> float:
+    """Organ voxels predicted / organ voxels in the reference (above 1: organs too large)."""
+    return int((pred > 0).sum()) / max(1, int((reference > 0).sum()))
 
 
 def untouched_dice(labels: np.ndarray, reference: np.ndarray, untouched) -> float:

@@ -185,19 +185,19 @@ def edge_aware_smoothness(logits: torch.Tensor, images: torch.Tensor, sigma: flo
     h, w = probs.shape[2:]
     offsets = _pair_offsets(radius)
     norm = sum(g for _, _, g in offsets) / 2.0
-    for dy, dx, g in offsets:
-        ys, yd = slice(dy, h) if dy >= 0 else slice(0, h + dy), slice(0, h - dy) if dy >= 0 else slice(-dy, h)
-        xs, xd = slice(dx, w) if dx >= 0 else slice(0, w + dx), slice(0, w - dx) if dx >= 0 else slice(-dx, w)
-        dp = (probs[..., ys, xs] - probs[..., yd, xd]).pow(2).sum(1)
-        di = (images[..., ys, xs] - images[..., yd, xd]).pow(2).sum(1)
+    for dy, dx, g in offsets:  # dy >= 0 (half plane); dx of either sign
+        xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+        dp = (probs[..., dy:, xs] - probs[..., : h - dy, xd]).pow(2).sum(1)
+        di = (images[..., dy:, xs] - images[..., : h - dy, xd]).pow(2).sum(1)
         total = total + (g / norm) * (torch.exp(-di / (2 * sigma**2)) * dp).mean()
     return total
 
 
 def _pair_offsets(radius: int) -> list[tuple[int, int, float]]:
-    """``(dy, dx, spatial weight)`` of each pixel pair once (half plane), distance <= ``radius``."""
-    if radius == 1:
-        return [(0, 1, 1.0), (1, 0, 1.0)]
+    """``(dy, dx, spatial weight)`` of each pixel pair once (half plane), distance <= ``radius``.
+
+    Radius 1 gives the 4 neighbours, ``(0, 1)`` and ``(1, 0)``, each with weight 1.
+    """
     scale = radius / 2.0
     return [(dy, dx, math.exp(-(dy * dy + dx * dx - 1) / (2 * scale * scale)))
             for dy in range(0, radius + 1) for dx in range(-radius, radius + 1)

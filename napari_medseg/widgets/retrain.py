@@ -52,7 +52,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._ledger_timer.setSingleShot(True)
         self._ledger_timer.setInterval(0)
         self._ledger_timer.timeout.connect(lambda: self.update_ledger_view(self._ledger_layer))
-        self._orphan_timer = QTimer(self)  # preview layers whose labels layer went: removed after the event
+        self._orphan_timer = QTimer(self)  # see _refresh_layers
         self._orphan_timer.setSingleShot(True)
         self._orphan_timer.setInterval(0)
         self._orphan_timer.timeout.connect(self._drop_orphan_previews)
@@ -62,8 +62,6 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.events.renamed.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._drop_orphan_previews_soon)
-        self.viewer.layers.events.renamed.connect(self._drop_orphan_previews_soon)
         self.viewer.bind_key("Shift-R", lambda viewer: self.toggle_reviewed(), overwrite=True)
         self.viewer.bind_key("Shift-F", lambda viewer: self.fill_from_scribbles(), overwrite=True)
         self.viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -125,11 +123,10 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.revert_btn.setEnabled(not running and bool(self._history.get(_key(self.labels_layer()))))
 
     # --------------------------------------------------------------- layers
-    def _drop_orphan_previews_soon(self, event=None):
-        self._orphan_timer.start()
-
     def _refresh_layers(self, event=None):
         from napari.layers import Image, Labels
+
+        self._orphan_timer.start()  # a preview whose labels layer went goes too, after this event
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
             fill_layer_combo(combo, [layer for layer in self.viewer.layers if isinstance(layer, kind)
