@@ -162,3 +162,36 @@ def test_automatic_smoothness_sigma_comes_from_the_training_slices():
     pool = torch.from_numpy(np.stack([normalize(images[z], prep) for z in train]).astype(np.float32))[:, None]
     assert sigmas["auto"] == pytest.approx(0.5 * typical_intensity_step(pool), rel=1e-4)
     assert sigmas["fixed"] == 0.07
+
+
+def test_scribbled_slices_are_not_intensity_jittered(monkeypatch):
+    """With the recipe's intensity jitter, only fully labelled samples get it (scribbles keep their values)."""
+    import torch
+
+    from napari_medseg.models import TINY_CONFIGS, build_model
+    from napari_medseg.preprocess import Preprocessing
+    from napari_medseg.progress import drive
+    from napari_medseg.retrain import finetune as finetune_module
+    from napari_medseg.retrain.config import FinetuneConfig
+    from napari_medseg.retrain.finetune import FinetuneData, finetune
+
+    seen = []
+    original = finetune_module.augment_batch
+
+    def spy(images, labels, config, generator=None, *, appearance=None):
+        seen.append(((labels == 255).flatten(1).any(1), appearance))
+        return original(images, labels, config, generator, appearance=appearance)
+
+    monkeypatch.setattr(finetune_module, "augment_batch", spy)
+    rng = np.random.default_rng(0)
+    images = rng.normal(40, 50, size=(4, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(4, 32, 32)).astype(np.uint8)
+    labels[2:, :, :20] = 255  # two scribbled slices
+    data = FinetuneData(images=list(images), labels=list(labels), preprocessing=Preprocessing("ct", resize_policy="native"))
+    model = build_model("dcaunet", 3, **TINY_CONFIGS["dcaunet"])
+    drive(finetune(model, data, FinetuneConfig(steps=3, batch_size=4, device="cpu",
+                                               augment={"p_rotate": 0.0, "p_intensity": 0.8})))
+    assert len(seen) == 3
+    assert any(bool(partial.any()) and bool((~partial).any()) for partial, _ in seen)  # mixed batches were drawn
+    for partial, appearance in seen:
+        assert torch.equal(appearance, ~partial)

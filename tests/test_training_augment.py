@@ -136,3 +136,36 @@ def test_image_quality_preset_round_trips_and_changes_no_geometry():
     img, lab = _blob_batch()
     _, out_lab = augment_batch(img, lab, cfg, generator=torch.Generator().manual_seed(2))
     assert torch.equal(out_lab, lab)
+
+
+def test_dcaunet_recipes_jitter_intensity_over_contrast_phases_without_moving_labels():
+    """The recipe's jitter spans the 40-110 HU shifts between contrast phases and changes no geometry."""
+    from napari_medseg.models import family_spec
+    from napari_medseg.preprocess import CT_WINDOW
+
+    spec = family_spec("dcaunet")
+    for from_scratch in (True, False):
+        cfg = AugmentConfig.from_dict(spec.recipe(from_scratch)["augment"])
+        img, lab = _blob_batch()
+        liver = torch.full((64, 1, 8, 8), (46 - CT_WINDOW[0]) / (CT_WINDOW[1] - CT_WINDOW[0]))  # 46 HU
+        out, out_lab = augment_batch(liver, torch.zeros(64, 8, 8, dtype=torch.long), cfg,
+                                     torch.Generator().manual_seed(0))
+        hu = out.mean(dim=(1, 2, 3)) * (CT_WINDOW[1] - CT_WINDOW[0]) + CT_WINDOW[0]
+        assert hu.max() > 46 + 40 and hu.min() < 46 - 40  # the native liver is seen as bright as a contrast one
+        assert torch.equal(out_lab, torch.zeros(64, 8, 8, dtype=torch.long))
+        _, blob_lab = augment_batch(img, lab, cfg, torch.Generator().manual_seed(1))
+        assert torch.equal(blob_lab, lab)  # no spatial change: steps stay cheap and labels exact
+
+
+def test_appearance_mask_keeps_the_values_of_the_samples_it_leaves_out():
+    """Samples left out of ``appearance`` move with the batch but keep their values (scribbled slices)."""
+    img, lab = _blob_batch()
+    img = img * 0.5 + 0.25
+    moved_only = AugmentConfig(p_rotate=1.0, rotate_deg=30)
+    everything = AugmentConfig(p_rotate=1.0, rotate_deg=30, p_intensity=1.0, p_noise=1.0, p_blur=1.0)
+    ref_img, ref_lab = augment_batch(img, lab, moved_only, torch.Generator().manual_seed(3))
+    out_img, out_lab = augment_batch(img, lab, everything, torch.Generator().manual_seed(3),
+                                     appearance=torch.tensor([True, False]))
+    assert torch.equal(out_lab, ref_lab) and not torch.equal(ref_lab, lab)  # both rotated, same draw
+    assert torch.allclose(out_img[1], ref_img[1])  # left out: rotated, values untouched
+    assert not torch.allclose(out_img[0], ref_img[0], atol=1e-2)  # in: jittered, noisy, blurred

@@ -116,6 +116,8 @@ def augment_batch(
     labels: torch.Tensor,
     config: AugmentConfig,
     generator: torch.Generator | None = None,
+    *,
+    appearance: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly transform a batch.
 
@@ -124,6 +126,8 @@ def augment_batch(
         labels: ``(B, H, W)`` integer labels.
         config: what to apply and how strongly.
         generator: CPU ``torch.Generator`` for reproducibility (``None``: global RNG).
+        appearance: ``(B,)`` bool, which samples may get the changes of values (low resolution,
+            blur, noise, intensity jitter); the others only move.  ``None``: all of them.
 
     Returns:
         ``(images', labels')`` with the same shapes and dtypes.
@@ -145,6 +149,7 @@ def augment_batch(
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         warped = F.grid_sample(labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         labels = warped[:, 0].round().to(labels.dtype)
+    moved = images
     if config.p_lowres > 0:
         images = _low_resolution(images, config, rand)
     if config.p_blur > 0:
@@ -156,6 +161,8 @@ def augment_batch(
         images = (images + on * std * noise).clamp(0, 1)
     if config.p_intensity > 0:
         images = _intensity(images, config, rand)
+    if appearance is not None:
+        images = torch.where(appearance.view(b, 1, 1, 1).to(device), images, moved)
     return images, labels
 
 

@@ -329,7 +329,10 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         if run.crop_size is not None:
             xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)
         if run.augment is not None:
-            xb, yb = augment_batch(xb, yb, run.augment, run.gen)
+            # Scribbled slices keep their values: their labels spread through intensity (the smoothness
+            # term), and intensity jitter cost them 0.01-0.05 Dice (docs/retrain.md, "A second patient").
+            full = ~(yb == UNLABELLED).flatten(1).any(1)
+            xb, yb = augment_batch(xb, yb, run.augment, run.gen, appearance=full)
         current_lr = config.lr * warmup_cosine(fraction, config.warmup_fraction)
         for group in run.optimizer.param_groups:
             group["lr"] = current_lr
