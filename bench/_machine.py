@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from napari_medseg.precision_probe import cpu_name  # noqa: F401  (re-exported for the bench scripts)
@@ -19,3 +20,8 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, ``"a / b / c"``."""
+    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())

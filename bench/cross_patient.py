@@ -44,17 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import cpu_name  # bench/_machine.py (scripts run as python bench/NAME.py)
+from _machine import cpu_name, load_average as load  # bench/_machine.py (scripts run as python bench/NAME.py)
 from spacing_target import pad_to, resample_inplane
 
 ROOT = Path(__file__).resolve().parents[1]
 DICOM = ROOT / ".." / "shared" / "data" / "ct_dicom"
 A_PRIME_SPACING = 0.8  # mm in-plane
 A_PRIME_SIZE = (512, 512)
-
-
-def load() -> str:
-    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
 def write_a_prime(image: np.ndarray, labels: np.ndarray, geometry, folder: Path):

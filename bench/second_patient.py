@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import cpu_name  # bench/_machine.py (scripts run as python bench/NAME.py)
+from _machine import cpu_name, load_average as load  # bench/_machine.py (scripts run as python bench/NAME.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data" / "totalsegmentator"
@@ -64,10 +64,6 @@ TO_SYNAPSE = {
 }
 A_SLICES = [2, 8, 14, 21, 27]  # the issue's command for patient A
 B_SLICES = [2, 17]  # and for patient B
-
-
-def load() -> str:
-    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
 def synapse_labels(src: Path, task: str, out: Path) -> Path:
@@ -92,12 +88,12 @@ def medseg(*args: str) -> str:
 
 
 def finetune(out: Path, image: Path, labels: Path, slices, budget: float, store: Path, *, checkpoint=None,
-             replay: bool = True, extra=()) -> dict:
+             replay: bool = True) -> dict:
     start = ["--checkpoint", str(checkpoint)] if checkpoint else ["--model", "dcaunet", "--label-set", "synapse"]
     t0 = time.monotonic()
     text = medseg("finetune", "--image", str(image), "--labels", str(labels), "--slices", ",".join(map(str, slices)),
                   *start, "--time-budget", str(budget), "--store", str(store), *(() if replay else ("--no-replay",)),
-                  *extra, "-o", str(out))
+                  "-o", str(out))
     steps = re.search(r"(\d+) steps in", text)
     replayed = [line.strip() for line in text.splitlines() if "replay" in line]
     return dict(steps=int(steps.group(1)) if steps else None, seconds=time.monotonic() - t0,
@@ -136,14 +132,13 @@ def row(rows, name, dice, run=None, note=""):
 def carry_over(rows, args, dicom: Path, b_labels: Path, work: Path) -> None:
     """Steps 1-3: A's model, B unseen, and B's 2 slices from A's model (+ replay) against from scratch."""
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
-    from napari_medseg.io import read_volume
 
     store = work / "store"  # the user's store in the issue's commands: A's slices go in, B's run replays them
     print(f"\n1. patient A = the sample CT, slices {A_SLICES}, {args.a_budget:.0f} s")
     a = finetune(work / "a.safetensors", SAMPLE_CT, SAMPLE_LABELS, A_SLICES, args.a_budget, store)
     row(rows, "A, its untouched slices",
         score(segment(SAMPLE_CT, work / "a.safetensors", work / "a.nii.gz"), SAMPLE_LABELS, A_SLICES), a)
-    print(f"\n2-3. patient B = {dicom.name} (DICOM), {read_volume(dicom).array.shape}")
+    print(f"\n2-3. patient B = {dicom} (DICOM)")
     unseen = row(rows, "B by A's model, unseen (target >= 0.40)",
                  score(segment(dicom, work / "a.safetensors", work / "b.nii.gz"), b_labels, []))
     scratch_run = finetune(work / "b0.safetensors", dicom, b_labels, B_SLICES, args.carry_budget, store, replay=False)
@@ -174,9 +169,8 @@ def transfer(rows, variants, seeds, steps, dicom, b_labels, work):
     """A (the sample, k = 5) learned by the scratch recipe and each variant; A's and B's (unseen) Dice."""
     import torch
 
+    from cross_patient import segment as segment_in_process
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
-    from napari_medseg.checkpoint import load_checkpoint
-    from napari_medseg.inference import run_segmentation, segment_volume
     from napari_medseg.io import read_volume
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.retrain.protocol import run_protocol, untouched_dice
@@ -194,9 +188,7 @@ def transfer(rows, variants, seeds, steps, dicom, b_labels, work):
                              output_dir=work / f"t{seed}-{i}", spacing=a.geometry.spacing,
                              options=dict(options, steps=steps))
             row(rows, f"seed {seed}, A untouched: {name}", r.dice, dict(steps=r.steps, seconds=time.monotonic() - t0))
-            model, info = load_checkpoint(r.checkpoint.path)
-            pred = run_segmentation(segment_volume(b.array, [(model.eval(), info)], device="cpu", uncertainty=False,
-                                                   spacing=b.geometry.spacing)).labels
+            pred = segment_in_process(b.array, r.checkpoint.path, b.geometry.spacing)
             row(rows, f"seed {seed}, B unseen:    {name}", untouched_dice(pred, b_ref, [], SYNAPSE))
 
 
