@@ -381,7 +381,7 @@ def segment_volume(
 
         organs = one_piece_organs(label_set)
         ct = all(info.preprocessing.modality == "ct" for _, info in checkpoints)
-        trunk = trunk_mask(array) if organs and ct and array.ndim == 3 else None
+        trunk = trunk_mask(array, spacing) if organs and ct and array.ndim == 3 else None
         labels, removed = largest_component_only(labels, organs, protected=locked, inside=trunk)
     for z, stroke in strokes.items():  # the user's strokes hold, even where they make an island
         stroked = (stroke != 255) & (stroke < label_set.num_classes)
