@@ -107,7 +107,8 @@ def main(argv=None) -> int:
                         "the from-model run replays (what `medseg finetune` does by default with the user's store)")
     parser.add_argument("--checkpoint-lrs", default="", help="more from-model runs at these lrs, e.g. 3e-4,3e-3")
     parser.add_argument("--variants", default="[]",
-                        help='more from-model runs, JSON list of FinetuneConfig fields, e.g. \'[{"batchnorm": "frozen"}]\'')
+                        help='more from-model runs (replaying as --replay says), JSON list of FinetuneConfig fields, '
+                        'e.g. \'[{"replay_fraction": 0.25}]\'')
     parser.add_argument("--scratch-options", default="{}",
                         help='FinetuneConfig fields for the k = 5 runs from scratch (1, 3), JSON, e.g. '
                         '\'{"augment": {"p_rotate": 0, "p_blur": 0.2}}\'')
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
                 label = ", ".join(f"{k} {v}" for k, v in options.items())
                 protocol(f"{second} half, k=2, from A's model, {label}", image[s], ref[s], 2, args.carry_budget,
                          spacing, checkpoint=learned.checkpoint.path, options=options, tag=f"{second}_carry_{i}",
-                         steps=args.carry_steps)
+                         steps=args.carry_steps, store=shared, replay=args.replay)
             print(f"   from the model - from scratch: {carried.mean_dice - scratch.mean_dice:+.3f} (target >= 0)")
     if "dicom" not in skip and base is not None and DICOM.is_dir():
         from napari_medseg.overlay import overlay_grid, save_png
