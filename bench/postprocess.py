@@ -103,6 +103,7 @@ def trunk_check(base: Case, seeds, steps: int) -> list[dict]:
     """The trunk rule on every labelled CT (organ voxels left out, body dropped, time); then B unseen."""
     from napari_medseg.postprocess import trunk_mask
     from napari_medseg.retrain.protocol import run_protocol
+    from napari_medseg.scribbles import CT_BODY_THRESHOLD_HU
 
     rows = []
     b = second_patient_case()
@@ -110,7 +111,7 @@ def trunk_check(base: Case, seeds, steps: int) -> list[dict]:
         t0 = time.perf_counter()
         mask = trunk_mask(case.image, case.spacing)
         ms = (time.perf_counter() - t0) * 1000 / case.image.shape[0]
-        organ, body = case.reference > 0, case.image > -500
+        organ, body = case.reference > 0, case.image > CT_BODY_THRESHOLD_HU
         left_out, dropped = int((organ & ~mask).sum()), float((body & ~mask).sum() / body.sum())
         print(f"{case.name:36s} trunk rule: organ voxels left out {left_out} of {int(organ.sum())}, "
               f"body dropped {dropped:.1%}, {ms:.0f} ms per slice", flush=True)

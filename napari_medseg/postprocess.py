@@ -103,13 +103,13 @@ def trunk_mask(ct: np.ndarray, spacing=None) -> np.ndarray | None:
 
 
 def _pixel_mm(spacing) -> tuple[float, float]:
-    """In-plane pixel size ``(sy, sx)`` mm from a 2- or 3-element spacing; 1 mm when unknown or unusable."""
-    if spacing is None:
+    """In-plane pixel size ``(sy, sx)`` mm (``preprocess.inplane_spacing``); 1 mm when unknown or unusable."""
+    from napari_medseg.preprocess import inplane_spacing
+
+    try:
+        return inplane_spacing(spacing)
+    except ValueError:
         return (1.0, 1.0)
-    sy, sx = (float(v) for v in tuple(spacing)[-2:])
-    if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
-        return (1.0, 1.0)
-    return (sy, sx)
 
 
 def largest_component_only(labels: np.ndarray, organs: Iterable[int], *,
