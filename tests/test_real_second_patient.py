@@ -59,3 +59,19 @@ def test_finetune_takes_the_real_series_with_its_labels(shared_data, b_labels, t
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 steps in" in done.stdout
     assert (tmp_path / "b.safetensors").is_file()
+
+
+def test_trunk_rule_cuts_off_both_arms_and_keeps_every_organ(shared_data, b_labels):
+    """The patient's arms lie beside the abdomen, the right one against the trunk through fat (a 2 px
+    opening kept it as trunk); the rule in mm must drop both arms on every slice and no organ voxel."""
+    from napari_medseg.io import read_volume
+    from napari_medseg.postprocess import trunk_mask
+    from napari_medseg.scribbles import CT_BODY_THRESHOLD_HU
+
+    ct, labels = read_volume(shared_data / "ct_dicom"), read_volume(b_labels)
+    mask = trunk_mask(ct.array, ct.geometry.spacing)
+    assert not ((labels.array > 0) & ~mask).any()
+    body = ct.array > CT_BODY_THRESHOLD_HU
+    for side in (slice(0, 60), slice(445, 512)):  # the arms' columns (the trunk spans about 69-434)
+        assert body[:, :, side].sum(axis=(1, 2)).min() > 1000  # an arm on every slice
+        assert not mask[:, :, side].any()
