@@ -28,8 +28,7 @@ def thaw(mapping: Mapping) -> dict:
     return {k: thaw(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in mapping.items()}
 
 
-#: Intensity jitter alone (``AugmentConfig`` fields; no spatial change), for recipes that must carry to
-#: the next patient.  Contrast phases move organs by 40-110 HU between patients (the sample CT is native
+#: Intensity jitter alone (``AugmentConfig`` fields; no spatial change), the base of :data:`PATIENT_VARIATION`.  Contrast phases move organs by 40-110 HU between patients (the sample CT is native
 #: phase: liver 46 HU, aorta 43 HU; the DICOM patient is portal venous: liver 93 HU, aorta 151 HU), and a
 #: model learned from one patient's slices keys on that patient's values.  Half the samples get a shift of
 #: up to +-0.1 of the 400 HU CT window (+-40 HU), contrast +-15 % and gamma +-20 %: that carried as far to
