@@ -138,8 +138,9 @@ def test_image_quality_preset_round_trips_and_changes_no_geometry():
     assert torch.equal(out_lab, lab)
 
 
-def test_dcaunet_recipes_jitter_intensity_over_contrast_phases_without_moving_labels():
-    """The recipe's jitter moves values by tens of HU, as contrast phases do, and changes no geometry."""
+def test_dcaunet_recipes_jitter_intensity_and_move_organs_without_flipping_them():
+    """The recipe's jitter moves values by tens of HU, as contrast phases do; its rotations and zooms move
+    organs but never blend labels and never flip an organ to the other side (kidney left stays left)."""
     from napari_medseg.models import family_spec
     from napari_medseg.preprocess import CT_WINDOW
 
@@ -153,8 +154,13 @@ def test_dcaunet_recipes_jitter_intensity_over_contrast_phases_without_moving_la
         hu = out.mean(dim=(1, 2, 3)) * (CT_WINDOW[1] - CT_WINDOW[0]) + CT_WINDOW[0]
         assert hu.max() > 46 + 30 and hu.min() < 46 - 30  # a native liver is seen near a contrast one's 93 HU
         assert torch.equal(out_lab, torch.zeros(64, 8, 8, dtype=torch.long))
+        img, lab = img[:1].expand(64, -1, -1, -1), lab[:1].expand(64, -1, -1)  # the blob sits left of centre
         _, blob_lab = augment_batch(img, lab, cfg, torch.Generator().manual_seed(1))
-        assert torch.equal(blob_lab, lab)  # no spatial change: steps stay cheap and labels exact
+        assert set(blob_lab.unique().tolist()) <= {0, 3}  # labels are never blended
+        assert (blob_lab != lab).flatten(1).any(1).sum() > 10  # rotations and zooms move many samples
+        xs = torch.arange(lab.shape[-1], dtype=torch.float32)
+        centre_x = ((blob_lab == 3).float().sum(1) * xs).sum(1) / (blob_lab == 3).float().sum((1, 2))
+        assert (centre_x < lab.shape[-1] / 2).all()  # no flip: the organ stays on its side
 
 
 def test_appearance_mask_keeps_the_values_of_the_samples_it_leaves_out():

@@ -28,12 +28,13 @@ def thaw(mapping: Mapping) -> dict:
     return {k: thaw(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in mapping.items()}
 
 
-#: Intensity jitter alone (``AugmentConfig`` fields; no spatial change), the base of :data:`PATIENT_VARIATION`.  Contrast phases move organs by 40-110 HU between patients (the sample CT is native
-#: phase: liver 46 HU, aorta 43 HU; the DICOM patient is portal venous: liver 93 HU, aorta 151 HU), and a
-#: model learned from one patient's slices keys on that patient's values.  Half the samples get a shift of
-#: up to +-0.1 of the 400 HU CT window (+-40 HU), contrast +-15 % and gamma +-20 %: that carried as far to
-#: the DICOM patient as twice those ranges at p 0.8 and cost the sample less.  docs/retrain.md, "A real
-#: second patient": the DICOM patient segmented unseen 0.11 -> 0.25-0.28 mean Dice.
+#: Intensity jitter alone (``AugmentConfig`` fields; no spatial change), the base of :data:`PATIENT_VARIATION`.
+#: Contrast phases move organs by 40-110 HU between patients (the sample CT is native phase: liver 46 HU,
+#: aorta 43 HU; the DICOM patient is portal venous: liver 93 HU, aorta 151 HU), and a model learned from one
+#: patient's slices keys on that patient's values.  Half the samples get a shift of up to +-0.1 of the 400 HU
+#: CT window (+-40 HU), contrast +-15 % and gamma +-20 %: that carried as far to the DICOM patient as twice
+#: those ranges at p 0.8 and cost the sample less.  docs/retrain.md, "A real second patient": the DICOM
+#: patient segmented unseen 0.11 -> 0.25-0.28 mean Dice.
 INTENSITY_JITTER = frozen(dict(p_rotate=0.0, p_intensity=0.5, brightness=0.1, contrast=0.15, gamma=0.2))
 
 #: What differs between patients besides the contrast phase: body size and how they lie.  The intensity
