@@ -91,6 +91,25 @@ def test_cancel_keeps_best_weights(ct):
     assert math.isfinite(result.dice_after)
 
 
+@pytest.mark.parametrize("final_loss, kept", [(0.6, 3), (0.9, 3), (1.2, 2), (float("nan"), 2)])
+def test_without_held_out_slices_the_final_weights_are_kept_unless_the_run_diverged(final_loss, kept):
+    from types import SimpleNamespace
+
+    from napari_medseg.retrain.finetune import DIVERGED_LOSS_RATIO, _keep_if_better
+
+    assert DIVERGED_LOSS_RATIO == 2.0  # the cases below straddle 2 x the lowest loss (0.5)
+    model = torch.nn.Linear(2, 2)
+    run = SimpleNamespace(val_idx=[], trainable_names={"weight", "bias"})
+    result = FinetuneResult(best_score=math.inf)
+    for step, loss in enumerate([1.0, 0.5], start=1):
+        run.ema = loss
+        _keep_if_better(model, run, result, step)
+    assert result.best_step == 2
+    run.ema = final_loss  # slightly above the lowest reading: noise, not divergence; 2.4 x: diverged
+    _keep_if_better(model, run, result, 3, final=True)
+    assert result.best_step == kept
+
+
 def test_held_out_split_and_replay(ct):
     image, labels = ct
     idx = list(range(5, 25, 2))  # 10 slices -> 2 held out

@@ -22,8 +22,9 @@ they are copied for ``best_state``.
 
 Which weights are "best": with a held-out part (``validation_fraction`` of the
 slices when there are at least ``min_slices_for_validation``), the highest
-held-out mean Dice, checked every ``eval_every`` steps; otherwise the lowest
-smoothed (EMA) training loss.  ``dice_before`` / ``dice_after`` are measured
+held-out mean Dice, checked every ``eval_every`` steps.  Otherwise a finished run
+keeps its final weights (the schedule ends at lr 0) unless it diverged; a cancelled
+one keeps the snapshot with the lowest smoothed (EMA) training loss so far.  ``dice_before`` / ``dice_after`` are measured
 on the held-out slices when there are some, else on the training slices, at
 native resolution as inference computes them (logits brought back before the
 argmax).
@@ -360,16 +361,26 @@ def _train_mode(model, config: FinetuneConfig) -> None:
                 module.eval()
 
 
+#: Without held-out slices a finished run keeps its final weights (the schedule ends at lr 0) unless
+#: its smoothed training loss ended more than this many times above its lowest: a run that diverged
+#: goes back to the snapshot at that lowest loss.  Picking the lowest of ~20 noisy loss readings
+#: instead chose an earlier snapshot in 4 of 6 paired runs, at the same Dice (docs/retrain.md).
+DIVERGED_LOSS_RATIO = 2.0
+
+
 def _keep_if_better(model, run: SimpleNamespace, result: FinetuneResult, step: int, final: bool = False) -> None:
-    """Snapshot the weights when the held-out Dice rose (or, without held-out slices, the loss EMA fell)."""
+    """Snapshot the weights when the held-out Dice rose; without held-out slices, when the loss EMA
+    fell, and at the end the final weights unless the run diverged (:data:`DIVERGED_LOSS_RATIO`)."""
     if run.val_idx:
         score, _ = _evaluate(model, run)
         if score > result.best_score:
             result.best_score, result.best_state, result.best_step = score, _snapshot(model, run), step
         return
     ema = getattr(run, "ema", None)
-    if ema is not None and (ema <= result.best_score if final else ema < result.best_score):
-        result.best_score, result.best_state, result.best_step = ema, _snapshot(model, run), step
+    if ema is None or not math.isfinite(ema):
+        return
+    if ema < result.best_score or (final and ema <= DIVERGED_LOSS_RATIO * result.best_score):
+        result.best_score, result.best_state, result.best_step = min(ema, result.best_score), _snapshot(model, run), step
 
 
 def _snapshot(model, run: SimpleNamespace) -> dict:
