@@ -167,6 +167,26 @@ def read_checkpoint_info(path) -> CheckpointInfo:
     )
 
 
+def flip_tta_refusal(info: CheckpointInfo) -> str | None:
+    """Why flip test-time augmentation must not be used with this checkpoint, or None when it may.
+
+    A flipped slice is new to a model trained without flips, and a left-right flip moves the
+    left kidney to where the right one belongs: on the sample CT, flip TTA took a fine-tuned
+    DCAU-Net from 0.89 to 0.51-0.54 mean Dice (docs/inference.md).  Read from the provenance's
+    ``augment`` (the training augmentation); fine-tunes saved before it was recorded used this
+    package's recipes, none of which flips.  Unknown origin (no provenance): allowed.
+    """
+    prov = getattr(info, "provenance", None) or {}
+    if "augment" in prov:
+        augment = prov["augment"] or {}
+        if any(float(augment.get(key) or 0) > 0 for key in ("p_flip", "p_rot90")):
+            return None
+        return "was trained without flips"
+    if "slices" in prov and prov.get("kind") != "train":
+        return "was fine-tuned without flips (every fine-tuning recipe is flip-free)"
+    return None
+
+
 def _parent_sha(parent) -> str | None:
     if parent is None:
         return None

@@ -149,6 +149,17 @@ def check_same_label_set(infos: Sequence) -> LabelSet:
     return first
 
 
+def _check_flip_tta(checkpoints) -> None:
+    """One-line error when a checkpoint was trained without flips (``checkpoint.flip_tta_refusal``)."""
+    from napari_medseg.checkpoint import flip_tta_refusal
+
+    for _, info in checkpoints:
+        why = flip_tta_refusal(info)
+        if why:
+            raise ValueError(f"flip TTA: {_ckpt_name(info)} {why}, so flipped slices are new to it and its left "
+                             "and right organs would trade places; segment without TTA (--tta / Flip TTA off)")
+
+
 def _ckpt_name(info) -> str:
     path = getattr(info, "path", None)
     return f"'{getattr(path, 'name', path)}'" if path else f"model {getattr(info, 'model_name', '?')!r}"
@@ -269,7 +280,8 @@ def segment_volume(
             Models are moved there (in place).
         precision: ``"auto" | "fp32" | "bf16" | "fp16"`` (see ``napari_medseg.device``).
         batch_size: slices per forward pass.
-        tta: average over the 4 flips (none, left-right, up-down, both).
+        tta: average over the 4 flips (none, left-right, up-down, both); refused (ValueError)
+            for checkpoints trained without flips (``checkpoint.flip_tta_refusal``).
         locked: slice indices never overwritten: copied from ``previous``.
         previous: uint8-compatible ``(z, y, x)`` labels; needed when ``locked`` is not empty.
         uncertainty: also compute the float16 uncertainty map.
@@ -330,6 +342,8 @@ def segment_volume(
             )
     for _, info in checkpoints:  # a spacing-aware checkpoint needs a usable spacing: fail before any work
         inplane_spacing(spacing, info.preprocessing)
+    if tta:
+        _check_flip_tta(checkpoints)
     # MR percentiles come from the whole volume, once per checkpoint preprocessing
     ranges = [intensity_range(array, info.preprocessing) for _, info in checkpoints]
 

@@ -288,3 +288,29 @@ def test_batch_memory_bounded_for_clinical_ct(tmp_path, monkeypatch):
     hook.remove()
     assert inputs == [(2, 1, 160, 160), (2, 1, 160, 160), (1, 1, 160, 160)]
     assert probs == [(2, 9, 512, 512), (3, 9, 512, 512)]
+
+
+@pytest.mark.parametrize("provenance, refused", [
+    ({"augment": {"p_rot90": 0.5, "p_flip": 0.0}}, False),  # the papers' recipes (medseg train)
+    ({"augment": {"p_flip": 0.5}}, False),
+    ({"augment": {"p_rot90": 0.0, "p_flip": 0.0, "p_rotate": 0.3}}, True),  # the fine-tuning recipes
+    ({"augment": None}, True),  # trained without any augmentation
+    ({"slices": [2, 5], "steps": 10}, True),  # a fine-tune saved before the augmentation was recorded
+    ({"note": "from elsewhere"}, False),  # unknown origin: allowed, as before
+    ({}, False),
+])
+def test_flip_tta_only_for_checkpoints_trained_with_flips(ckpts, tmp_path, provenance, refused):
+    from napari_medseg.checkpoint import flip_tta_refusal, load_checkpoint, read_checkpoint_info, save_checkpoint
+
+    model, info = load_checkpoint(ckpts["dcaunet"])
+    path = tmp_path / "prov.safetensors"
+    save_checkpoint(path, model, label_set=info.label_set, preprocessing=info.preprocessing, provenance=provenance)
+    info = read_checkpoint_info(path)
+    assert (flip_tta_refusal(info) is not None) == refused
+    vol = np.random.default_rng(0).normal(0, 200, (3, 40, 48)).astype(np.float32)
+    gen = segment_volume(vol, [(model, info)], device="cpu", tta=True, largest_component=False)
+    if refused:
+        with pytest.raises(ValueError, match=r"flip TTA: .*prov\.safetensors.* without flips.*segment without TTA"):
+            run_segmentation(gen)
+    else:
+        assert run_segmentation(gen).labels.shape == vol.shape

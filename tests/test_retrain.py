@@ -94,6 +94,10 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
     prov = result.checkpoint.provenance
     assert prov["parent_sha256"] == file_sha256(tiny_checkpoint.path)
     assert prov["slices"] == corrected and prov["steps"] == 6 and prov["image"] == "sample"
+    assert prov["augment"]["p_flip"] == 0 and prov["augment"]["p_rot90"] == 0  # the recipes never flip
+    from napari_medseg.checkpoint import flip_tta_refusal
+
+    assert flip_tta_refusal(result.checkpoint) == "was trained without flips"
     np.testing.assert_array_equal(result.labels[corrected], ref[corrected])
     assert result.uncertainty.dtype == np.float16
     assert read_checkpoint_info(tiny_checkpoint.path).sha256 == tiny_checkpoint.sha256  # parent untouched

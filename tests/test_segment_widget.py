@@ -206,3 +206,26 @@ def test_ensemble_needs_one_label_set(make_napari_viewer, qtbot, ckpt, tmp_path)
     w.segment_button.click()
     wait_done(qtbot, w)
     assert viewer.layers["vol labels"].metadata["medseg"]["label_set"]["name"] == "acdc"
+
+
+def test_flip_tta_is_off_for_a_checkpoint_trained_without_flips(make_napari_viewer, qtbot, ckpt, tmp_path):
+    from napari_medseg.checkpoint import load_checkpoint, save_checkpoint
+
+    model, info = load_checkpoint(ckpt)
+    fine_tuned = tmp_path / "fine_tuned.safetensors"
+    save_checkpoint(fine_tuned, model, label_set=info.label_set, preprocessing=info.preprocessing,
+                    provenance={"slices": [3], "augment": {"p_rotate": 0.3, "p_flip": 0.0, "p_rot90": 0.0}})
+    flipped = tmp_path / "papers_recipe.safetensors"
+    save_checkpoint(flipped, model, label_set=info.label_set, preprocessing=info.preprocessing,
+                    provenance={"kind": "train", "augment": {"p_rot90": 0.5, "p_flip": 0.0}})
+    w = open_segment(make_napari_viewer())
+    assert w.add_checkpoint(flipped)
+    w.tta_check.setChecked(True)
+    assert w.tta_check.isEnabled() and w.tta_check.isChecked()
+    assert w.add_checkpoint(fine_tuned)  # becomes the current one
+    assert not w.tta_check.isEnabled() and not w.tta_check.isChecked()
+    assert "fine_tuned.safetensors was trained without flips" in w.tta_check.toolTip()
+    w.ckpt_list.setCurrentRow(0)  # back to the flip-trained one
+    assert w.tta_check.isEnabled()
+    w.ensemble_check.setChecked(True)  # both together: one of them refuses
+    assert not w.tta_check.isEnabled()

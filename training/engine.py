@@ -398,6 +398,7 @@ class Trainer:
             "final_loss": None if not math.isfinite(loss) else round(float(loss), 6),
             "data": {"kind": self.recipe["data"].get("kind"), "root": str(self.recipe["data"].get("root"))},
             "world_size": self.dist.world_size,
+            "augment": self.augment.to_dict() if self.augment is not None else None,
         }
         save_checkpoint(path, self.model, label_set=self.label_set, preprocessing=self.preprocessing,
                         provenance=provenance, parent=self.parent_sha, overwrite=True)

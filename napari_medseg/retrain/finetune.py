@@ -131,6 +131,8 @@ class FinetuneResult:
         train_indices / held_out_indices: positions in the ``images`` argument.
         steps, seconds, final_loss, scope, stopped_by (``"steps" | "time" | "cancelled"``).
         smoothness_sigma: the edge-aware smoothness term's sigma in use (image units).
+        augment: the training augmentation (``AugmentConfig.to_dict()``), None without; saved in
+            the checkpoint's provenance (flip TTA reads it: ``checkpoint.flip_tta_refusal``).
     """
 
     best_state: dict | None = None
@@ -150,6 +152,7 @@ class FinetuneResult:
     scope: str = ""
     stopped_by: str = ""
     smoothness_sigma: float = math.nan
+    augment: dict | None = None
     done: bool = False
 
     def apply(self, model) -> None:
@@ -202,6 +205,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
     model.to(run.device)
     _setup_training(model, config, run)
     result.smoothness_sigma = run.smoothness_sigma
+    result.augment = run.augment.to_dict() if run.augment is not None else None
     start = time.monotonic()
     try:
         result.dice_before, result.per_class_before = _evaluate(model, run)

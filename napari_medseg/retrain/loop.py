@@ -332,6 +332,7 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
         "dice_on": ft.dice_on,
         "stopped_by": ft.stopped_by,
         "from_scratch": parent is None,
+        "augment": ft.augment,
     }
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)

@@ -45,6 +45,10 @@ NO_CHECKPOINT_TEXT = (
     "Untrained (random) weights are never shown as a prediction."
 )
 
+TTA_TIP = ("Average the prediction over the 4 flips of each slice. Only for checkpoints trained with flips "
+           "(the papers' recipes): a fine-tuned model never saw a flipped slice, and a left-right flip "
+           "swaps its left and right organs.")
+
 
 class SegmentWidget(QWidget):
     """Dock widget: image + checkpoint(s) + options -> Labels layer, uncertainty and organ table."""
@@ -54,6 +58,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._models: dict = {}  # (path, mtime, device) -> (model, CheckpointInfo), this widget only
+        self._flip_refusals: dict[str, str | None] = {}  # path -> why flip TTA is off for it (None: allowed)
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
         self.warming = warm_up(self.device_combo)  # listing devices imports torch: off the GUI thread
@@ -85,6 +90,9 @@ class SegmentWidget(QWidget):
         self.precision_combo.setToolTip("auto: fp16/bf16 on CUDA; on CPU the faster of fp32/bf16, timed once per model "
                                         "family and cached; fp16: CUDA only")
         self.tta_check = QCheckBox("Flip TTA (4\u00d7 slower)")
+        self.tta_check.setToolTip(TTA_TIP)
+        self.ckpt_list.currentItemChanged.connect(lambda *_: self._refresh_state())
+        self.ensemble_check.toggled.connect(lambda *_: self._refresh_state())
         self.unc_check = QCheckBox("Uncertainty layer")
         self.one_piece_check = QCheckBox("One piece per organ")
         self.one_piece_check.setChecked(True)
@@ -157,6 +165,16 @@ class SegmentWidget(QWidget):
         self.segment_button.setEnabled(not running and has_ckpt and self.image_combo.count() > 0)
         self.cancel_button.setEnabled(running)
         self.ensemble_check.setEnabled(self.ckpt_list.count() > 1)
+        self._refresh_tta()
+
+    def _refresh_tta(self):
+        """Flip TTA only for checkpoints trained with flips (``checkpoint.flip_tta_refusal``)."""
+        refusals = [(p.name, self._flip_refusals.get(str(p))) for p in self._chosen_paths()]
+        refused = [f"{name} {why}" for name, why in refusals if why]
+        self.tta_check.setEnabled(not refused)
+        if refused:
+            self.tta_check.setChecked(False)
+        self.tta_check.setToolTip(TTA_TIP + ("\nOff: " + "; ".join(refused) + "." if refused else ""))
 
     # ------------------------------------------------------- checkpoints
     def add_checkpoint(self, path) -> bool:
@@ -172,6 +190,9 @@ class SegmentWidget(QWidget):
         except (OSError, ValueError) as err:
             self.status.setText(f"Cannot use {path.name}: {err}")
             return False
+        from napari_medseg.checkpoint import flip_tta_refusal
+
+        self._flip_refusals[str(path)] = flip_tta_refusal(info)
         prep = info.preprocessing
         item = QListWidgetItem(f"{path.name} \u00b7 {info.model_name} \u00b7 {info.label_set.name} \u00b7 "
                                f"{prep.modality.upper()} \u00b7 {prep.resize_policy}")
