@@ -94,6 +94,7 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
     prov = result.checkpoint.provenance
     assert prov["parent_sha256"] == file_sha256(tiny_checkpoint.path)
     assert prov["slices"] == corrected and prov["steps"] == 6 and prov["image"] == "sample"
+    assert prov["weights_from_step"] == 6  # finished without held-out slices: the final weights
     assert prov["augment"]["p_flip"] == 0 and prov["augment"]["p_rot90"] == 0  # the recipes never flip
     from napari_medseg.checkpoint import flip_tta_refusal
 

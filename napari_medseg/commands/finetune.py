@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     if args.partial:
         print(f"  partial labels on slices {','.join(map(str, slices))} (unlabelled pixels ignored)")
     print(f"  {ft.steps} steps in {ft.seconds:.1f} s, final loss {ft.final_loss:.4f}, scope {ft.scope}, stopped by {ft.stopped_by}")
+    if ft.best_step != ft.steps:  # held-out slices chose, or the loss diverged: an earlier snapshot
+        best = "highest held-out Dice" if ft.dice_on == "held-out" else "lowest smoothed loss; the run diverged"
+        print(f"  saved the weights of step {ft.best_step} ({best}), not of step {ft.steps}")
     print(f"  mean Dice on {ft.dice_on} slices: before {ft.dice_before:.3f}, after {ft.dice_after:.3f}")
     print("  " + (f"store {store.root}: replay off (--no-replay)" if args.no_replay else result.replay_plan.describe()))
     return 0
