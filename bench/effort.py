@@ -52,6 +52,11 @@ scribbles (``--carry-k`` slices) from scratch or from A's model with A replayed,
 
     python bench/effort.py --experiments carry --cases sample --steps 360 --seeds 0,1,2 --threads 1
 
+``picks``: which slices a round should correct.  One scribbled model per seed (``--steps``), then a round
+on ``suggest_slices``'s picks and one on evenly spaced slices, both scored on the slices neither touched.
+
+    python bench/effort.py --experiments picks --cases sample --steps 900 --seeds 0,2 --threads 1
+
 ``variants``: scribbles only, fixed steps, the defaults against each ``--variants``
 entry (FinetuneConfig fields), per seed: mean Dice, organ voxels / reference voxels,
 and per-organ precision and recall.
@@ -279,6 +284,62 @@ def variants_experiment(case: Case, args) -> list[dict]:
     return rows
 
 
+def picks_experiment(case: Case, args) -> list[dict]:
+    """Which slices a round should correct: each strategy in :data:`PICKS` on the same scribbled model.
+
+    Per seed: scribbles on ``args.k`` evenly spaced slices, ``--steps`` fixed steps; then, per
+    strategy, the reviewer corrects the model's output on ``--round-slices`` slices and the model
+    fine-tunes ``--steps`` more on scribbles + corrections.  Dice on the slices that no strategy
+    touched, so every strategy is scored on the same slices (the ``finetune`` arms are not).
+    """
+    import tempfile
+
+    from napari_medseg.scribbles import body_mask, simulate_correction
+
+    body = body_mask(case.image, case.modality)
+    depth = case.image.shape[0]
+    rows = []
+    for seed, _, partial, slices, _, scribbled in _scribble_runs(case, args, [("default", {})]):
+        candidates = [z for z in range(depth) if z not in slices]
+        picks = {name: pick(scribbled, candidates, slices, args.round_slices, case.spacing[0])
+                 for name, pick in PICKS.items()}
+        common = [z for z in candidates if not any(z in chosen for chosen in picks.values())]
+        print(f"  seed {seed}: picks {picks}; scored on {len(common)} slices", flush=True)
+        rows.append(dict(case=case.name, seed=seed, strategy="scribbles only", picks=[], round_effort=0.0,
+                         dice=untouched_dice(scribbled.labels, case.reference, common)))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, chosen in picks.items():
+                labels = partial.copy()
+                changed = 0
+                for z in chosen:
+                    labels[z], _ = simulate_correction(scribbled.labels[z], case.reference[z], body[z])
+                    changed += int((scribbled.labels[z] != case.reference[z]).sum())
+                again = _retrain(case, labels, slices + chosen, scribbled.checkpoint.path, tmp, args, partial=True,
+                                 options=dict(steps=args.steps, seed=seed, precision="fp32"))
+                rows.append(dict(case=case.name, seed=seed, strategy=name, picks=chosen,
+                                 round_effort=changed / int(body[chosen].sum()),
+                                 dice=untouched_dice(again.labels, case.reference, common)))
+                print(f"  seed {seed} {name:24s} {chosen}: Dice on the common slices {rows[-1]['dice']:.3f}", flush=True)
+    return rows
+
+
+def _pick_suggested(result, candidates, corrected, n, slice_mm):
+    from napari_medseg.retrain.loop import suggest_slices
+
+    return suggest_slices(result.uncertainty, candidates, n, corrected=corrected, slice_mm=slice_mm)
+
+
+def _pick_even(result, candidates, corrected, n, slice_mm):
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+
+    return [candidates[i] for i in evenly_spaced_slices(len(candidates), n)]
+
+
+#: Round strategies compared by ``picks``.  Also tried (2026-12-06): the uncertainty summed only within
+#: 3 px of the predicted organs; it picked the same slices as ``suggest_slices`` on 4 seeds of 4.
+PICKS = {"most uncertain (now)": _pick_suggested, "evenly spaced": _pick_even}
+
+
 def carry_experiment(case: Case, args) -> list[dict]:
     """Does an earlier patient's full correction teach the next patient's scribbles?  (halves as patients)
 
@@ -357,7 +418,8 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
 
 
 EXPERIMENTS = {"fill": fill_experiment, "finetune": finetune_experiment, "smoothness": smoothness_experiment,
-               "strokes": strokes_experiment, "variants": variants_experiment, "carry": carry_experiment}
+               "strokes": strokes_experiment, "variants": variants_experiment, "carry": carry_experiment,
+               "picks": picks_experiment}
 
 
 def plot_fill(cases: list[Case], z: int, path: Path) -> None:
@@ -412,6 +474,8 @@ COLUMNS = {
     "carry": [("case", "case", "{}"), ("patients A -> B", "patients", "{}"), ("B's scribbles", "arm", "{}"),
               ("seed", "seed", "{}"), ("slices replayed", "replayed", "{}"),
               ("mean Dice, B's untouched slices", "dice", "{:.3f}"), ("organ voxels / reference", "size_ratio", "{:.2f}")],
+    "picks": [("case", "case", "{}"), ("seed", "seed", "{}"), ("round on", "strategy", "{}"), ("slices", "picks", "{}"),
+              ("round effort", "round_effort", "{:.3f}"), ("mean Dice, slices no strategy touched", "dice", "{:.3f}")],
     "strokes": [("case", "case", "{}"), ("seed", "seed", "{}"), ("strokes kept by segment_volume", "keep_strokes", "{}"),
                 ("mean Dice, untouched slices", "dice", "{:.4f}"), ("stroked pixels keeping their label", "strokes_kept",
                                                                     "{:.4f}")],
