@@ -167,8 +167,8 @@ def finetune_experiment(case: Case, args) -> list[dict]:
     """Full slices vs scribbles vs scribbles + one round of corrections (suggested / evenly spaced slices)."""
     import tempfile
 
-    from napari_medseg.retrain.loop import evenly_spaced_slices, suggest_slices
-    from napari_medseg.scribbles import UNLABELLED, body_mask, simulate_correction, simulate_reviewer
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.scribbles import UNLABELLED, body_mask, simulate_reviewer
 
     body = body_mask(case.image, case.modality)
     depth = case.image.shape[0]
@@ -190,15 +190,10 @@ def finetune_experiment(case: Case, args) -> list[dict]:
         scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
         rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
         candidates = [z for z in range(depth) if z not in slices]
-        picks = {"suggested": suggest_slices(scribbled.uncertainty, candidates, args.round_slices, corrected=slices,
-                                             slice_mm=case.spacing[0]),
-                 "even": [candidates[i] for i in evenly_spaced_slices(len(candidates), args.round_slices)]}
+        picks = {how: pick(scribbled, candidates, slices, args.round_slices, case.spacing[0])
+                 for how, pick in (("suggested", _pick_suggested), ("even", _pick_even))}
         for how, chosen in picks.items():
-            labels = partial.copy()
-            changed = 0
-            for z in chosen:
-                labels[z], _ = simulate_correction(scribbled.labels[z], case.reference[z], body[z])
-                changed += int((scribbled.labels[z] != case.reference[z]).sum())
+            labels, changed = _round_of_corrections(case, partial, scribbled.labels, chosen, body)
             again = _retrain(case, labels, slices + chosen, scribbled.checkpoint.path, tmp, args, partial=True)
             rows.append(row(f"scribbles + round on {len(chosen)} {how} slices {chosen}", slices + chosen,
                             stroked + changed, again.labels, [scribbled, again]))
@@ -294,7 +289,7 @@ def picks_experiment(case: Case, args) -> list[dict]:
     """
     import tempfile
 
-    from napari_medseg.scribbles import body_mask, simulate_correction
+    from napari_medseg.scribbles import body_mask
 
     body = body_mask(case.image, case.modality)
     depth = case.image.shape[0]
@@ -309,11 +304,7 @@ def picks_experiment(case: Case, args) -> list[dict]:
                          dice=untouched_dice(scribbled.labels, case.reference, common)))
         with tempfile.TemporaryDirectory() as tmp:
             for name, chosen in picks.items():
-                labels = partial.copy()
-                changed = 0
-                for z in chosen:
-                    labels[z], _ = simulate_correction(scribbled.labels[z], case.reference[z], body[z])
-                    changed += int((scribbled.labels[z] != case.reference[z]).sum())
+                labels, changed = _round_of_corrections(case, partial, scribbled.labels, chosen, body)
                 again = _retrain(case, labels, slices + chosen, scribbled.checkpoint.path, tmp, args, partial=True,
                                  options=dict(steps=args.steps, seed=seed, precision="fp32"))
                 rows.append(dict(case=case.name, seed=seed, strategy=name, picks=chosen,
@@ -321,6 +312,18 @@ def picks_experiment(case: Case, args) -> list[dict]:
                                  dice=untouched_dice(again.labels, case.reference, common)))
                 print(f"  seed {seed} {name:24s} {chosen}: Dice on the common slices {rows[-1]['dice']:.3f}", flush=True)
     return rows
+
+
+def _round_of_corrections(case: Case, partial, predicted, chosen, body):
+    """The reviewer corrects ``predicted`` to the reference on ``chosen``: ``(labels, pixels changed)``."""
+    from napari_medseg.scribbles import simulate_correction
+
+    labels = partial.copy()
+    changed = 0
+    for z in chosen:
+        labels[z], _ = simulate_correction(predicted[z], case.reference[z], body[z])
+        changed += int((predicted[z] != case.reference[z]).sum())
+    return labels, changed
 
 
 def _pick_suggested(result, candidates, corrected, n, slice_mm):
