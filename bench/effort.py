@@ -310,7 +310,8 @@ def picks_experiment(case: Case, args) -> list[dict]:
                 rows.append(dict(case=case.name, seed=seed, strategy=name, picks=chosen,
                                  round_effort=changed / int(body[chosen].sum()),
                                  dice=untouched_dice(again.labels, case.reference, common)))
-                print(f"  seed {seed} {name:24s} {chosen}: Dice on the common slices {rows[-1]['dice']:.3f}", flush=True)
+                print(f"  seed {seed} {name:24s} {chosen}: Dice on the common slices {rows[-1]['dice']:.3f}",
+                      flush=True)
     return rows
 
 

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TransUNet/Swin-Unet metric conventions: HD95 in voxels, (1, 0) for a prediction where the reference is empty, (0, 0) otherwise")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (only for checkpoints trained with flips)")
+    parser.add_argument("--tta", action="store_true",
+                        help="flip test-time augmentation (only for checkpoints trained with flips)")
     add_postprocess_arguments(parser)
 
 

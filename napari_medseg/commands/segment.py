@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model checkpoint (.safetensors); repeat for an ensemble")
     parser.add_argument("--device", default="auto", help="auto (cuda -> mps -> cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    parser.add_argument("--tta", action="store_true", help="average over flips (4x slower); only for checkpoints trained with flips (the papers' recipes), refused for fine-tuned ones")
+    parser.add_argument("--tta", action="store_true",
+                        help="average over flips (4x slower); only for checkpoints trained with flips (the "
+                        "papers' recipes), refused for fine-tuned ones")
     add_postprocess_arguments(parser)
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="auto = fp16/bf16 on CUDA; on CPU the faster of fp32/bf16 (timed once, cached)")

@@ -24,10 +24,10 @@ Which weights are "best": with a held-out part (``validation_fraction`` of the
 slices when there are at least ``min_slices_for_validation``), the highest
 held-out mean Dice, checked every ``eval_every`` steps.  Otherwise a finished run
 keeps its final weights (the schedule ends at lr 0) unless it diverged; a cancelled
-one keeps the snapshot with the lowest smoothed (EMA) training loss so far.  ``dice_before`` / ``dice_after`` are measured
-on the held-out slices when there are some, else on the training slices, at
-native resolution as inference computes them (logits brought back before the
-argmax).
+one keeps the snapshot with the lowest smoothed (EMA) training loss so far.
+``dice_before`` / ``dice_after`` are measured on the held-out slices when there
+are some, else on the training slices, at native resolution as inference
+computes them (logits brought back before the argmax).
 
 Partial labels: ``255`` (:data:`~napari_medseg.scribbles.UNLABELLED`) in a
 label slice means "nobody labelled this pixel".  Such pixels count in neither
@@ -384,7 +384,8 @@ def _keep_if_better(model, run: SimpleNamespace, result: FinetuneResult, step: i
     if ema is None or not math.isfinite(ema):
         return
     if ema < result.best_score or (final and ema <= DIVERGED_LOSS_RATIO * result.best_score):
-        result.best_score, result.best_state, result.best_step = min(ema, result.best_score), _snapshot(model, run), step
+        result.best_state, result.best_step = _snapshot(model, run), step
+        result.best_score = min(ema, result.best_score)
 
 
 def _snapshot(model, run: SimpleNamespace) -> dict:

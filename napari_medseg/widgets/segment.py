@@ -179,7 +179,7 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------- checkpoints
     def add_checkpoint(self, path) -> bool:
         """Add a checkpoint to the list (its metadata is read, not its weights); False on error."""
-        from napari_medseg.checkpoint import read_checkpoint_info
+        from napari_medseg.checkpoint import flip_tta_refusal, read_checkpoint_info
         from napari_medseg.recent import remember_checkpoint
 
         path = Path(path).expanduser().resolve()
@@ -190,8 +190,6 @@ class SegmentWidget(QWidget):
         except (OSError, ValueError) as err:
             self.status.setText(f"Cannot use {path.name}: {err}")
             return False
-        from napari_medseg.checkpoint import flip_tta_refusal
-
         self._flip_refusals[str(path)] = flip_tta_refusal(info)
         prep = info.preprocessing
         item = QListWidgetItem(f"{path.name} \u00b7 {info.model_name} \u00b7 {info.label_set.name} \u00b7 "
