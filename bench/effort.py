@@ -27,10 +27,11 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
 
 * ``full k``: the reference on k evenly spaced slices (effort 1);
 * ``scribbles``: the simulated reviewer on the same k slices (``--partial``);
-* ``+ round, suggested``: then the reviewer corrects the model's output on the
+* ``+ round 1, suggested``: then the reviewer corrects the model's output on the
   ``--round-slices`` slices ``suggest_slices`` proposes (most uncertain, kept apart), and fine-tunes
   again from the new version on scribbles + corrected slices;
-* ``+ round, even``: the same round on evenly spaced untouched slices.
+* ``+ round 2, suggested``: once more, from that version (``--rounds``, default 2);
+* ``+ round 1 / 2, even``: the same rounds on evenly spaced untouched slices.
 
     python bench/effort.py --experiments finetune --cases sample --budget 150
     python bench/effort.py --experiments finetune --cases sample --budget 150 --threads 2 --full-only
@@ -164,7 +165,10 @@ def _timed_fill(image, partial, modality, probabilities, repeats: int):
 
 
 def finetune_experiment(case: Case, args) -> list[dict]:
-    """Full slices vs scribbles vs scribbles + one round of corrections (suggested / evenly spaced slices)."""
+    """Full slices vs scribbles vs scribbles + ``--rounds`` rounds of corrections (suggested / evenly spaced).
+
+    Each round corrects the newest model's output on ``--round-slices`` more slices and fine-tunes
+    again from that model; effort and wall time are cumulative."""
     import tempfile
 
     from napari_medseg.retrain.loop import evenly_spaced_slices
@@ -189,14 +193,16 @@ def finetune_experiment(case: Case, args) -> list[dict]:
             return rows
         scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
         rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
-        candidates = [z for z in range(depth) if z not in slices]
-        picks = {how: pick(scribbled, candidates, slices, args.round_slices, case.spacing[0])
-                 for how, pick in (("suggested", _pick_suggested), ("even", _pick_even))}
-        for how, chosen in picks.items():
-            labels, changed = _round_of_corrections(case, partial, scribbled.labels, chosen, body)
-            again = _retrain(case, labels, slices + chosen, scribbled.checkpoint.path, tmp, args, partial=True)
-            rows.append(row(f"scribbles + round on {len(chosen)} {how} slices {chosen}", slices + chosen,
-                            stroked + changed, again.labels, [scribbled, again]))
+        for how, pick in (("suggested", _pick_suggested), ("even", _pick_even)):
+            model, labels, touched, effort_px, runs = scribbled, partial, list(slices), stroked, [scribbled]
+            for round_number in range(1, args.rounds + 1):
+                candidates = [z for z in range(depth) if z not in touched]
+                chosen = pick(model, candidates, touched, args.round_slices, case.spacing[0])
+                labels, changed = _round_of_corrections(case, labels, model.labels, chosen, body)
+                model = _retrain(case, labels, touched + chosen, model.checkpoint.path, tmp, args, partial=True)
+                touched, effort_px, runs = touched + chosen, effort_px + changed, runs + [model]
+                rows.append(row(f"scribbles + round {round_number} on {len(chosen)} {how} slices {chosen}", touched,
+                                effort_px, model.labels, runs))
     return rows
 
 
@@ -518,7 +524,8 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=5, help="evenly spaced slices the reviewer touches")
     parser.add_argument("--repeats", type=int, default=5, help="timed fills per slice (median reported)")
     parser.add_argument("--budget", type=float, default=150.0, help="finetune: seconds per fine-tune (issue: 150)")
-    parser.add_argument("--round-slices", type=int, default=2, help="finetune: slices corrected in the round")
+    parser.add_argument("--round-slices", type=int, default=2, help="finetune: slices corrected per round")
+    parser.add_argument("--rounds", type=int, default=2, help="finetune: rounds of corrections after the scribbles")
     parser.add_argument("--steps", type=int, default=900, help="smoothness: optimiser steps per fine-tune")
     parser.add_argument("--smoothness-weights", default="0,30", help="smoothness: comma-separated weights, "
                         "each with every --smoothness-sigmas value, or W@SIGMA for one pair")

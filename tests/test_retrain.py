@@ -78,6 +78,21 @@ def test_suggested_slices_keep_apart_from_each_other_and_from_corrections():
     assert suggest_slices(unc, candidates, 1, corrected=[5, 10]) == [1]  # unknown spacing: a 3-slice gap
 
 
+def test_suggested_slices_stay_apart_when_no_candidate_is_a_full_gap_away():
+    """A later round: corrections every 4-5 slices, so no candidate is 10 mm from all of them."""
+    from napari_medseg.retrain.loop import suggest_slices
+
+    corrected = [1, 5, 10, 14, 19, 24, 28]
+    candidates = [z for z in range(30) if z not in corrected]
+    unc = np.zeros((30, 2, 2), np.float32)
+    unc[16], unc[17], unc[12], unc[7] = 0.9, 0.85, 0.8, 0.3
+    # 16 is the most uncertain; its neighbour 17 (2nd) would show the same anatomy, 12 is 4 slices away
+    assert suggest_slices(unc, candidates, 2, corrected=corrected, slice_mm=3.0) == [16, 12]
+    # the widest gap any candidate keeps here is 2 slices (from the corrected ones): 16 and 12 hold it
+    assert suggest_slices(unc, candidates, len(candidates), corrected=corrected, slice_mm=3.0)[:2] == [16, 12]
+    assert sorted(suggest_slices(unc, candidates, len(candidates), corrected=corrected)) == candidates
+
+
 def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_checkpoint, tmp_path):
     image, ref = sample
     corrected = [8, 20]

@@ -380,8 +380,10 @@ SUGGESTION_GAP_MM = 10.0
 def suggest_slices(uncertainty: np.ndarray, candidates: Sequence[int], n: int, *, corrected: Sequence[int] = (),
                    slice_mm: float | None = None, gap_mm: float = SUGGESTION_GAP_MM) -> list[int]:
     """Up to ``n`` slices to correct next: the most uncertain first, each at least ``gap_mm`` from the
-    others and from ``corrected`` (greedy; when too few candidates are that far, the gap is dropped
-    for the rest rather than suggesting fewer).
+    others and from ``corrected`` (greedy).  When too few candidates are that far (later rounds,
+    many slices corrected), the gap shrinks one slice at a time for the rest, so the picks stay as
+    far apart as they can rather than landing on neighbours; never fewer than ``n`` when there are
+    that many candidates.
 
     Args:
         uncertainty: ``(z, y, x)`` per-voxel uncertainty; candidates: unlocked slice indices;
@@ -390,11 +392,10 @@ def suggest_slices(uncertainty: np.ndarray, candidates: Sequence[int], n: int, *
     ranked = rank_uncertain_slices(uncertainty, candidates)
     gap = 3 if not slice_mm or slice_mm <= 0 else max(1, int(np.ceil(gap_mm / slice_mm - 1e-9)))
     chosen: list[int] = []
-    for z in ranked:
-        if len(chosen) == n:
-            break
-        if all(abs(z - c) >= gap for c in list(chosen) + [int(c) for c in corrected]):
-            chosen.append(z)
-    chosen += [z for z in ranked if z not in chosen][: n - len(chosen)]
+    for min_gap in range(gap, 0, -1):
+        for z in ranked:
+            if len(chosen) < n and z not in chosen and all(
+                    abs(z - c) >= min_gap for c in chosen + [int(c) for c in corrected]):
+                chosen.append(z)
     return chosen
 
