@@ -93,6 +93,15 @@ def test_suggested_slices_stay_apart_when_no_candidate_is_a_full_gap_away():
     assert sorted(suggest_slices(unc, candidates, len(candidates), corrected=corrected)) == candidates
 
 
+def test_a_suggestion_states_its_true_distance_from_the_corrections():
+    from napari_medseg.retrain.loop import describe_suggestion
+
+    assert "12 mm from the nearest corrected one." in describe_suggestion(20, [5, 24], 3.0)
+    assert "6 mm from the nearest corrected one (no uncertain slice is 10 mm" in describe_suggestion(16, [14, 19], 3.0)
+    assert "2 slices from the nearest" in describe_suggestion(16, [14, 19])
+    assert describe_suggestion(3, []) == "the most uncertain unlocked slice."
+
+
 def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_checkpoint, tmp_path):
     image, ref = sample
     corrected = [8, 20]

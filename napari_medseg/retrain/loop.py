@@ -377,6 +377,17 @@ def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) ->
 SUGGESTION_GAP_MM = 10.0
 
 
+def describe_suggestion(z: int, corrected: Sequence[int], slice_mm: float | None = None) -> str:
+    """One sentence on why slice ``z`` was suggested, with its true distance to the nearest corrected slice."""
+    if not len(corrected):
+        return "the most uncertain unlocked slice."
+    nearest = min(abs(int(z) - int(c)) for c in corrected)
+    distance = f"{nearest * slice_mm:.0f} mm" if slice_mm and slice_mm > 0 else f"{nearest} slices"
+    kept = "" if slice_mm and nearest * slice_mm >= SUGGESTION_GAP_MM - 1e-6 else (
+        f" (no uncertain slice is {SUGGESTION_GAP_MM:.0f} mm from every corrected one)" if slice_mm else "")
+    return f"the most uncertain unlocked slice, {distance} from the nearest corrected one{kept}."
+
+
 def suggest_slices(uncertainty: np.ndarray, candidates: Sequence[int], n: int, *, corrected: Sequence[int] = (),
                    slice_mm: float | None = None, gap_mm: float = SUGGESTION_GAP_MM) -> list[int]:
     """Up to ``n`` slices to correct next: the most uncertain first, each at least ``gap_mm`` from the

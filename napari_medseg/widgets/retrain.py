@@ -213,7 +213,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.update_ledger_view(layer)
 
     def suggest_next_slice(self):
-        from napari_medseg.retrain.loop import SUGGESTION_GAP_MM, suggest_slices
+        from napari_medseg.retrain.loop import describe_suggestion, suggest_slices
 
         layer = self.labels_layer()
         unc = self._uncertainty.get(_key(layer)) if layer is not None else None
@@ -226,5 +226,5 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         picks = suggest_slices(unc, ledger.unlocked, 1, corrected=ledger.locked, slice_mm=spacing[0] if spacing else None)
         if picks:
             self.go_to_slice(picks[0])
-            self.status.setText(f"Suggested slice {picks[0]}: the most uncertain unlocked slice at least "
-                                f"{SUGGESTION_GAP_MM:.0f} mm from the corrected ones. Correct it or mark it reviewed.")
+            self.status.setText(f"Suggested slice {picks[0]}: {describe_suggestion(picks[0], ledger.locked, spacing[0] if spacing else None)}"
+                                " Correct it or mark it reviewed.")
