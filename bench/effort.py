@@ -13,11 +13,12 @@ from its strokes (seeded watershed, no model); the table gives, per slice:
 * ``guided s``: the same, guided by a ``(K+1, y, x)`` probability map (a random
   softmax here: this column measures the cost of guidance, not its benefit).
 
-A full-slice correction costs 1 by definition.  Cases: the sample CT
-(3 mm, 122x101) and the same CT resampled to 0.8 mm in-plane and padded to
-512x512 (the size and pixel pitch of a clinical CT slice).
+A full-slice correction costs 1 by definition.  Cases: ``sample``, the sample CT
+(3 mm, 122x101); ``512``, the same CT resampled to 0.8 mm in-plane and padded to
+512x512 (the size and pixel pitch of a clinical CT slice); ``mr``, TotalSegmentator's
+example abdominal MR (3 mm, ``bench/data/totalsegmentator``; body mask by Otsu).
 
-    python bench/effort.py                      # both cases, k = 5
+    python bench/effort.py                      # the sample and 512 cases, k = 5
     python bench/effort.py --cases sample --k 10
 
 Each comparison is one function ``experiment(case, args) -> list[dict]`` in
@@ -115,7 +116,22 @@ def resampled_case(base: Case, pixel_mm: float = 0.8, side: int = 512) -> Case:
                 np.pad(labels, pad), (base.spacing[0], pixel_mm, pixel_mm))
 
 
-CASES = {"sample": lambda: sample_case(), "512": lambda: resampled_case(sample_case())}
+def mr_case() -> Case:
+    """TotalSegmentator's example abdominal MR (3 mm) with its labels in the Synapse order (a scan nobody tuned on)."""
+    from napari_medseg.io import read_volume
+    from second_patient import DATA, TO_SYNAPSE  # bench/second_patient.py
+
+    vol = read_volume(DATA / "example_mr_sm.nii.gz")
+    ids = read_volume(DATA / "example_seg_mr.nii.gz").array.astype(np.int64)
+    lut = np.zeros(max(256, int(ids.max()) + 1), np.uint8)
+    for total_id, value in TO_SYNAPSE["total_mr"].items():
+        lut[total_id] = value
+    if ids.shape != vol.array.shape:
+        raise ValueError(f"MR labels {ids.shape} are not on the MR's grid {vol.array.shape}")
+    return Case("MR 3 mm", vol.array.astype(np.float32), lut[ids], tuple(float(s) for s in vol.geometry.spacing), "mr")
+
+
+CASES = {"sample": lambda: sample_case(), "512": lambda: resampled_case(sample_case()), "mr": lambda: mr_case()}
 
 
 def slice_dice(pred: np.ndarray, ref: np.ndarray, organs) -> float:

@@ -117,6 +117,17 @@ def test_mr_body_mask_from_otsu():
     assert (mask[1] != body).sum() < 0.01 * body.sum()
 
 
+def test_mr_body_mask_keeps_dark_organs_inside_a_bright_fat_ring():
+    """A thin bright ring (subcutaneous fat) around darker organs: the body is air against all tissue."""
+    rng = np.random.default_rng(2)
+    _, _, body = phantom()
+    inner = ndimage.binary_erosion(body, iterations=4)
+    image = np.where(inner, 150.0, np.where(body, 900.0, 8.0)) + rng.normal(0, 6, body.shape)
+    image[inner & (np.arange(body.shape[1])[None] % 20 < 6)] = 60.0  # darker muscle bands
+    mask = body_mask(np.stack([image, image]), "mr")
+    assert (mask[1] != body).sum() < 0.02 * body.sum()
+
+
 # --- the simulated reviewer ------------------------------------------------------------------------
 
 
