@@ -184,7 +184,8 @@ def finetune_experiment(case: Case, args) -> list[dict]:
     """Full slices vs scribbles vs scribbles + ``--rounds`` rounds of corrections (suggested / evenly spaced).
 
     Each round corrects the newest model's output on ``--round-slices`` more slices and fine-tunes
-    again from that model; effort and wall time are cumulative."""
+    again from that model; effort and wall time are cumulative.  Each arm is scored on the slices
+    it left untouched and, so that arms compare like for like, on the slices no arm touched."""
     import tempfile
 
     from napari_medseg.retrain.loop import evenly_spaced_slices
@@ -199,26 +200,32 @@ def finetune_experiment(case: Case, args) -> list[dict]:
         def row(arm, touched, effort_px, labels, runs):
             untouched = [z for z in range(depth) if z not in touched]
             print(f"  row: {arm}", flush=True)
+            predictions.append(labels)
             return dict(case=case.name, arm=arm, touched=sorted(touched), effort=effort_px / int(body[touched].sum()),
-                        dice=untouched_dice(labels, case.reference, untouched),
+                        effort_pixels=int(effort_px), dice=untouched_dice(labels, case.reference, untouched),
                         seconds=sum(r.seconds for r in runs), steps=[r.finetune.steps for r in runs])
+
+        predictions: list[np.ndarray] = []  # per row, to score every arm on the slices no arm touched
 
         full = _retrain(case, case.reference, slices, None, tmp, args, partial=False)
         rows = [row(f"full slices k={args.k}", slices, int(body[slices].sum()), full.labels, [full])]
-        if args.full_only:
-            return rows
-        scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
-        rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
-        for how, pick in (("suggested", _pick_suggested), ("even", _pick_even)):
-            model, labels, touched, effort_px, runs = scribbled, partial, list(slices), stroked, [scribbled]
-            for round_number in range(1, args.rounds + 1):
-                candidates = [z for z in range(depth) if z not in touched]
-                chosen = pick(model, candidates, touched, args.round_slices, case.spacing[0])
-                labels, changed = _round_of_corrections(case, labels, model.labels, chosen, body)
-                model = _retrain(case, labels, touched + chosen, model.checkpoint.path, tmp, args, partial=True)
-                touched, effort_px, runs = touched + chosen, effort_px + changed, runs + [model]
-                rows.append(row(f"scribbles + round {round_number} on {len(chosen)} {how} slices {chosen}", touched,
-                                effort_px, model.labels, runs))
+        if not args.full_only:
+            scribbled = _retrain(case, partial, slices, None, tmp, args, partial=True)
+            rows.append(row(f"scribbles k={args.k}", slices, stroked, scribbled.labels, [scribbled]))
+            for how, pick in (("suggested", _pick_suggested), ("even", _pick_even)):
+                model, labels, touched, effort_px, runs = scribbled, partial, list(slices), stroked, [scribbled]
+                for round_number in range(1, args.rounds + 1):
+                    candidates = [z for z in range(depth) if z not in touched]
+                    chosen = pick(model, candidates, touched, args.round_slices, case.spacing[0])
+                    labels, changed = _round_of_corrections(case, labels, model.labels, chosen, body)
+                    model = _retrain(case, labels, touched + chosen, model.checkpoint.path, tmp, args, partial=True)
+                    touched, effort_px, runs = touched + chosen, effort_px + changed, runs + [model]
+                    rows.append(row(f"scribbles + round {round_number} on {len(chosen)} {how} slices {chosen}", touched,
+                                    effort_px, model.labels, runs))
+        common = [z for z in range(depth) if not any(z in r["touched"] for r in rows)]
+        for r, labels in zip(rows, predictions):
+            r["dice_common"] = untouched_dice(labels, case.reference, common)
+            r["common_slices"] = len(common)
     return rows
 
 
@@ -487,8 +494,9 @@ COLUMNS = {
              ("fill Dice", "fill_dice", "{:.3f}"), ("fix effort", "fix", "{:.3f}"), ("total effort", "total", "{:.3f}"),
              ("fill s", "fill_s", "{:.3f}"), ("guided s", "guided_s", "{:.3f}")],
     "finetune": [("case", "case", "{}"), ("arm", "arm", "{}"), ("effort (body px)", "effort", "{:.3f}"),
-                 ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s (cumulative)", "seconds", "{:.0f}"),
-                 ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
+                 ("mean Dice, untouched slices", "dice", "{:.3f}"),
+                 ("mean Dice, slices no arm touched", "dice_common", "{:.3f}"),
+                 ("wall s (cumulative)", "seconds", "{:.0f}"), ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
     "smoothness": [("case", "case", "{}"), ("smoothness weight", "weight", "{:g}"), ("sigma", "sigma", "{}"), ("seed", "seed", "{}"),
                    ("mean Dice, untouched slices", "dice", "{:.3f}"), ("wall s", "seconds", "{:.0f}"),
                    ("steps", "steps", lambda steps: "+".join(map(str, steps)))],
