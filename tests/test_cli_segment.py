@@ -43,6 +43,11 @@ def test_segment_nifti_keeps_source_geometry(sample_ct, sample_labels, tmp_path_
     expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu",
                                                spacing=vol.geometry.spacing)).labels
     assert len(np.unique(expected)) >= 3  # several organs, so a wrong voxel order would show
+    # the slices to correct first: three, the most uncertain, 10 mm (4 slices at 3 mm) apart
+    line = next(ln for ln in printed.splitlines() if ln.startswith("slices to correct first"))
+    picks = [int(v) for v in line.rsplit(":", 1)[1].split(",")]
+    assert len(picks) == 3 and all(0 <= z < vol.array.shape[0] for z in picks)
+    assert min(b - a for a, b in zip(picks, picks[1:])) >= 4
     np.testing.assert_array_equal(np.asarray(seg.dataobj), vol.geometry.to_source(expected))
     # and it lines up with the reference labels on disk (same voxel order as the source)
     ref = np.asarray(nib.load(sample_labels).dataobj)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -33,6 +34,10 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     widget.scope_combo.setCurrentText("all")
     run_and_wait(widget, qtbot)
     assert "Saved" in widget.status.text(), widget.status.text()
+    hint = re.search(r"Next round: correct slices (\d+), (\d+) ", widget.status.text())
+    assert hint, widget.status.text()
+    proposed = [int(v) for v in hint.groups()]  # the next round's slices, never a locked one
+    assert not set(proposed) & {12, 20} and proposed[0] != proposed[1]
     new_path = widget.start_combo.currentText()
     assert new_path.endswith("base.v2.safetensors")
     prov = read_checkpoint_info(new_path).provenance
@@ -49,7 +54,7 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     widget.suggest_next_slice()
     assert "Suggested slice" in widget.status.text(), widget.status.text()
     z = widget.current_slice()
-    assert z not in (12, 20)
+    assert z not in (12, 20) and z == proposed[0]
     spacing = widget.image_layer().scale[-3]  # suggestions keep SUGGESTION_GAP_MM from the corrected slices
     from napari_medseg.retrain.loop import SUGGESTION_GAP_MM
     assert min(abs(z - c) for c in (12, 20)) * spacing >= SUGGESTION_GAP_MM - 1e-6

@@ -221,3 +221,21 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
     print(f"{src} -> {written}  ({result.seconds:.1f} s, {result.slices_per_s:.1f} slices/s, "
           f"{result.device} {result.precision})")
     print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array), unit=unit))
+    hint = correct_first_hint(result.uncertainty, vol.geometry.spacing[0])
+    if hint:
+        print(hint)
+
+
+#: Slices ``medseg segment`` proposes to correct first (for ``medseg finetune --slices``).
+CORRECT_FIRST = 3
+
+
+def correct_first_hint(uncertainty, slice_mm: float | None) -> str:
+    """One line naming the most uncertain slices, kept apart (``suggest_slices``); "" without uncertainty."""
+    from napari_medseg.retrain.loop import SUGGESTION_GAP_MM, suggest_slices
+
+    if uncertainty is None or uncertainty.shape[0] < 2:
+        return ""
+    picks = suggest_slices(uncertainty, range(uncertainty.shape[0]), CORRECT_FIRST, slice_mm=slice_mm)
+    return (f"slices to correct first (the most uncertain, about {SUGGESTION_GAP_MM:.0f} mm apart; "
+            f"for medseg finetune --slices): {','.join(map(str, sorted(picks)))}")

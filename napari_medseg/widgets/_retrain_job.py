@@ -127,7 +127,8 @@ class FineTuneJob:
             f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
             f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
             f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
-            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
+            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed."
+            + _next_round_hint(self.slices_to_correct_next(layer, NEXT_ROUND_SLICES)[0]))
         self.store_row.refresh()
         self._set_running(False)
 
@@ -172,3 +173,16 @@ def _train(gen, preview):
 
     hide_triton()
     return (yield from throttled(gen, preview=preview))
+
+
+#: Slices the status line proposes for the next round after a fine-tune: two rounds of 2 suggested
+#: slices after scribbles reached full-slice Dice at 29 % of the painting (docs/retrain.md).
+NEXT_ROUND_SLICES = 2
+
+
+def _next_round_hint(picks) -> str:
+    """`` Next round: correct slices 16, 12 ...`` (empty when there is nothing to suggest)."""
+    if not picks:
+        return ""
+    return (f" Next round: correct slice{'s' if len(picks) > 1 else ''} {', '.join(map(str, picks))} "
+            "(the most uncertain; Suggest next slice goes there).")

@@ -213,18 +213,28 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.update_ledger_view(layer)
 
     def suggest_next_slice(self):
-        from napari_medseg.retrain.loop import describe_suggestion, suggest_slices
+        from napari_medseg.retrain.loop import describe_suggestion
 
         layer = self.labels_layer()
-        unc = self._uncertainty.get(_key(layer)) if layer is not None else None
-        if unc is None:
+        if layer is None or self._uncertainty.get(_key(layer)) is None:
             self.status.setText("No uncertainty yet: fine-tune (or segment with uncertainty) first.")
             return
-        ledger = _ledger_sync.ledger_for(layer)
-        image = self.image_layer()
-        spacing = known_spacing(image) if image is not None else None
-        picks = suggest_slices(unc, ledger.unlocked, 1, corrected=ledger.locked, slice_mm=spacing[0] if spacing else None)
+        picks, slice_mm = self.slices_to_correct_next(layer, 1)
         if picks:
             self.go_to_slice(picks[0])
-            self.status.setText(f"Suggested slice {picks[0]}: {describe_suggestion(picks[0], ledger.locked, spacing[0] if spacing else None)}"
+            locked = _ledger_sync.ledger_for(layer).locked
+            self.status.setText(f"Suggested slice {picks[0]}: {describe_suggestion(picks[0], locked, slice_mm)}"
                                 " Correct it or mark it reviewed.")
+
+    def slices_to_correct_next(self, layer, n: int) -> tuple[list[int], float | None]:
+        """``(up to n unlocked slices, slice spacing mm or None)``: the most uncertain, kept apart."""
+        from napari_medseg.retrain.loop import suggest_slices
+
+        unc = self._uncertainty.get(_key(layer))
+        image = self.image_layer()
+        spacing = known_spacing(image) if image is not None else None
+        slice_mm = spacing[0] if spacing else None
+        if unc is None:
+            return [], slice_mm
+        ledger = _ledger_sync.ledger_for(layer)
+        return suggest_slices(unc, ledger.unlocked, n, corrected=ledger.locked, slice_mm=slice_mm), slice_mm
