@@ -183,6 +183,8 @@ def mr_body_threshold(image: np.ndarray) -> float:
 
     values = np.asarray(image, np.float64)
     values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("the image holds no finite value: no body to find")
     floor = float(np.percentile(values, 0.5))
     logs = np.log1p(np.clip(values - floor, 0, None))
     if logs.max() <= logs.min():

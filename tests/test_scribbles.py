@@ -126,6 +126,8 @@ def test_mr_body_mask_keeps_dark_organs_inside_a_bright_fat_ring():
     image[inner & (np.arange(body.shape[1])[None] % 20 < 6)] = 60.0  # darker muscle bands
     mask = body_mask(np.stack([image, image]), "mr")
     assert (mask[1] != body).sum() < 0.02 * body.sum()
+    with pytest.raises(ValueError, match="no finite value"):
+        body_mask(np.full((2, 8, 8), np.nan), "mr")
 
 
 # --- the simulated reviewer ------------------------------------------------------------------------
