@@ -246,6 +246,7 @@ class OpenedCase:
     checkpoint: str | None = None
     restored: bool = False
     extra: dict = field(default_factory=dict)
+    slice_uncertainty: np.ndarray | None = None  # float64 (z,): mean uncertainty per slice of a fresh segmentation
 
 
 def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", precision="auto") -> Iterator[CaseProgress]:
@@ -274,20 +275,25 @@ def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", prec
                           restored=True, extra=case.extra)
     if checkpoint is None:
         return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
-    labels, ledger, label_set = yield from _segment(vol, checkpoint, device, precision)
-    return OpenedCase(entry, vol, image_hash, labels, ledger, label_set, "in progress", checkpoint=str(checkpoint))
+    labels, ledger, label_set, scores = yield from _segment(vol, checkpoint, device, precision)
+    return OpenedCase(entry, vol, image_hash, labels, ledger, label_set, "in progress", checkpoint=str(checkpoint),
+                      slice_uncertainty=scores)
 
 
 def _segment(vol, checkpoint, device, precision):
-    """``(labels, ledger, label set dict)`` of ``checkpoint`` on ``vol`` (a generator yielding CaseProgress)."""
+    """``(labels, ledger, label set dict, per-slice mean uncertainty (z,))`` of ``checkpoint`` on ``vol``.
+
+    A generator yielding CaseProgress.  The uncertainty map is reduced to its slice means here, in the
+    worker: they are what *Suggest next slice* ranks, and the map itself is not kept."""
     from .checkpoint import load_checkpoint
     from .device import pick_device
     from .inference import segment_volume
     from .retrain.ledger import SliceLedger
+    from .retrain.loop import slice_uncertainty
 
     device = pick_device(device)
     model, info = load_checkpoint(checkpoint, device=str(device))
-    gen = segment_volume(vol.array, [(model, info)], device=device, precision=precision, uncertainty=False,
+    gen = segment_volume(vol.array, [(model, info)], device=device, precision=precision,
                          spacing=vol.geometry.spacing)
     try:
         while True:
@@ -300,7 +306,7 @@ def _segment(vol, checkpoint, device, precision):
         gen.close()
     ledger = SliceLedger(result.labels.shape)
     ledger.record_model_output(result.labels, result.segmented)
-    return result.labels, ledger, info.label_set.to_dict()
+    return result.labels, ledger, info.label_set.to_dict(), slice_uncertainty(result.uncertainty)
 
 
 def fine_tune_dice(checkpoint, source) -> tuple[float, float] | None:

@@ -81,6 +81,10 @@ def test_open_next_save_and_restore(cases, qtbot):
     assert same(retrain.image_layer(), image) and same(retrain.labels_layer(), labels)
     assert retrain.start_combo.currentText() == str(newest)
     assert retrain.store_row.store().root == project / "corrections"  # the project's cases share one store
+    scores = widget.current.slice_uncertainty  # the segmentation's per-slice uncertainty reaches the Retrain dock
+    assert scores.shape == (labels.data.shape[0],) and scores.max() > 0
+    retrain.suggest_next_slice()  # so the first round on a new case is guided at once
+    assert "Suggested slice" in retrain.status.text() and retrain.current_slice() == int(np.argmax(scores))
 
     labels.brush_size = 6
     labels.paint((10, 50, 40), 5)  # a correction on slice 10

@@ -62,6 +62,11 @@ def test_rank_uncertain_slices():
     unc[1] = 0.5
     assert rank_uncertain_slices(unc, [0, 1, 2, 3]) == [2, 1, 0, 3]
     assert rank_uncertain_slices(unc, [0, 1]) == [1, 0]
+    from napari_medseg.retrain.loop import slice_uncertainty
+
+    means = slice_uncertainty(unc)  # per-slice means rank the same as the map they come from
+    assert means.shape == (4,) and rank_uncertain_slices(means, [0, 1, 2, 3]) == [2, 1, 0, 3]
+    assert slice_uncertainty(None) is None
 
 
 def test_suggested_slices_keep_apart_from_each_other_and_from_corrections():
@@ -125,6 +130,7 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
     assert flip_tta_refusal(result.checkpoint) == "was trained without flips"
     np.testing.assert_array_equal(result.labels[corrected], ref[corrected])
     assert result.uncertainty.dtype == np.float16
+    np.testing.assert_allclose(result.slice_uncertainty, result.uncertainty.astype(np.float64).mean(axis=(1, 2)))
     assert read_checkpoint_info(tiny_checkpoint.path).sha256 == tiny_checkpoint.sha256  # parent untouched
     [entry] = store.entries()
     assert entry.slice_indices == corrected and entry.checkpoint == result.checkpoint.sha256

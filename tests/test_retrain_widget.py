@@ -16,6 +16,19 @@ pytestmark = pytest.mark.gui
 pytest_plugins = ["widget_fixtures"]  # the retrain_dock and scratch_dock fixtures
 
 
+def test_suggestions_before_any_fine_tune_come_from_the_segment_docks_uncertainty(retrain_dock):
+    viewer, widget, labels, _ = retrain_dock
+    widget.suggest_next_slice()
+    assert "No uncertainty yet" in widget.status.text()
+    unc = np.zeros(labels.data.shape, np.float16)
+    unc[7, 40:60, 40:60] = 0.9  # the Segment dock's "<image> uncertainty" layer, one uncertain slice
+    image = widget.image_layer()
+    viewer.add_image(unc, name=f"{image.name} uncertainty", scale=image.scale, translate=image.translate)
+    widget.suggest_next_slice()
+    assert "Suggested slice 7" in widget.status.text(), widget.status.text()
+    assert widget.current_slice() == 7
+
+
 def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     viewer, widget, labels, base = retrain_dock
     labels.brush_size = 6

@@ -111,7 +111,8 @@ class FineTuneJob:
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
-        self._uncertainty[layer_key(layer)] = result.uncertainty
+        self._uncertainty[layer_key(layer)] = (result.slice_uncertainty if result.slice_uncertainty is not None
+                                               else result.uncertainty)  # per-slice means: ranking is instant
         self._models[layer_key(layer)] = (result.model, result.checkpoint)
         self.start_round(layer)  # the next round starts from this version
         self.update_ledger_view(layer)  # "this round: 0 px changed" (the count above saw the old round)

@@ -319,6 +319,9 @@ class CasesWidget(QWidget):
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
         self._open_retrain(image, labels)
+        retrain = retrain_dock(self.viewer, open_it=False)
+        if retrain is not None and case.slice_uncertainty is not None:
+            retrain.set_slice_uncertainty(labels, case.slice_uncertainty)  # Suggest next slice works at once
         self.progress.setValue(100)
         how = ("restored: labels and slice ledger as saved" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")

@@ -40,7 +40,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._stop = None
         self._job: dict = {}
         self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
-        self._uncertainty: dict[str, np.ndarray] = {}
+        self._uncertainty: dict[str, np.ndarray] = {}  # _key(layer) -> per-slice means (z,) or a (z, y, x) map
         self._watched: set[str] = set()
         self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
         self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
@@ -216,21 +216,24 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         from napari_medseg.retrain.loop import describe_suggestion
 
         layer = self.labels_layer()
-        if layer is None or self._uncertainty.get(_key(layer)) is None:
-            self.status.setText("No uncertainty yet: fine-tune (or segment with uncertainty) first.")
+        scores = self._slice_scores(layer)
+        if scores is None:
+            self.status.setText("No uncertainty yet: fine-tune, or segment with the uncertainty map, first.")
             return
-        picks, slice_mm = self.slices_to_correct_next(layer, 1)
+        picks, slice_mm = self.slices_to_correct_next(layer, 1, scores)
         if picks:
             self.go_to_slice(picks[0])
             locked = _ledger_sync.ledger_for(layer).locked
             self.status.setText(f"Suggested slice {picks[0]}: {describe_suggestion(picks[0], locked, slice_mm)}"
                                 " Correct it or mark it reviewed.")
 
-    def slices_to_correct_next(self, layer, n: int) -> tuple[list[int], float | None]:
-        """``(up to n unlocked slices, slice spacing mm or None)``: the most uncertain, kept apart."""
+    def slices_to_correct_next(self, layer, n: int, scores=None) -> tuple[list[int], float | None]:
+        """``(up to n unlocked slices, slice spacing mm or None)``: the most uncertain, kept apart.
+
+        ``scores``: per-slice uncertainty already at hand (default: :meth:`_slice_scores`)."""
         from napari_medseg.retrain.loop import suggest_slices
 
-        unc = self._uncertainty.get(_key(layer))
+        unc = scores if scores is not None else self._slice_scores(layer)
         image = self.image_layer()
         spacing = known_spacing(image) if image is not None else None
         slice_mm = spacing[0] if spacing else None
@@ -238,3 +241,23 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
             return [], slice_mm
         ledger = _ledger_sync.ledger_for(layer)
         return suggest_slices(unc, ledger.unlocked, n, corrected=ledger.locked, slice_mm=slice_mm), slice_mm
+
+    def set_slice_uncertainty(self, layer, scores) -> None:
+        """Per-slice mean uncertainty ``(z,)`` of ``layer``'s model output (the Cases dock's segmentation)."""
+        self._uncertainty[_key(layer)] = np.asarray(scores, np.float64)
+
+    def _slice_scores(self, layer):
+        """What *Suggest next slice* ranks for ``layer``: the last fine-tune's or case's per-slice
+        uncertainty, else the Segment dock's ``"<image> uncertainty"`` layer when it matches; None."""
+        if layer is None:
+            return None
+        scores = self._uncertainty.get(_key(layer))
+        if scores is not None:
+            return scores
+        image = self.image_layer()
+        name = f"{image.name} uncertainty" if image is not None else None
+        if name in self.viewer.layers and np.shape(self.viewer.layers[name].data) == layer.data.shape:
+            from napari_medseg.retrain.loop import slice_uncertainty
+
+            return slice_uncertainty(np.asarray(self.viewer.layers[name].data))
+        return None
