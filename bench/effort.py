@@ -16,7 +16,7 @@ from its strokes (seeded watershed, no model); the table gives, per slice:
 A full-slice correction costs 1 by definition.  Cases: ``sample``, the sample CT
 (3 mm, 122x101); ``512``, the same CT resampled to 0.8 mm in-plane and padded to
 512x512 (the size and pixel pitch of a clinical CT slice); ``mr``, TotalSegmentator's
-example abdominal MR (3 mm, ``bench/data/totalsegmentator``; body mask by Otsu).
+example abdominal MR (3 mm, ``bench/data/totalsegmentator``; body mask by Otsu on log intensity).
 
     python bench/effort.py                      # the sample and 512 cases, k = 5
     python bench/effort.py --cases sample --k 10

@@ -177,7 +177,7 @@ def mr_body_threshold(image: np.ndarray) -> float:
     than the body from the air (on TotalSegmentator's example MR: a "body" of 14 % of the image,
     one blob of stomach and spleen).  Intensities are roughly multiplicative (coil sensitivity),
     and on a log scale the noise floor of the air is one mode and all tissue the other (the same
-    MR: 66-78 % of each slice, the whole abdomen; bench/effort.py --cases mr).
+    MR: 59-78 % of each slice, the abdomen; bench/effort.py --cases mr).
     """
     from skimage.filters import threshold_otsu
 

@@ -102,7 +102,7 @@ def test_a_suggestion_states_its_true_distance_from_the_corrections():
     from napari_medseg.retrain.loop import describe_suggestion
 
     assert "12 mm from the nearest corrected one." in describe_suggestion(20, [5, 24], 3.0)
-    assert "6 mm from the nearest corrected one (no uncertain slice is 10 mm" in describe_suggestion(16, [14, 19], 3.0)
+    assert "6 mm from the nearest corrected one (no unlocked slice is 10 mm" in describe_suggestion(16, [14, 19], 3.0)
     assert "2 slices from the nearest" in describe_suggestion(16, [14, 19])
     assert describe_suggestion(3, []) == "the most uncertain unlocked slice."
 

@@ -402,7 +402,7 @@ def describe_suggestion(z: int, corrected: Sequence[int], slice_mm: float | None
     nearest = min(abs(int(z) - int(c)) for c in corrected)
     distance = f"{nearest * slice_mm:.0f} mm" if slice_mm and slice_mm > 0 else f"{nearest} slices"
     kept = "" if slice_mm and nearest * slice_mm >= SUGGESTION_GAP_MM - 1e-6 else (
-        f" (no uncertain slice is {SUGGESTION_GAP_MM:.0f} mm from every corrected one)" if slice_mm else "")
+        f" (no unlocked slice is {SUGGESTION_GAP_MM:.0f} mm from every corrected one)" if slice_mm else "")
     return f"the most uncertain unlocked slice, {distance} from the nearest corrected one{kept}."
 
 
