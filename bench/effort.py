@@ -119,16 +119,14 @@ def resampled_case(base: Case, pixel_mm: float = 0.8, side: int = 512) -> Case:
 def mr_case() -> Case:
     """TotalSegmentator's example abdominal MR (3 mm) with its labels in the Synapse order (a scan nobody tuned on)."""
     from napari_medseg.io import read_volume
-    from second_patient import DATA, TO_SYNAPSE  # bench/second_patient.py
+    from second_patient import DATA, to_synapse  # bench/second_patient.py
 
     vol = read_volume(DATA / "example_mr_sm.nii.gz")
-    ids = read_volume(DATA / "example_seg_mr.nii.gz").array.astype(np.int64)
-    lut = np.zeros(max(256, int(ids.max()) + 1), np.uint8)
-    for total_id, value in TO_SYNAPSE["total_mr"].items():
-        lut[total_id] = value
+    ids = read_volume(DATA / "example_seg_mr.nii.gz").array
     if ids.shape != vol.array.shape:
         raise ValueError(f"MR labels {ids.shape} are not on the MR's grid {vol.array.shape}")
-    return Case("MR 3 mm", vol.array.astype(np.float32), lut[ids], tuple(float(s) for s in vol.geometry.spacing), "mr")
+    return Case("MR 3 mm", vol.array.astype(np.float32), to_synapse(ids, "total_mr"),
+                tuple(float(s) for s in vol.geometry.spacing), "mr")
 
 
 CASES = {"sample": lambda: sample_case(), "512": lambda: resampled_case(sample_case()), "mr": lambda: mr_case()}

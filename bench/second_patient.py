@@ -71,12 +71,16 @@ def synapse_labels(src: Path, task: str, out: Path) -> Path:
     import nibabel as nib
 
     img = nib.load(str(src))
-    ids = np.asanyarray(img.dataobj)
+    nib.save(nib.Nifti1Image(to_synapse(np.asanyarray(img.dataobj), task), img.affine, img.header), str(out))
+    return out
+
+
+def to_synapse(ids: np.ndarray, task: str) -> np.ndarray:
+    """TotalSegmentator ids (``task`` "total" or "total_mr") as uint8 Synapse values; other ids -> 0."""
     lut = np.zeros(256, np.uint8)
     for total_id, value in TO_SYNAPSE[task].items():
         lut[total_id] = value
-    nib.save(nib.Nifti1Image(lut[ids], img.affine, img.header), str(out))
-    return out
+    return lut[ids]
 
 
 def medseg(*args: str) -> str:

@@ -371,7 +371,12 @@ def slice_uncertainty(uncertainty: np.ndarray | None) -> np.ndarray | None:
     """
     if uncertainty is None:
         return None
-    return np.array([np.mean(plane, dtype=np.float64) for plane in uncertainty])
+    return np.array([_plane_mean(plane) for plane in uncertainty])
+
+
+def _plane_mean(plane: np.ndarray) -> float:
+    """One slice's score: its mean uncertainty, accumulated in float64 (the map is float16)."""
+    return float(np.mean(plane, dtype=np.float64))
 
 
 def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) -> list[int]:
@@ -382,10 +387,8 @@ def rank_uncertain_slices(uncertainty: np.ndarray, candidates: Sequence[int]) ->
             per-slice means ``(z,)`` (:func:`slice_uncertainty`).
         candidates: slice indices to rank (usually the unlocked ones).
     """
-    if np.ndim(uncertainty) == 1:
-        scores = {int(z): float(uncertainty[z]) for z in candidates}
-    else:
-        scores = {int(z): float(np.mean(uncertainty[z], dtype=np.float64)) for z in candidates}
+    per_slice = np.ndim(uncertainty) == 1
+    scores = {int(z): float(uncertainty[z]) if per_slice else _plane_mean(uncertainty[z]) for z in candidates}
     return sorted(scores, key=lambda z: (-scores[z], z))
 
 

@@ -25,7 +25,7 @@ class FineTuneJob:
     ``labels_layer()``, ``scribbles_for_training()``, ``round_cost()``, ``start_round()``, ``_show_ledger()``,
     ``_set_running()``, ``_on_step_changed()``, the widgets ``status``, ``progress``, ``loss_plot``, ``store_row``,
     ``autosave``, and the attributes ``worker``, ``_stop``, ``_job``, ``_preview``, ``_history``,
-    ``_uncertainty`` and ``_models``."""
+    ``_slice_uncertainty`` and ``_models``."""
 
     def fine_tune(self):
         """Fine-tune on the locked and scribbled slices in a worker; the unlocked slices are re-segmented after."""
@@ -111,8 +111,7 @@ class FineTuneJob:
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
-        self._uncertainty[layer_key(layer)] = (result.slice_uncertainty if result.slice_uncertainty is not None
-                                               else result.uncertainty)  # per-slice means: ranking is instant
+        self._slice_uncertainty[layer_key(layer)] = result.slice_uncertainty  # per-slice means: ranking is instant
         self._models[layer_key(layer)] = (result.model, result.checkpoint)
         self.start_round(layer)  # the next round starts from this version
         self.update_ledger_view(layer)  # "this round: 0 px changed" (the count above saw the old round)

@@ -40,7 +40,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._stop = None
         self._job: dict = {}
         self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
-        self._uncertainty: dict[str, np.ndarray] = {}  # _key(layer) -> per-slice means (z,) or a (z, y, x) map
+        self._slice_uncertainty: dict[str, np.ndarray] = {}  # _key(layer) -> mean uncertainty per slice (z,)
         self._watched: set[str] = set()
         self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
         self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
@@ -244,14 +244,14 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
 
     def set_slice_uncertainty(self, layer, scores) -> None:
         """Per-slice mean uncertainty ``(z,)`` of ``layer``'s model output (the Cases dock's segmentation)."""
-        self._uncertainty[_key(layer)] = np.asarray(scores, np.float64)
+        self._slice_uncertainty[_key(layer)] = np.asarray(scores, np.float64)
 
     def _slice_scores(self, layer):
         """What *Suggest next slice* ranks for ``layer``: the last fine-tune's or case's per-slice
         uncertainty, else the Segment dock's ``"<image> uncertainty"`` layer when it matches; None."""
         if layer is None:
             return None
-        scores = self._uncertainty.get(_key(layer))
+        scores = self._slice_uncertainty.get(_key(layer))
         if scores is not None:
             return scores
         image = self.image_layer()
