@@ -47,8 +47,8 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     widget.scope_combo.setCurrentText("all")
     run_and_wait(widget, qtbot)
     assert "Saved" in widget.status.text(), widget.status.text()
-    hint = re.search(r"Next round: correct slices (\d+), (\d+) ", widget.status.text())
-    assert hint, widget.status.text()
+    hint = re.match(r"Next round: correct slices (\d+), (\d+) ", widget.status.text())
+    assert hint, widget.status.text()  # the next action comes first, before the run's details
     proposed = [int(v) for v in hint.groups()]  # the next round's slices, never a locked one
     assert not set(proposed) & {12, 20} and proposed[0] != proposed[1]
     new_path = widget.start_combo.currentText()

@@ -123,12 +123,12 @@ class FineTuneJob:
         self.options.fill_start_combo(layer, select=path)
         ft = result.finetune
         self.progress.setValue(100)
-        self.status.setText(
-            f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}). "
-            f"Mean Dice on {ft.dice_on} slices: {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
-            f"Re-segmented {len(unlocked)} unlocked slice(s); {len(job['locked'])} locked kept; "
-            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed."
-            + _next_round_hint(self.slices_to_correct_next(layer, NEXT_ROUND_SLICES)[0]))
+        self.status.setText(  # the next action first: the dock may be taller than the window
+            _next_round_hint(self.slices_to_correct_next(layer, NEXT_ROUND_SLICES)[0])
+            + f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}); "
+            f"Dice on {ft.dice_on} slices {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
+            f"Re-segmented {len(unlocked)} unlocked slice(s), kept {len(job['locked'])} locked; "
+            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
         self.store_row.refresh()
         self._set_running(False)
 
@@ -181,8 +181,8 @@ NEXT_ROUND_SLICES = 2
 
 
 def _next_round_hint(picks) -> str:
-    """`` Next round: correct slices 16, 12 ...`` (empty when there is nothing to suggest)."""
+    """``Next round: correct slices 16, 12 ...`` and a line break (empty when there is nothing to suggest)."""
     if not picks:
         return ""
-    return (f" Next round: correct slice{'s' if len(picks) > 1 else ''} {', '.join(map(str, picks))} "
-            "(the most uncertain; Suggest next slice goes there).")
+    return (f"Next round: correct slice{'s' if len(picks) > 1 else ''} {', '.join(map(str, picks))} "
+            "(the most uncertain; Suggest next slice goes there), then Fine-tune.\n")
