@@ -148,74 +148,19 @@ def test_bad_input_is_clear(ct):
 
 def test_random_crops_stay_aligned_and_find_small_organs():
     from napari_medseg.retrain.finetune import _random_crops
-    from napari_medseg.retrain.sampling import OrganCentres
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.zeros(6, 128, 128, dtype=torch.int64)
     labels[:, 100:104, 5:9] = 3  # one tiny organ near a corner
     labels[:, 20:80, 20:80] = 1  # one large organ
     images = labels[:, None].float() / 3  # image = labels, so alignment is checkable
-    centres = OrganCentres(labels, [(0, 6)])
-    indices = torch.arange(6)
-    xb, yb = _random_crops(images, labels, indices, 64, 1.0, gen, centres)
+    xb, yb = _random_crops(images, labels, 64, 1.0, gen)
     assert xb.shape == (6, 1, 64, 64) and yb.shape == (6, 64, 64)
     assert torch.equal(xb[:, 0] * 3, yb.float())
     # every crop is centred on an organ; organs are drawn uniformly, so the tiny one shows up
     assert all(crop.any() for crop in yb)
-    hits = sum(int((_random_crops(images, labels, indices, 64, 1.0, gen, centres)[1] == 3).any(dim=(1, 2)).sum())
-               for _ in range(10))
+    hits = sum(int((_random_crops(images, labels, 64, 1.0, gen)[1] == 3).any(dim=(1, 2)).sum()) for _ in range(10))
     assert hits >= 15, hits  # ~half of 60 crops; a uniformly placed crop would hold it ~13% of the time
-
-
-def test_background_crops_stay_on_the_sampled_slice():
-    from napari_medseg.retrain.finetune import _random_crops
-    from napari_medseg.retrain.sampling import OrganCentres
-
-    labels = torch.zeros(4, 64, 64, dtype=torch.int64)
-    labels[0, 10:20, 10:20] = 1
-    images = torch.arange(4.0)[:, None, None, None].expand(4, 1, 64, 64).clone()  # each slice its own value
-    indices = torch.tensor([3, 2, 3, 1])
-    xb, _ = _random_crops(images, labels, indices, 32, 0.0, torch.Generator().manual_seed(0),
-                          OrganCentres(labels, [(0, 4)]))
-    assert xb[:, 0, 0, 0].tolist() == [3.0, 2.0, 3.0, 1.0]
-
-
-def test_organ_centres_balance_organs_over_the_slices_not_per_slice():
-    """An organ on one slice of five gets as many centres as one on all five, and its 2-pixel tip
-    on another slice is not centred on as often as its full section."""
-    from napari_medseg.retrain.sampling import OrganCentres
-
-    labels = torch.zeros(5, 32, 32, dtype=torch.int64)
-    labels[:, 2:12, 2:12] = 1  # a large organ on every slice
-    labels[0, 20:30, 20:30] = 2  # a small organ's full section (100 px) on slice 0
-    labels[4, 20, 20:22] = 2  # and its 2-px tip on slice 4
-    centres = OrganCentres(labels, [(0, 5)])
-    gen = torch.Generator().manual_seed(0)
-    draws = [centres.draw(i % 5, gen) for i in range(4000)]
-    organ = [int(labels[n, y, x]) for n, y, x in draws]
-    share_small = organ.count(2) / len(organ)
-    assert 0.45 < share_small < 0.55, share_small  # per slice it would be 2/10 = 0.2
-    tip = sum(1 for (n, y, x), o in zip(draws, organ) if o == 2 and n == 4)
-    assert tip / organ.count(2) < 0.05  # per slice, the tip would get half of the small organ's centres
-
-
-def test_organ_centres_keep_replay_and_current_apart_and_skip_unlabelled():
-    from napari_medseg.retrain.sampling import BalancedSampler, OrganCentres
-
-    labels = torch.full((4, 16, 16), 255, dtype=torch.int64)
-    labels[0, 3, 3] = 1  # current patient: one stroke of organ 1
-    labels[1] = 0  # a current slice with background only
-    labels[2:, 8, 8] = 2  # replayed slices: organ 2
-    groups = BalancedSampler(2, 2, 0.5).groups()
-    assert groups == [(0, 2), (2, 4)]
-    centres = OrganCentres(labels, groups, ignore=255)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        assert centres.draw(1, gen) == (0, 3, 3)  # from the current group, never a 255 pixel
-        n, y, x = centres.draw(3, gen)
-        assert n in (2, 3) and (y, x) == (8, 8)
-    assert OrganCentres(torch.zeros(2, 8, 8, dtype=torch.int64), [(0, 2)]).draw(0, gen) is None
-    assert BalancedSampler(3, 0, 0.5).groups() == [(0, 3)]
 
 
 def test_finetune_on_crops(ct):

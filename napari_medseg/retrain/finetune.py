@@ -66,7 +66,7 @@ from napari_medseg.retrain.augment import AugmentConfig, augment_batch
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts, mean_foreground
 from napari_medseg.retrain.losses import DiceCELoss, typical_intensity_step
-from napari_medseg.retrain.sampling import BalancedSampler, OrganCentres
+from napari_medseg.retrain.sampling import BalancedSampler
 from napari_medseg.retrain.schedule import warmup_cosine
 from napari_medseg.retrain.slices import SliceDataset
 from napari_medseg.retrain.step import train_step
@@ -267,7 +267,6 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
-    run.centres = OrganCentres(run.y_train.cpu(), run.sampler.groups(), ignore=UNLABELLED) if run.crop_size else None
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
     max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
@@ -331,11 +330,9 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
             result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
             break
         idx = run.sampler.draw(config.batch_size, run.gen)
+        xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
         if run.crop_size is not None:
-            xb, yb = _random_crops(run.x_train, run.y_train, idx, run.crop_size, config.crop_foreground, run.gen,
-                                   run.centres)
-        else:
-            xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
+            xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)
         if run.augment is not None:
             # Scribbled slices keep their values: their labels spread through intensity (the smoothness
             # term), and intensity jitter cost them 0.01-0.05 Dice (docs/retrain.md, "A second patient").
@@ -439,27 +436,30 @@ def _check_slices(images, labels, model) -> None:
             raise TypeError(f"model has no {attr!r}; pass a model from napari_medseg.models.build_model or load_checkpoint")
 
 
-def _random_crops(images, labels, indices, size: int, p_foreground: float, gen: torch.Generator,
-                  centres: OrganCentres):
-    """Random ``size x size`` crops of pool ``images`` ``(N, C, H, W)`` and ``labels`` ``(N, H, W)``.
+def _random_crops(images, labels, size: int, p_foreground: float, gen: torch.Generator):
+    """Random ``size x size`` crops of ``(B, C, H, W)`` images and ``(B, H, W)`` labels.
 
-    ``indices`` ``(B,)``: the sampler's pool slices.  With probability ``p_foreground`` a crop is
-    instead centred (as far as the borders allow) on an organ pixel that ``centres`` draws from the
-    same group (current patient or replay) as its index: organs balanced over the group, never an
-    unlabelled pixel (255).  Otherwise it lies anywhere on its slice.  Returns ``(B, C, size, size)``
-    and ``(B, size, size)``.
+    With probability ``p_foreground`` a crop is centred (as far as the borders allow)
+    on a random pixel of an organ drawn uniformly from those present in the slice
+    (never on an unlabelled pixel, 255).
     """
-    _, _, h, w = images.shape
+    b, _, h, w = images.shape
     xs, ys = [], []
-    for index in indices.tolist():
-        centre = centres.draw(index, gen) if float(torch.rand((), generator=gen)) < p_foreground else None
-        if centre is None:
-            centre = (index, int(torch.randint(h, (), generator=gen)), int(torch.randint(w, (), generator=gen)))
-        n, cy, cx = centre
+    for i in range(b):
+        cy, cx = None, None
+        if float(torch.rand((), generator=gen)) < p_foreground:
+            present = torch.unique(labels[i])
+            present = present[(present > 0) & (present != UNLABELLED)]
+            if len(present):
+                organ = present[int(torch.randint(len(present), (), generator=gen))]
+                where = torch.nonzero(labels[i] == organ)
+                cy, cx = where[int(torch.randint(len(where), (), generator=gen))].tolist()
+        if cy is None:
+            cy, cx = int(torch.randint(h, (), generator=gen)), int(torch.randint(w, (), generator=gen))
         top = min(max(cy - size // 2, 0), h - size)
         left = min(max(cx - size // 2, 0), w - size)
-        xs.append(images[n, :, top:top + size, left:left + size])
-        ys.append(labels[n, top:top + size, left:left + size])
+        xs.append(images[i, :, top:top + size, left:left + size])
+        ys.append(labels[i, top:top + size, left:left + size])
     return torch.stack(xs), torch.stack(ys)
 
 
