@@ -32,7 +32,8 @@ organ Dice on the slices nobody touched against cumulative effort and wall time:
   ``--round-slices`` slices ``suggest_slices`` proposes (most uncertain, kept apart), and fine-tunes
   again from the new version on scribbles + corrected slices;
 * ``+ round 2, suggested``: once more, from that version (``--rounds``, default 2);
-* ``+ round 1 / 2, even``: the same rounds on evenly spaced untouched slices.
+* ``+ round 1 / 2, even``: the same rounds on the middles of the widest gaps between the
+  corrected slices (``_pick_even``: what a user does without suggestions).
 
     python bench/effort.py --experiments finetune --cases sample --budget 150
     python bench/effort.py --experiments finetune --cases sample --budget 150 --threads 2 --full-only
@@ -55,7 +56,7 @@ scribbles (``--carry-k`` slices) from scratch or from A's model with A replayed,
     python bench/effort.py --experiments carry --cases sample --steps 360 --seeds 0,1,2 --threads 1
 
 ``picks``: which slices a round should correct.  One scribbled model per seed (``--steps``), then a round
-on ``suggest_slices``'s picks and one on evenly spaced slices, both scored on the slices neither touched.
+on ``suggest_slices``'s picks and one in the widest gaps (``_pick_even``), both scored on the slices neither touched.
 
     python bench/effort.py --experiments picks --cases sample --steps 900 --seeds 0,2 --threads 1
 
@@ -361,14 +362,30 @@ def _pick_suggested(result, candidates, corrected, n, slice_mm):
 
 
 def _pick_even(result, candidates, corrected, n, slice_mm):
-    from napari_medseg.retrain.loop import evenly_spaced_slices
+    """The baseline without a model: the middle of the widest gaps between the corrected slices.
 
-    return [candidates[i] for i in evenly_spaced_slices(len(candidates), n)]
+    Greedily, the candidate farthest from every corrected slice and every earlier pick; ties go to
+    the one farthest from this round's earlier picks, then to the one nearer the volume's middle.
+    So all corrected slices end up as evenly spread as they can be.  (Until 2026-12-06 the picks
+    were evenly spaced among the *untouched* slices, which put round 2's [8, 21] next to round 1's
+    [9, 20].)"""
+    middle = (min(candidates) + max(candidates)) / 2
+    chosen: list[int] = []
+    for _ in range(min(n, len(candidates))):
+        taken = list(corrected) + chosen
+        free = [z for z in candidates if z not in chosen]
+        chosen.append(max(free, key=lambda z: (_distance(z, taken), _distance(z, chosen), -abs(z - middle))))
+    return chosen
+
+
+def _distance(z: int, slices) -> float:
+    """Slices from ``z`` to the nearest of ``slices`` (infinite when there are none)."""
+    return min((abs(z - c) for c in slices), default=float("inf"))
 
 
 #: Round strategies compared by ``picks``.  Also tried (2026-12-06): the uncertainty summed only within
 #: 3 px of the predicted organs; it picked the same slices as ``suggest_slices`` on 4 seeds of 4.
-PICKS = {"most uncertain (now)": _pick_suggested, "evenly spaced": _pick_even}
+PICKS = {"most uncertain (now)": _pick_suggested, "evenly spaced (widest gaps)": _pick_even}
 
 
 def carry_experiment(case: Case, args) -> list[dict]:
