@@ -77,7 +77,8 @@ def synapse_labels(src: Path, task: str, out: Path) -> Path:
 
 def to_synapse(ids: np.ndarray, task: str) -> np.ndarray:
     """TotalSegmentator ids (``task`` "total" or "total_mr") as uint8 Synapse values; other ids -> 0."""
-    lut = np.zeros(256, np.uint8)
+    ids = np.asarray(ids).astype(np.int64)
+    lut = np.zeros(max(256, int(ids.max(initial=0)) + 1), np.uint8)
     for total_id, value in TO_SYNAPSE[task].items():
         lut[total_id] = value
     return lut[ids]

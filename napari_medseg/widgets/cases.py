@@ -318,24 +318,26 @@ class CasesWidget(QWidget):
         fresh = not case.restored or case.status == "new"
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
-        self._open_retrain(image, labels)
-        retrain = retrain_dock(self.viewer, open_it=False)
-        if retrain is not None and case.slice_uncertainty is not None:
-            retrain.set_slice_uncertainty(labels, case.slice_uncertainty)  # Suggest next slice works at once
+        self._open_retrain(image, labels, case.slice_uncertainty)
         self.progress.setValue(100)
         how = ("restored: labels and slice ledger as saved" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
 
-    def _open_retrain(self, image, labels):
-        """Open the Retrain dock on the case; each fine-tune started from its button then saves the case."""
+    def _open_retrain(self, image, labels, slice_uncertainty=None):
+        """Open the Retrain dock on the case; each fine-tune started from its button then saves the case.
+
+        ``slice_uncertainty``: the case's per-slice mean uncertainty ``(z,)``, so that *Suggest next
+        slice* works before any fine-tune."""
         try:
             dock = retrain_dock(self.viewer)
         except Exception as err:  # that widget belongs to another module; say why it did not open
             self.status.setText(f"Could not open \u201c{RETRAIN}\u201d: {err}")
             return
         point_retrain(dock, image, labels, self.project)
+        if slice_uncertainty is not None:
+            dock.set_slice_uncertainty(labels, slice_uncertainty)
         if id(dock) not in self._watched:
             self._watched.add(id(dock))
             dock.run_btn.clicked.connect(lambda: self._watch_fine_tune(dock))
