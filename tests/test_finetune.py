@@ -71,6 +71,29 @@ def test_decoder_scope_freezes_encoder_and_restores_flags(ct):
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_trains_channels_last_on_cpu_and_hands_back_the_default_layout(ct, monkeypatch):
+    """The steps run a channels-last model (oneDNN's fast layout); afterwards every 4D weight is
+    back in the default layout, as a caller (and ``torch.save``) expects."""
+    from napari_medseg.retrain import finetune as finetune_module
+
+    image, labels = ct
+    model = _dcaunet()
+    seen = []
+    real_step = finetune_module.train_step
+
+    def spy(model_, images, *args, **kwargs):
+        weight = model_.embeds[1].proj.weight  # (C_out, C_in > 1, k, k): the two layouts differ
+        seen.append((weight.is_contiguous(memory_format=torch.channels_last), weight.is_contiguous()))
+        return real_step(model_, images, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "train_step", spy)
+    result = run_finetune(tune(model, images=[image[15]], labels=[labels[15]], preprocessing=SMALL, scope="all",
+                               steps=3, batch_size=2, device="cpu"))
+    assert result.steps == 3 and seen == [(True, False)] * 3
+    weights = [p for p in model.parameters() if p.ndim == 4]
+    assert weights and all(p.is_contiguous() for p in weights)
+
+
 def test_cancel_keeps_best_weights(ct):
     image, labels = ct
     model = _dcaunet()

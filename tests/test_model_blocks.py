@@ -154,3 +154,14 @@ def test_csff_attention_gates_are_used():
 def test_check_input_rejects(shape, multiple, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_input(torch.zeros(shape), multiple, "model")
+
+
+def test_spatial_attention_is_cbam_in_any_layout():
+    """The channels-last conv inside gives CBAM's values: sigmoid(conv([mean, max])) * x."""
+    torch.manual_seed(0)
+    block = SpatialAttention(7)
+    x = torch.randn(2, 5, 16, 12)
+    maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+    expected = x * torch.sigmoid(torch.nn.functional.conv2d(maps, block.conv.weight, padding=3))
+    assert torch.allclose(block(x), expected, atol=1e-6)
+    assert torch.allclose(block(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-6)

@@ -202,7 +202,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
     run = _prepare(model, data, config, result)
     saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training, home = model.training, next(model.parameters()).device
-    model.to(run.device)
+    model.to(run.device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)
     _setup_training(model, config, run)
     result.smoothness_sigma = run.smoothness_sigma
     result.augment = run.augment.to_dict() if run.augment is not None else None
@@ -224,7 +224,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
             for name, p in model.named_parameters():
                 p.requires_grad_(saved_flags[name])
             model.train(was_training)
-            model.to(home)
+            model.to(home, memory_format=torch.contiguous_format if run.channels_last else torch.preserve_format)
             result.seconds = time.monotonic() - start
             result.done = True
     return result
@@ -240,7 +240,7 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     dev = pick_device(config.device) if not isinstance(config.device, torch.device) else config.device
     run = SimpleNamespace(device=dev, precision=resolve_precision(dev, config.precision), prep=prep,
                           multiple=int(model.size_multiple), scope=result.scope, steps=config.step_budget,
-                          gen=torch.Generator().manual_seed(config.seed))
+                          gen=torch.Generator().manual_seed(config.seed), channels_last=dev.type in CHANNELS_LAST_DEVICES)
     torch.manual_seed(config.seed)
     n = len(images)
     order = torch.randperm(n, generator=run.gen).tolist()
@@ -307,7 +307,8 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
 
     run.trainable = freeze_except(model, run.scope)
     run.trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
-    run.optimizer = torch.optim.AdamW(run.trainable, lr=config.lr, weight_decay=config.weight_decay)
+    run.optimizer = torch.optim.AdamW(run.trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                      fused=run.device.type in FUSED_ADAMW_DEVICES or None)
     run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None  # fp16 needs loss scaling
     spec = family_defaults(model)
     ce_w, dice_w = config.loss_weights or (spec.loss_weights if spec is not None else (0.5, 0.5))
@@ -341,6 +342,8 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         current_lr = config.lr * warmup_cosine(fraction, config.warmup_fraction)
         for group in run.optimizer.param_groups:
             group["lr"] = current_lr
+        if run.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         value = train_step(model, xb, yb, run.loss_fn, run.optimizer, scaler=run.scaler, precision=run.precision,
                            grad_clip=config.grad_clip, params=run.trainable)
         step += 1
@@ -354,6 +357,13 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         elapsed = time.monotonic() - train_start
         yield FinetuneProgress(step, run.steps, elapsed, budget, value, current_lr,
                                min(1.0, _fraction(step, elapsed, run.steps, budget)))
+
+
+#: Where fine-tuning trains the model channels-last (its convolutions, oneDNN's fast layout on a CPU)
+#: and steps AdamW fused: together with ``SpatialAttention``'s layout, 1.12x the steps per second of
+#: a DCAU-Net on a 2-core CPU (docs/retrain.md, "Faster steps").  CUDA is not measured yet.
+CHANNELS_LAST_DEVICES = ("cpu",)
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 def _train_mode(model, config: FinetuneConfig) -> None:
