@@ -35,7 +35,8 @@ loss term, crops centred on organs never pick them, augmentation keeps them
 (nearest-neighbour labels) and the before/after Dice ignores them.
 
 Efficiency (CPU fine-tuning in a minute or two): all slices are prepared once
-and kept as tensors on the device; augmentation runs batched in torch; the
+and kept as tensors on the device; augmentation runs batched in torch; on a CPU
+the model trains channels-last with a fused AdamW (:data:`CHANNELS_LAST_DEVICES`); the
 resize policy comes from ``preprocessing`` (``"native"`` = pad to the model's
 size multiple, usually far fewer pixels than 224^2 and better for few slices);
 the lr follows a warm-up + cosine schedule over the step or time budget.
