@@ -128,9 +128,9 @@ class ChannelAttention(nn.Module):
 class SpatialAttention(nn.Module):
     """CBAM spatial attention: sigmoid(conv([mean_c(x), max_c(x)])) * x.  ``(B, C, H, W) -> same``.
 
-    The two maps go to the 7x7 conv channels-last: oneDNN runs this 2 -> 1 channel conv
-    2-4x faster that way (forward and backward at 64^2, forward at 512^2; docs/retrain.md,
-    "Faster steps").  The values are those of the default layout up to float rounding.
+    The two maps go to the 7x7 conv channels-last: oneDNN runs this 2 -> 1 channel conv 4x
+    faster that way forward and backward at 64^2 (fine-tuning's crops), 2.4x forward at 512^2,
+    level at 128^2 (docs/retrain.md, "Faster steps").  Same values up to float rounding.
     """
 
     def __init__(self, kernel_size: int = 7):

@@ -74,6 +74,14 @@ from napari_medseg.retrain.step import train_step
 from napari_medseg.scribbles import UNLABELLED
 
 
+#: Where fine-tuning trains the model channels-last (its convolutions, oneDNN's fast layout on a CPU)
+#: and steps AdamW fused: with ``SpatialAttention``'s layout, 1.09x the steps per second of a DCAU-Net
+#: fine-tune at one thread (bench/train_speed.py; docs/retrain.md, "Faster steps").  CUDA is not measured.
+#: The input batch needs no conversion: one channel is the same memory in either layout.
+CHANNELS_LAST_DEVICES = ("cpu",)
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class FinetuneData:
     """What :func:`finetune` learns from.
@@ -309,7 +317,7 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
     run.trainable = freeze_except(model, run.scope)
     run.trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
     run.optimizer = torch.optim.AdamW(run.trainable, lr=config.lr, weight_decay=config.weight_decay,
-                                      fused=run.device.type in FUSED_ADAMW_DEVICES or None)
+                                      fused=True if run.device.type in FUSED_ADAMW_DEVICES else None)
     run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None  # fp16 needs loss scaling
     spec = family_defaults(model)
     ce_w, dice_w = config.loss_weights or (spec.loss_weights if spec is not None else (0.5, 0.5))
@@ -343,8 +351,6 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         current_lr = config.lr * warmup_cosine(fraction, config.warmup_fraction)
         for group in run.optimizer.param_groups:
             group["lr"] = current_lr
-        if run.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
         value = train_step(model, xb, yb, run.loss_fn, run.optimizer, scaler=run.scaler, precision=run.precision,
                            grad_clip=config.grad_clip, params=run.trainable)
         step += 1
@@ -358,13 +364,6 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         elapsed = time.monotonic() - train_start
         yield FinetuneProgress(step, run.steps, elapsed, budget, value, current_lr,
                                min(1.0, _fraction(step, elapsed, run.steps, budget)))
-
-
-#: Where fine-tuning trains the model channels-last (its convolutions, oneDNN's fast layout on a CPU)
-#: and steps AdamW fused: together with ``SpatialAttention``'s layout, 1.12x the steps per second of
-#: a DCAU-Net on a 2-core CPU (docs/retrain.md, "Faster steps").  CUDA is not measured yet.
-CHANNELS_LAST_DEVICES = ("cpu",)
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 def _train_mode(model, config: FinetuneConfig) -> None:
