@@ -4,7 +4,8 @@ Same task, same settings, one run: from no checkpoint, DCAU-Net, the sample CT's
 reference labels on 5 evenly spaced slices, a time budget (default 30 s), CPU,
 fp32, no replay.  The CLI is ``medseg finetune --no-replay`` in a subprocess; the
 GUI is the real "Correct and retrain" dock in a shown napari viewer (run under
-Xvfb).  Steps and seconds come from each new checkpoint's provenance.  A 20 ms
+Xvfb).  Steps (of all models, when a budget of 120 s or more trains two at once) and seconds
+come from each new checkpoint's provenance.  A 20 ms
 QTimer (:class:`StallMeter`) records the longest gap between its ticks minus
 20 ms, the event loop's longest stall: while the dock opens and for ``--settle``
 seconds after (it warms the fine-tune's imports in the background), and from the
@@ -93,7 +94,8 @@ def run_cli(budget: float, slices: list[int], work: Path, tag: str) -> dict:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - t0
     prov = read_checkpoint_info(out).provenance
-    return {"steps": prov["steps"], "seconds": prov["seconds"], "wall_s": wall, "checkpoint": str(out)}
+    return {"steps": prov["steps"], "members": len(prov.get("members", [])) or 1, "seconds": prov["seconds"],
+            "wall_s": wall, "checkpoint": str(out)}
 
 
 def cli_dice(checkpoint: Path, slices: list[int]) -> float:
@@ -145,7 +147,8 @@ def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
     if "Saved" not in widget.status.text():
         raise RuntimeError(f"the dock's fine-tune failed: {widget.status.text()}")
     prov = read_checkpoint_info(path).provenance
-    return {"steps": prov["steps"], "seconds": prov["seconds"], "wall_s": done_s, "click_ms": click_ms,
+    return {"steps": prov["steps"], "members": len(prov.get("members", [])) or 1, "seconds": prov["seconds"],
+            "wall_s": done_s, "click_ms": click_ms,
             "longest_stall_ms": meter.worst_ms, "stalls_over_100ms": meter.stalls,
             "dice_untouched": untouched_dice(np.asarray(labels.data), reference,
                                              [z for z in range(reference.shape[0]) if z not in slices])}
@@ -229,8 +232,9 @@ def main(argv=None) -> int:
             segment_in_dock(viewer, Path(cli["checkpoint"]))
         gui = run_gui(viewer, widget, args.budget, slices)
         runs.append({"cli": cli, "gui": gui, "load": os.getloadavg()[0]})
-        print(f"run {r}: CLI {cli['steps']} steps / {cli['seconds']:.1f} s; "
-              f"GUI {gui['steps']} steps / {gui['seconds']:.1f} s, Dice {gui['dice_untouched']:.3f}; "
+        print(f"run {r}: CLI {cli['steps']} steps of {cli['members']} model(s) / {cli['seconds']:.1f} s; "
+              f"GUI {gui['steps']} steps of {gui['members']} model(s) / {gui['seconds']:.1f} s, "
+              f"Dice {gui['dice_untouched']:.3f}; "
               f"click response {gui['click_ms']} ms; longest stall while it ran {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
               f"stalls > 100 ms (s after start, ms, status): {gui['stalls_over_100ms']}", flush=True)
     for run in runs:  # after every GUI run: torch used in this process's main thread first slowed the dock's worker

@@ -4,13 +4,16 @@ The metadata lives in the safetensors header (``__metadata__["medseg"]``), so
 weights and metadata cannot drift apart, and loading never unpickles::
 
     {"format_version": 1,
-     "model": {"name": "udfa" | "dcaunet", "config": {...}},      # build_model(name, **config)
+     "model": {"name": "udfa" | "dcaunet", "config": {...},       # build_model(name, **config)
+               "members": N},                                     # format 2 only: an ensemble of N (keys "members.i.*")
      "label_set": LabelSet.to_dict(),
      "preprocessing": Preprocessing.to_dict(),
      "provenance": {"date": ISO-8601 UTC, "parent_sha256": str | None,
                     "data": str, "napari_medseg_version": str, ...free-form extra keys}}
 
-Every parameter and persistent buffer is stored, including U-DFA's frozen
+Format 1 holds one model; format 2 an :class:`~napari_medseg.models.ensemble.Ensemble`
+(``members`` models of one config, averaged), so an older napari-medseg refuses it with
+"update napari-medseg" instead of failing on its tensor names.  Every parameter and persistent buffer is stored, including U-DFA's frozen
 DINOv2 backbone: a checkpoint is self-contained, and loading one needs no
 DINOv2 download.
 """
@@ -29,8 +32,9 @@ from .atomic import atomic_write
 from .labels import LabelSet, get_label_set
 from .preprocess import Preprocessing
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  #: the newest format this version reads (2 = ensembles); single models are still written as 1
 METADATA_KEY = "medseg"
+MAX_MEMBERS = 16  #: the most ensemble members a checkpoint may hold (a damaged header must not build thousands)
 
 
 class CheckpointError(ValueError):
@@ -52,6 +56,7 @@ class CheckpointInfo:
     label_set: LabelSet
     preprocessing: Preprocessing
     provenance: dict = field(default_factory=dict)
+    members: int = 1
     known_sha256: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -139,6 +144,8 @@ def _parse_metadata(path: Path, header: dict) -> dict:
                 f"understands ({FORMAT_VERSION}); update napari-medseg"
             )
         meta["model"]["name"], meta["model"]["config"]["num_classes"]
+        if not 1 <= int(meta["model"].get("members", 1)) <= MAX_MEMBERS:
+            raise ValueError(f"members must be 1..{MAX_MEMBERS}, got {meta['model']['members']}")
         meta["label_set"], meta["preprocessing"]
     except CheckpointError:
         raise
@@ -164,6 +171,7 @@ def read_checkpoint_info(path) -> CheckpointInfo:
         label_set=label_set,
         preprocessing=prep,
         provenance=dict(meta.get("provenance") or {}),
+        members=int(meta["model"].get("members", 1)),
     )
 
 
@@ -211,7 +219,7 @@ def save_checkpoint(
 
     Args:
         path: destination; refused if it exists unless ``overwrite=True``.
-        model: a model from :func:`napari_medseg.models.build_model`.
+        model: a model from :func:`napari_medseg.models.build_model`, or an ``Ensemble`` of them.
         label_set: classes the model predicts (count must equal ``num_classes``).
         preprocessing: how slices were normalised and sized for this model.
         provenance: free-form JSON-safe dict, e.g. ``{"data": "3 corrected slices of case 12"}``;
@@ -240,9 +248,12 @@ def save_checkpoint(
     prov["parent_sha256"] = _parent_sha(parent) if parent is not None else prov.get("parent_sha256")
     prov.setdefault("data", "")
     prov["napari_medseg_version"] = __version__
+    from .models.ensemble import member_count
+
+    members = member_count(model)
     meta = {
-        "format_version": FORMAT_VERSION,
-        "model": {"name": model.model_name, "config": model.config},
+        "format_version": 2 if members > 1 else 1,
+        "model": {"name": model.model_name, "config": model.config, **({"members": members} if members > 1 else {})},
         "label_set": label_set.to_dict(),
         "preprocessing": preprocessing.to_dict(),
         "provenance": prov,
@@ -314,6 +325,8 @@ def check_weights(name: str, tensors: dict, expected: dict) -> None:
 def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
     """Rebuild the model stored in ``path``; returns ``(model in eval mode, CheckpointInfo)``.
 
+    A format-2 checkpoint gives an :class:`~napari_medseg.models.ensemble.Ensemble` of ``info.members``.
+
     ``label_set`` (LabelSet or built-in name) and ``model_name``, when given,
     must match the checkpoint, else :class:`CheckpointError` says what it holds.
     """
@@ -336,9 +349,15 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
             external = family_spec(info.model_name).external_weights
             if external:
                 config[external] = None  # e.g. U-DFA's backbone: its weights are in this file
-            model = build_model(info.model_name, num_classes, **config)
+            models = [build_model(info.model_name, num_classes, **config) for _ in range(info.members)]
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{info.path.name}: cannot rebuild its {info.model_name!r} model: {err}") from None
+    if len(models) > 1:
+        from .models.ensemble import Ensemble
+
+        model = Ensemble(models)
+    else:
+        model = models[0]
     try:
         tensors = load_file(str(info.path), device="cpu")
     except (SafetensorError, OSError) as err:

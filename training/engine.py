@@ -225,6 +225,9 @@ class Trainer:
             from napari_medseg.checkpoint import load_checkpoint
 
             self.model, info = load_checkpoint(resume, device="cpu", label_set=self.label_set)
+            if info.members > 1:
+                raise ValueError(f"{info.path.name} is an ensemble of {info.members} models (saved by a fine-tune); "
+                                 "medseg train continues one model: start from a single-model checkpoint")
             self.parent_sha = info.sha256
         elif model is not None:
             self.model, self.parent_sha = model, None

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medseg.io import read_volume, write_labels
     from napari_medseg.labels import SYNAPSE
     from napari_medseg.overlay import overlay_grid, save_png
+    from napari_medseg.retrain.members import describe_steps
     from napari_medseg.retrain.protocol import run_protocol, unused_path
 
     t0 = time.monotonic()
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                           device=args.device, seed=args.seed, output_dir=out, callback=report,
                           spacing=image.geometry.spacing)
     print(f"\nDice on the {ref.shape[0] - len(result.corrected)} untouched slices "
-          f"(trained on slices {result.corrected}, {result.steps} steps):")
+          f"(trained on slices {result.corrected}, "
+          f"{describe_steps(result.finetune) if result.finetune is not None else 'untrained'}):")
     print_dice_table(result.dice)
     labels_path = write_labels(result.labels, unused_path(out / "demo_labels.nii.gz"), image.geometry, SYNAPSE)
     rest = [z for z in range(ref.shape[0]) if z not in result.corrected]

@@ -62,6 +62,8 @@ class FamilySpec:
         checkpoint_recipe / scratch_recipe: ``FinetuneConfig`` fields over its defaults,
             fine-tuning from a checkpoint / from scratch (chosen by measurement, docs/retrain.md).
         precisions: mixed-precision modes.
+        scratch_members: models trained at once and averaged (``models.ensemble``) when a fine-tune starts
+            from scratch on a CPU with two or more threads (``retrain.loop.default_members``); 1 = one model.
         external_weights: the config key naming weights loaded from outside the checkpoint
             (U-DFA: ``"backbone_weights"``, DINOv2); a checkpoint stores them, so it rebuilds
             with that key set to ``None``.
@@ -82,6 +84,7 @@ class FamilySpec:
     scratch_recipe: Mapping
     precisions: tuple[str, ...] = PRECISIONS
     external_weights: str | None = None
+    scratch_members: int = 1
 
     def __post_init__(self):
         for scope in (self.finetune_scope, self.scratch_scope):

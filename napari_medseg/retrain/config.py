@@ -67,6 +67,8 @@ class FinetuneConfig:
         grad_clip: max gradient norm (``None`` = no clipping).
         device, precision: see ``napari_medseg.device``.
         seed: seeds the split, sampling and augmentation.
+        member: index of an ensemble member (``retrain.members``): offsets the seed of the
+            sampling, crops and augmentation, but not of the held-out split, which all members share.
         validation_fraction, min_slices_for_validation: held-out split (only with at least that many slices).
         eval_every: steps between held-out evaluations / best-loss checks (``None``: ~ budget / 20).
         crop_size: train on random ``crop_size``^2 crops (px, a multiple of the model's size multiple);
@@ -98,6 +100,7 @@ class FinetuneConfig:
     device: object = "auto"
     precision: str = "auto"
     seed: int = 0
+    member: int = 0
     validation_fraction: float = 0.2
     min_slices_for_validation: int = 8
     eval_every: int | None = None
@@ -125,6 +128,8 @@ class FinetuneConfig:
         if not (isinstance(self.smoothness_weight, (int, float)) and math.isfinite(self.smoothness_weight)
                 and self.smoothness_weight >= 0):
             raise ValueError(f"smoothness_weight must be a finite number >= 0, got {self.smoothness_weight!r}")
+        if not (isinstance(self.member, int) and not isinstance(self.member, bool) and self.member >= 0):
+            raise ValueError(f"member must be an integer >= 0, got {self.member!r}")
         check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)
         for name in ("replay_fraction", "warmup_fraction", "crop_foreground"):
             check_fraction(name, getattr(self, name))

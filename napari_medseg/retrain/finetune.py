@@ -79,6 +79,8 @@ from napari_medseg.scribbles import UNLABELLED
 #: fine-tune at one thread (bench/train_speed.py; docs/retrain.md, "Faster steps").  CUDA is not measured.
 #: The input batch needs no conversion: one channel is the same memory in either layout.
 CHANNELS_LAST_DEVICES = ("cpu",)
+#: Seed offset between ensemble members' sampling and augmentation (``FinetuneConfig.member``).
+MEMBER_SEED_STRIDE = 1_000_003
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
@@ -140,6 +142,8 @@ class FinetuneResult:
         train_indices / held_out_indices: positions in the ``images`` argument.
         steps, seconds, final_loss, scope, stopped_by (``"steps" | "time" | "cancelled"``).
         smoothness_sigma: the edge-aware smoothness term's sigma in use (image units).
+        members: an ensemble's per-member results (``retrain.members``); empty for one model.
+        evaluated: positions of the slices ``dice_before`` / ``dice_after`` were measured on.
         augment: the training augmentation (``AugmentConfig.to_dict()``), None without; saved in
             the checkpoint's provenance (flip TTA reads it: ``checkpoint.flip_tta_refusal``).
     """
@@ -163,6 +167,8 @@ class FinetuneResult:
     smoothness_sigma: float = math.nan
     augment: dict | None = None
     done: bool = False
+    members: list = field(default_factory=list)
+    evaluated: list[int] = field(default_factory=list)
 
     def apply(self, model) -> None:
         """Copy ``best_state`` into ``model`` (in place); every stored name must exist."""
@@ -243,7 +249,7 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     """Check the slices, split them, and stack the training pool as tensors on the device (once)."""
     images = [np.asarray(im) for im in data.images]
     labels = [np.asarray(lab) for lab in data.labels]
-    _check_slices(images, labels, model)
+    check_slices(images, labels, model)
     prep = data.preprocessing
     result.scope = config.scope or default_scope(model)
     dev = pick_device(config.device) if not isinstance(config.device, torch.device) else config.device
@@ -251,16 +257,13 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
                           multiple=int(model.size_multiple), scope=result.scope, steps=config.step_budget,
                           gen=torch.Generator().manual_seed(config.seed), channels_last=dev.type in CHANNELS_LAST_DEVICES)
     torch.manual_seed(config.seed)
-    n = len(images)
-    order = torch.randperm(n, generator=run.gen).tolist()
-    n_val = int(round(config.validation_fraction * n)) if n >= config.min_slices_for_validation else 0
-    run.val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
+    run.val_idx, train_idx = split_indices(len(images), config, run.gen)
+    if config.member:  # an ensemble member: its own batches and augmentation, the shared split
+        run.gen.manual_seed(config.seed + MEMBER_SEED_STRIDE * config.member)
     result.train_indices, result.held_out_indices = train_idx, run.val_idx
     result.dice_on = "held-out" if run.val_idx else "training"
-    value_range = data.value_range
-    if value_range is None and prep.modality == "mr":
-        value_range = intensity_range(np.concatenate([im.ravel() for im in images]), prep)
-    norm = [normalize(im, prep, value_range) for im in images]
+    result.evaluated = run.val_idx or train_idx
+    norm = _normalised(images, data)
     run.spacing = inplane_spacing(data.spacing, prep)  # one-line error when "spacing" has none
     pool = SliceDataset([norm[i] for i in train_idx], [labels[i] for i in train_idx], prep, run.multiple,
                         spacings=run.spacing)
@@ -283,6 +286,40 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     if max_label >= run.num_classes:
         raise ValueError(f"labels go up to {max_label} but the model predicts {run.num_classes} classes")
     return run
+
+
+def split_indices(n: int, config: FinetuneConfig, gen: torch.Generator | None = None) -> tuple[list[int], list[int]]:
+    """``(held-out, training)`` positions of ``n`` slices: ``validation_fraction`` held out when there are
+    at least ``min_slices_for_validation``; drawn by ``gen`` (default: a fresh one seeded by ``config.seed``)."""
+    gen = gen if gen is not None else torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(n, generator=gen).tolist()
+    n_val = int(round(config.validation_fraction * n)) if n >= config.min_slices_for_validation else 0
+    return sorted(order[:n_val]), sorted(order[n_val:])
+
+
+def _normalised(images, data: FinetuneData) -> list[np.ndarray]:
+    """``images`` normalised by ``data``'s preprocessing (MR: the volume's range, else the slices' own)."""
+    prep, value_range = data.preprocessing, data.value_range
+    if value_range is None and prep.modality == "mr":
+        value_range = intensity_range(np.concatenate([np.asarray(im).ravel() for im in data.images]), prep)
+    return [normalize(np.asarray(im), prep, value_range) for im in images]
+
+
+def evaluate_slices(model, data: FinetuneData, indices: Sequence[int], config: FinetuneConfig) -> tuple[float, dict]:
+    """``(mean foreground Dice, {label: dice})`` of ``model`` on ``data``'s slices ``indices``, predicted at
+    native size as inference does, on ``config``'s device and precision (the model is moved there and back)."""
+    dev = pick_device(config.device) if not isinstance(config.device, torch.device) else config.device
+    home = next(model.parameters()).device
+    num_classes = int(model.config["num_classes"])
+    slices = [(image, np.asarray(data.labels[i])) for i, image in
+              zip(indices, _normalised([data.images[i] for i in indices], data))]
+    model.to(dev)
+    try:
+        per_class = _native_dice(model, slices, data.preprocessing, int(model.size_multiple), num_classes, dev,
+                                 resolve_precision(dev, config.precision), inplane_spacing(data.spacing, data.preprocessing))
+    finally:
+        model.to(home)
+    return mean_foreground(per_class), {k: float(v) for k, v in enumerate(per_class) if k > 0}
 
 
 def _max_labelled(labels) -> int:
@@ -429,7 +466,8 @@ def _fraction(step: int, elapsed: float, steps: int | None, budget: float | None
     return max(parts)
 
 
-def _check_slices(images, labels, model) -> None:
+def check_slices(images, labels, model) -> None:
+    """One-line errors for slices fine-tuning cannot use (none, unequal shapes, no organ pixel, a foreign model)."""
     if not images:
         raise ValueError("no corrected slices given: paint or review at least one slice before fine-tuning")
     if len(images) != len(labels):

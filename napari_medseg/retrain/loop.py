@@ -35,6 +35,11 @@ from napari_medseg.userdirs import data_dir
 
 #: Fine-tuning seconds of a retrain run given neither ``steps`` nor ``time_budget_s``.
 DEFAULT_TIME_BUDGET_S = 60.0
+#: From this many seconds of fine-tuning, a model from scratch is trained as the family's
+#: ``scratch_members`` at once (:func:`default_members`).  Measured on the sample CT, k = 5, paired
+#: seeds (bench/ensemble.py, docs/retrain.md "Two models at once"): two members were level with one
+#: model at 60 s (+0.000, 6 pairs) and higher at 120 s (+0.008, 4 of 4) and 150 s (+0.011, 7 of 8).
+ENSEMBLE_MIN_BUDGET_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class StartFrom:
             ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
         target_spacing: from scratch with the ``"spacing"`` policy: pixel size in mm
             (``None`` = ``DEFAULT_TARGET_SPACING``; bench/spacing_target.py sweeps it).
+        members: from scratch: how many models to train at once and average (an ``Ensemble``);
+            ``None`` = :func:`default_members`.  From a checkpoint: ``None`` or the checkpoint's own count.
     """
 
     checkpoint: str | Path | None = None
@@ -60,10 +67,16 @@ class StartFrom:
     model_config: dict | None = None
     backbone_weights: str | None = "auto"
     target_spacing: float | None = None
+    members: int | None = None
 
     def __post_init__(self):
         if self.checkpoint is None and (self.model_name is None or self.label_set is None):
             raise ValueError("start from a checkpoint, or name a model and a label set to start from scratch")
+        if self.members is not None:
+            from napari_medseg.checkpoint import MAX_MEMBERS
+
+            if isinstance(self.members, bool) or not isinstance(self.members, int) or not 1 <= self.members <= MAX_MEMBERS:
+                raise ValueError(f"members must be an integer in 1..{MAX_MEMBERS}, got {self.members!r}")
 
 
 @dataclass(frozen=True)
@@ -139,14 +152,36 @@ def next_version_path(parent: str | Path | None, directory: str | Path | None = 
     return directory / f"{stem}.v{version}.safetensors"
 
 
-def prepare_model(start: StartFrom, image: np.ndarray):
-    """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`."""
+def default_members(model_name: str, device="auto", time_budget_s: float | None = None) -> int:
+    """Models a fine-tune from scratch trains at once: the family's ``scratch_members`` when ``device``
+    is a CPU with two or more torch threads (one model leaves the second core half idle) and the
+    fine-tune has a time budget of at least :data:`ENSEMBLE_MIN_BUDGET_S`; else 1 (a shorter budget
+    or a step budget; a GPU or a single core: not measured)."""
+    import torch
+
+    from napari_medseg.device import pick_device
+    from napari_medseg.models import family_spec
+
+    if time_budget_s is None or time_budget_s < ENSEMBLE_MIN_BUDGET_S:
+        return 1
+    dev = device if isinstance(device, torch.device) else pick_device(str(device))
+    cpu_threads = torch.get_num_threads() if dev.type == "cpu" else 0
+    return family_spec(model_name).scratch_members if cpu_threads >= 2 else 1
+
+
+def prepare_model(start: StartFrom, image: np.ndarray, device="auto", time_budget_s: float | None = None):
+    """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`; the fine-tune's
+    ``device`` and ``time_budget_s`` set :func:`default_members` from scratch.  Several members give an
+    ``Ensemble``."""
     from napari_medseg.checkpoint import load_checkpoint
     from napari_medseg.models import build_model, family_spec
 
     if start.checkpoint is not None:
         label_set = start.label_set
         model, info = load_checkpoint(start.checkpoint, label_set=label_set, model_name=start.model_name)
+        if start.members is not None and start.members != info.members:
+            raise ValueError(f"{Path(start.checkpoint).name} holds {info.members} member(s), not {start.members}; "
+                             "a fine-tune keeps its checkpoint's members (start from scratch to choose)")
         return model, info.label_set, info.preprocessing, info
     label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
     spec = family_spec(start.model_name)
@@ -158,10 +193,16 @@ def prepare_model(start: StartFrom, image: np.ndarray):
     config.update(start.model_config or {})
     if spec.external_weights:
         config.setdefault(spec.external_weights, start.backbone_weights)
-    model = build_model(start.model_name, label_set.num_classes, **config)
-    if spec.external_weights:
-        model.config[spec.external_weights] = None  # the checkpoint carries those weights itself
-    return model, label_set, prep, None
+    members = start.members if start.members is not None else default_members(start.model_name, device, time_budget_s)
+    models = [build_model(start.model_name, label_set.num_classes, **config) for _ in range(members)]
+    for model in models:
+        if spec.external_weights:
+            model.config[spec.external_weights] = None  # the checkpoint carries those weights itself
+    if members == 1:
+        return models[0], label_set, prep, None
+    from napari_medseg.models.ensemble import Ensemble
+
+    return Ensemble(models), label_set, prep, None
 
 
 def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int], label_set: LabelSet,
@@ -247,7 +288,8 @@ def retrain_volume(
     t0 = time.monotonic()
     image, labels = np.asarray(image), np.asarray(labels)
     corrected = sorted({int(z) for z in corrected})
-    model, label_set, prep, parent = prepare_model(start, image)
+    model, label_set, prep, parent = prepare_model(start, image, device=dict(options or {}).get("device") or "auto",
+                                                   time_budget_s=_time_budget(options))
     _check_inputs(image, labels, corrected, label_set, partial)
     inplane_spacing(spacing, prep)  # a spacing-aware model needs the volume's spacing: fail before any work
     if on_model is not None:
@@ -273,6 +315,14 @@ def retrain_volume(
     return result
 
 
+def _time_budget(options: Mapping | None) -> float | None:
+    """The fine-tune's time budget in s (:data:`DEFAULT_TIME_BUDGET_S` without any budget); None for steps only."""
+    options = dict(options or {})
+    if options.get("time_budget_s") is not None:
+        return float(options["time_budget_s"])
+    return None if options.get("steps") is not None else DEFAULT_TIME_BUDGET_S
+
+
 def finetune_config(model_name: str, *, from_scratch: bool, options: Mapping | None = None):
     """The :class:`FinetuneConfig` of a retrain run: family recipe, 60 s budget, then ``options``."""
     from napari_medseg.models import family_spec
@@ -291,7 +341,9 @@ def finetune_config(model_name: str, *, from_scratch: bool, options: Mapping | N
 
 def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop, spacing) -> Iterator[RetrainProgress]:
     """Phase 1: fine-tune on the corrected slices (+ replay); ``result.finetune`` fills as it runs."""
+    from napari_medseg.models.ensemble import member_count
     from napari_medseg.retrain.finetune import FinetuneData, FinetuneResult, finetune
+    from napari_medseg.retrain.members import finetune_members
 
     corrected = result.corrected
     value_range = None
@@ -304,9 +356,11 @@ def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop
     result.finetune = FinetuneResult()
     n = result.replayed_slices
     patients = result.replay_plan.patients if result.replay_plan is not None else 0
-    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning on {len(corrected)} slices"
-                          + (f" + {n} replayed from {patients} patient(s)" if n else ""))
-    gen = finetune(model, data, config, result=result.finetune)
+    members = member_count(model)
+    yield RetrainProgress("fine-tune", 0.0, f"fine-tuning {f'{members} models at once ' if members > 1 else ''}"
+                          f"on {len(corrected)} slices" + (f" + {n} replayed from {patients} patient(s)" if n else ""))
+    tune = finetune_members if member_count(model) > 1 else finetune
+    gen = tune(model, data, config, result=result.finetune)
     try:
         for p in gen:
             yield RetrainProgress("fine-tune", p.fraction, f"step {p.step}, loss {p.loss:.3f}", loss=p.loss, step=p.step)
@@ -338,6 +392,9 @@ def _save(path, model, image, labels, label_set, prep, parent, source, spacing, 
         "from_scratch": parent is None,
         "augment": ft.augment,
     }
+    if ft.members:  # an ensemble: each member's own run
+        provenance["members"] = [{"steps": m.steps, "weights_from_step": m.best_step, "dice_before": m.dice_before,
+                                  "dice_after": m.dice_after, "stopped_by": m.stopped_by} for m in ft.members]
     result.checkpoint = save_checkpoint(path, model, label_set=label_set, preprocessing=prep,
                                         provenance=provenance, parent=parent)
     known = spacing if spacing is not None else (float("nan"),) * 3  # replay by a spacing-aware model refuses NaN

@@ -29,6 +29,7 @@ class ProtocolResult:
     steps: int
     labels: np.ndarray | None = field(default=None, repr=False)
     checkpoint: object = field(default=None, repr=False)
+    finetune: object = field(default=None, repr=False)  # its FinetuneResult (None for k = 0)
 
     @property
     def mean_dice(self) -> float:
@@ -61,6 +62,7 @@ def run_protocol(
     target_spacing: float | None = None,
     store=None,
     replay: bool = False,
+    members: int | None = None,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
@@ -70,6 +72,7 @@ def run_protocol(
     ``target_spacing``: from scratch, the ``"spacing"`` policy's pixel size (mm; default: the package's).
     ``store``: the :class:`CorrectionStore` the corrected slices go to (default: a fresh one under
     ``output_dir``); ``replay``: also train on that store's earlier entries, as the CLI does by default.
+    ``members``: from scratch, models trained at once and averaged (``None``: the package's default).
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -85,12 +88,13 @@ def run_protocol(
         start = StartFrom(checkpoint=checkpoint)
     else:
         start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
-                          backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing)
+                          backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing,
+                          members=members)
     if k == 0:
         import torch
 
         torch.manual_seed(seed)  # the random init of the untrained model
-        labels, steps, checkpoint = _untrained_labels(start, image, device, spacing), 0, None
+        labels, steps, checkpoint, finetuned = _untrained_labels(start, image, device, spacing), 0, None, None
     else:
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
@@ -100,9 +104,9 @@ def run_protocol(
                              replay=replay,
                              output=unused_path(work / f"{model_name}-k{k}.safetensors"))
         result = drive(gen, callback)
-        labels, steps, checkpoint = result.labels, result.finetune.steps, result.checkpoint
+        labels, steps, checkpoint, finetuned = result.labels, result.finetune.steps, result.checkpoint, result.finetune
     scores = untouched_dice(labels, reference, corrected, SYNAPSE)
-    return ProtocolResult(model_name, k, corrected, scores, time.monotonic() - t0, steps, labels, checkpoint)
+    return ProtocolResult(model_name, k, corrected, scores, time.monotonic() - t0, steps, labels, checkpoint, finetuned)
 
 
 def _untrained_labels(start, image, device, spacing=None):

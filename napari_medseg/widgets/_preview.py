@@ -97,10 +97,12 @@ class LivePreview:
     def predict(self, z: int) -> np.ndarray:
         """``(y, x)`` uint8 labels of slice ``z`` from the current weights (the model's train mode is restored)."""
         from napari_medseg.inference import run_segmentation, segment_volume
+        from napari_medseg.models.ensemble import paused
 
-        seg = segment_volume(self.image[z:z + 1], [(self.model, self._info)], device=self.device,
-                             precision=self.precision, uncertainty=False, spacing=self.spacing)
-        return run_segmentation(seg).labels[0]
+        with paused(self.model):  # an ensemble's members train in threads of their own: predict between steps
+            seg = segment_volume(self.image[z:z + 1], [(self.model, self._info)], device=self.device,
+                                 precision=self.precision, uncertainty=False, spacing=self.spacing)
+            return run_segmentation(seg).labels[0]
 
 
 class PreviewLayer:

@@ -121,11 +121,13 @@ class FineTuneJob:
         layer.metadata["medseg"] = medseg
         self.autosave.save(layer, self.image_layer(), reason="fine-tune")
         self.options.fill_start_combo(layer, select=path)
+        from napari_medseg.retrain.members import describe_steps
+
         ft = result.finetune
         self.progress.setValue(100)
         self.status.setText(  # the next action first: the dock may be taller than the window
             _next_round_hint(self.slices_to_correct_next(layer, NEXT_ROUND_SLICES)[0])
-            + f"Saved {Path(path).name} ({ft.steps} steps, {ft.seconds:.0f} s, stopped by {ft.stopped_by}); "
+            + f"Saved {Path(path).name} ({describe_steps(ft)}, {ft.seconds:.0f} s, stopped by {ft.stopped_by}); "
             f"Dice on {ft.dice_on} slices {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
             f"Re-segmented {len(unlocked)} unlocked slice(s), kept {len(job['locked'])} locked; "
             f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")

@@ -192,7 +192,8 @@ class SegmentWidget(QWidget):
             return False
         self._flip_refusals[str(path)] = flip_tta_refusal(info)
         prep = info.preprocessing
-        item = QListWidgetItem(f"{path.name} \u00b7 {info.model_name} \u00b7 {info.label_set.name} \u00b7 "
+        model = info.model_name + (f" \u00d7{info.members}" if info.members > 1 else "")  # an averaged ensemble
+        item = QListWidgetItem(f"{path.name} \u00b7 {model} \u00b7 {info.label_set.name} \u00b7 "
                                f"{prep.modality.upper()} \u00b7 {prep.resize_policy}")
         item.setData(Qt.ItemDataRole.UserRole, str(path))
         item.setToolTip(f"{path}\norgans: {', '.join(info.label_set.organs.values())}")

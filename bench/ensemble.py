@@ -1,0 +1,106 @@
+"""One model against several trained at once (an averaged ``Ensemble``), at equal wall time.
+
+For each budget and seed, the sample CT's k = 5 protocol (``retrain.protocol``: fine-tune
+from scratch on 5 evenly spaced reference slices, segment the rest, Dice on the untouched
+slices) runs twice, with ``--members 1`` and with ``--members N``, in alternating order so
+that a change of load hits both arms.  ``--unseen`` also segments patient B (the real
+DICOM series, 0.98 mm; TotalSegmentator's labels) with each model, unseen.
+
+    python bench/ensemble.py                                # budgets 60,150; seeds 0,1,2; about 25 min
+    python bench/ensemble.py --budgets 150 --seeds 0,1,2,3,4 --unseen
+
+Prints one line per run, then per budget: the mean of each arm, the mean paired
+difference and how many pairs the ensemble won.  Writes ``results/ensemble-STAMP.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _machine import cpu_name, load_average  # bench/_machine.py (scripts run as python bench/NAME.py)
+
+
+def unseen_scorer():
+    """``score(checkpoint) -> mean Dice on patient B, all slices`` (B's labels mapped to Synapse values)."""
+    from second_patient import DATA, DICOM, synapse_labels
+
+    from napari_medseg.inference import load_checkpoints, run_segmentation, segment_volume
+    from napari_medseg.io import read_volume
+    from napari_medseg.labels import SYNAPSE
+    from napari_medseg.retrain.protocol import untouched_dice
+
+    b = read_volume(DICOM)
+    ref_path = synapse_labels(DATA / "example_seg_dicom.nii.gz", "total", Path(tempfile.mkdtemp()) / "b.nii.gz")
+    ref = read_volume(ref_path).array.astype(np.uint8)
+
+    def score(checkpoint) -> float:
+        gen = segment_volume(b.array, load_checkpoints([checkpoint.path]), device="cpu", spacing=b.geometry.spacing)
+        return float(np.nanmean(list(untouched_dice(run_segmentation(gen).labels, ref, [], SYNAPSE).values())))
+
+    return score
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="60,150", help="comma-separated fine-tuning seconds")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one pair each)")
+    parser.add_argument("--members", type=int, default=2, help="members of the ensemble arm")
+    parser.add_argument("--k", type=int, default=5, help="evenly spaced reference slices")
+    parser.add_argument("--unseen", action="store_true", help="also segment patient B unseen with each model")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
+    from napari_medseg.io import read_volume
+    from napari_medseg.retrain.protocol import run_protocol
+
+    volume = read_volume(SAMPLE_CT)
+    reference = read_volume(SAMPLE_LABELS).array.astype(np.uint8)
+    score_b = unseen_scorer() if args.unseen else None
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    rows = []
+    for budget in [float(b) for b in args.budgets.split(",")]:
+        for i, seed in enumerate(int(s) for s in args.seeds.split(",")):
+            arms = [1, args.members] if i % 2 == 0 else [args.members, 1]
+            for members in arms:
+                load = load_average()
+                with tempfile.TemporaryDirectory() as work:
+                    r = run_protocol(volume.array, reference, args.k, time_budget_s=budget, device="cpu", seed=seed,
+                                     spacing=volume.geometry.spacing, output_dir=work, members=members)
+                    unseen = score_b(r.checkpoint) if score_b is not None else float("nan")
+                member_steps = [m["steps"] for m in r.checkpoint.provenance.get("members", [])] or [r.steps]
+                rows.append(dict(budget=budget, seed=seed, members=members, dice=r.mean_dice, unseen=unseen,
+                                 steps=member_steps, seconds=r.seconds, load=load))
+                print(f"budget {budget:4.0f} s  seed {seed}  members {members}: Dice {r.mean_dice:.4f}  "
+                      f"B unseen {unseen:.4f}  steps {'+'.join(map(str, member_steps))}  {r.seconds:.0f} s  "
+                      f"(load {load})", flush=True)
+    print()
+    for budget in sorted({r["budget"] for r in rows}):
+        for key in ("dice", "unseen") if args.unseen else ("dice",):
+            one = {r["seed"]: r[key] for r in rows if r["budget"] == budget and r["members"] == 1}
+            ens = {r["seed"]: r[key] for r in rows if r["budget"] == budget and r["members"] == args.members}
+            diff = [ens[s] - one[s] for s in one if s in ens]
+            print(f"budget {budget:.0f} s, {'sample untouched' if key == 'dice' else 'B unseen'}: one model "
+                  f"{np.mean(list(one.values())):.4f}, {args.members} members {np.mean(list(ens.values())):.4f}; "
+                  f"paired difference {np.mean(diff):+.4f}, ensemble higher in {sum(d > 0 for d in diff)} of {len(diff)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(dict(machine=cpu_name(), cores=os.cpu_count(), torch=torch.__version__,
+                                    argv=sys.argv[1:], rows=rows), indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
