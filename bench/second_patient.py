@@ -99,9 +99,9 @@ def finetune(out: Path, image: Path, labels: Path, slices, budget: float, store:
     text = medseg("finetune", "--image", str(image), "--labels", str(labels), "--slices", ",".join(map(str, slices)),
                   *start, "--time-budget", str(budget), "--store", str(store), *(() if replay else ("--no-replay",)),
                   "-o", str(out))
-    steps = re.search(r"(\d+) steps in", text)
+    steps = re.search(r"([\d +]+) steps (?:\(\d+ models at once\) )?in", text)  # "650 steps in" or "531 + 520 steps (2 ...) in"
     replayed = [line.strip() for line in text.splitlines() if "replay" in line]
-    return dict(steps=int(steps.group(1)) if steps else None, seconds=time.monotonic() - t0,
+    return dict(steps=steps.group(1).strip().replace(" ", "") if steps else None, seconds=time.monotonic() - t0,
                 replay=replayed[-1] if replayed else "")
 
 

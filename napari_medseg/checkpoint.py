@@ -13,7 +13,9 @@ weights and metadata cannot drift apart, and loading never unpickles::
 
 Format 1 holds one model; format 2 an :class:`~napari_medseg.models.ensemble.Ensemble`
 (``members`` models of one config, averaged), so an older napari-medseg refuses it with
-"update napari-medseg" instead of failing on its tensor names.  Every parameter and persistent buffer is stored, including U-DFA's frozen
+"update napari-medseg" instead of failing on its tensor names.
+
+Every parameter and persistent buffer is stored, including U-DFA's frozen
 DINOv2 backbone: a checkpoint is self-contained, and loading one needs no
 DINOv2 download.
 """

@@ -79,9 +79,9 @@ from napari_medseg.scribbles import UNLABELLED
 #: fine-tune at one thread (bench/train_speed.py; docs/retrain.md, "Faster steps").  CUDA is not measured.
 #: The input batch needs no conversion: one channel is the same memory in either layout.
 CHANNELS_LAST_DEVICES = ("cpu",)
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 #: Seed offset between ensemble members' sampling and augmentation (``FinetuneConfig.member``).
 MEMBER_SEED_STRIDE = 1_000_003
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)

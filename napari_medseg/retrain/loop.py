@@ -359,7 +359,7 @@ def _fine_tune(model, image, labels, prep, config, replayed, result, should_stop
     members = member_count(model)
     yield RetrainProgress("fine-tune", 0.0, f"fine-tuning {f'{members} models at once ' if members > 1 else ''}"
                           f"on {len(corrected)} slices" + (f" + {n} replayed from {patients} patient(s)" if n else ""))
-    tune = finetune_members if member_count(model) > 1 else finetune
+    tune = finetune_members if members > 1 else finetune
     gen = tune(model, data, config, result=result.finetune)
     try:
         for p in gen:

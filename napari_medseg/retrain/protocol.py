@@ -63,6 +63,8 @@ def run_protocol(
     store=None,
     replay: bool = False,
     members: int | None = None,
+    modality: str = "ct",
+    source: str = "sample CT",
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
@@ -73,6 +75,8 @@ def run_protocol(
     ``store``: the :class:`CorrectionStore` the corrected slices go to (default: a fresh one under
     ``output_dir``); ``replay``: also train on that store's earlier entries, as the CLI does by default.
     ``members``: from scratch, models trained at once and averaged (``None``: the package's default).
+    ``modality``: from scratch, ``"ct"`` or ``"mr"`` (its intensity normalisation); ``source``: the image's name
+    in the provenance and the store.
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -87,7 +91,7 @@ def run_protocol(
     if checkpoint is not None:
         start = StartFrom(checkpoint=checkpoint)
     else:
-        start = StartFrom(model_name=model_name, label_set="synapse", modality="ct", model_config=model_config,
+        start = StartFrom(model_name=model_name, label_set="synapse", modality=modality, model_config=model_config,
                           backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing,
                           members=members)
     if k == 0:
@@ -99,7 +103,7 @@ def run_protocol(
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
         options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
-        gen = retrain_volume(image, reference, corrected, start=start, spacing=spacing, source=f"sample CT, {k} slices",
+        gen = retrain_volume(image, reference, corrected, start=start, spacing=spacing, source=f"{source}, {k} slices",
                              options=options, store=store if store is not None else CorrectionStore(work / "corrections"),
                              replay=replay,
                              output=unused_path(work / f"{model_name}-k{k}.safetensors"))
