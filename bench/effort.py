@@ -451,6 +451,7 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
     from napari_medseg.progress import drive
     from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.retrain.loop import StartFrom, next_version_path, retrain_volume
+    from napari_medseg.retrain.members import describe_steps
 
     start = (StartFrom(checkpoint=checkpoint) if checkpoint else
              StartFrom(model_name="dcaunet", label_set="synapse", modality=case.modality))
@@ -460,7 +461,7 @@ def _retrain(case: Case, labels, slices, checkpoint, tmp, args, *, partial: bool
                                   store=store if store is not None else CorrectionStore(Path(tmp) / "store"),
                                   replay=replay, output=output, partial=partial))
     untouched = [z for z in range(case.image.shape[0]) if z not in slices]
-    print(f"  {'partial' if partial else 'full'} on {sorted(slices)}: {result.finetune.steps} steps, {result.seconds:.0f} s, "
+    print(f"  {'partial' if partial else 'full'} on {sorted(slices)}: {describe_steps(result.finetune)}, {result.seconds:.0f} s, "
           f"Dice on untouched {untouched_dice(result.labels, case.reference, untouched):.3f}", flush=True)
     return result
 
