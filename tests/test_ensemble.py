@@ -168,7 +168,10 @@ def test_paused_holds_the_members_between_steps(data):
 
 
 def test_default_members_follow_the_family_the_budget_and_the_cpu(monkeypatch):
-    from napari_medseg.retrain.loop import ENSEMBLE_MIN_BUDGET_S, _time_budget
+    from napari_medseg.retrain.loop import ENSEMBLE_MIN_BUDGET_S, finetune_config
+
+    def _time_budget(options):  # the budget prepare_model hands default_members
+        return finetune_config("dcaunet", from_scratch=True, options=options).time_budget_s
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert default_members("dcaunet", "cpu", ENSEMBLE_MIN_BUDGET_S) == 2

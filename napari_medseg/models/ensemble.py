@@ -5,8 +5,8 @@ An :class:`Ensemble` behaves like a single model everywhere a model goes
 ``log(mean_i softmax(member_i(x)))`` ``(B, K, H, W)``, so a softmax of its output
 is the members' mean probability, as ``segment_volume`` averages separate
 checkpoints.  Fine-tuning trains the members themselves, each in its own thread
-(``retrain.members``); :meth:`Ensemble.paused` lets another thread (the live
-preview) predict between their optimiser steps.
+(``retrain.members``); :func:`paused` lets another thread (the live preview)
+predict between their optimiser steps.
 
 Why two members by default for DCAU-Net from scratch on a CPU, with a budget of
 120 s or more (``retrain.loop.default_members``): one fine-tune does not use a
@@ -39,7 +39,7 @@ class Ensemble(nn.Module):
         self.model_name = first.model_name
         self.config = first.config
         self.size_multiple = first.size_multiple
-        self.step_locks = [threading.Lock() for _ in members]
+        self.step_locks = [threading.Lock() for _ in members]  # held by each member's optimiser step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> log of the members' mean softmax ``(B, K, H, W)``, float32."""
@@ -49,14 +49,6 @@ class Ensemble(nn.Module):
             probs = p if probs is None else probs.add_(p)
         return probs.div_(len(self.members)).clamp_min_(torch.finfo(torch.float32).tiny).log_()
 
-    @contextmanager
-    def paused(self):
-        """Hold every member's step lock: members being fine-tuned in other threads wait at their next step."""
-        with ExitStack() as stack:
-            for lock in self.step_locks:
-                stack.enter_context(lock)
-            yield self
-
 
 def member_count(model) -> int:
     """How many models ``model`` averages (1 for a plain model)."""
@@ -65,11 +57,11 @@ def member_count(model) -> int:
 
 @contextmanager
 def paused(model):
-    """:meth:`Ensemble.paused` for an ensemble; nothing to wait for with a plain model."""
-    if isinstance(model, Ensemble):
-        with model.paused():
-            yield model
-    else:
+    """Hold every step lock of an ensemble: members fine-tuned in other threads wait at their next
+    step (nothing to wait for with a plain model)."""
+    with ExitStack() as stack:
+        for lock in model.step_locks if isinstance(model, Ensemble) else ():
+            stack.enter_context(lock)
         yield model
 
 

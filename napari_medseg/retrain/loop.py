@@ -169,10 +169,10 @@ def default_members(model_name: str, device="auto", time_budget_s: float | None 
     return family_spec(model_name).scratch_members if cpu_threads >= 2 else 1
 
 
-def prepare_model(start: StartFrom, image: np.ndarray, device="auto", time_budget_s: float | None = None):
-    """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`; the fine-tune's
-    ``device`` and ``time_budget_s`` set :func:`default_members` from scratch.  Several members give an
-    ``Ensemble``."""
+def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None = None):
+    """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`; from scratch, the
+    fine-tune's device and time budget (:func:`finetune_config` of ``options``) set
+    :func:`default_members`.  Several members give an ``Ensemble``."""
     from napari_medseg.checkpoint import load_checkpoint
     from napari_medseg.models import build_model, family_spec
 
@@ -193,7 +193,10 @@ def prepare_model(start: StartFrom, image: np.ndarray, device="auto", time_budge
     config.update(start.model_config or {})
     if spec.external_weights:
         config.setdefault(spec.external_weights, start.backbone_weights)
-    members = start.members if start.members is not None else default_members(start.model_name, device, time_budget_s)
+    members = start.members
+    if members is None:
+        tune = finetune_config(start.model_name, from_scratch=True, options=options)
+        members = default_members(start.model_name, tune.device, tune.time_budget_s)
     models = [build_model(start.model_name, label_set.num_classes, **config) for _ in range(members)]
     for model in models:
         if spec.external_weights:
@@ -288,8 +291,7 @@ def retrain_volume(
     t0 = time.monotonic()
     image, labels = np.asarray(image), np.asarray(labels)
     corrected = sorted({int(z) for z in corrected})
-    model, label_set, prep, parent = prepare_model(start, image, device=dict(options or {}).get("device") or "auto",
-                                                   time_budget_s=_time_budget(options))
+    model, label_set, prep, parent = prepare_model(start, image, options)
     _check_inputs(image, labels, corrected, label_set, partial)
     inplane_spacing(spacing, prep)  # a spacing-aware model needs the volume's spacing: fail before any work
     if on_model is not None:
@@ -313,14 +315,6 @@ def retrain_volume(
         yield from _resegment(model, image, labels, config, result, locked=locked, spacing=spacing, strokes=strokes)
     result.seconds = time.monotonic() - t0
     return result
-
-
-def _time_budget(options: Mapping | None) -> float | None:
-    """The fine-tune's time budget in s (:data:`DEFAULT_TIME_BUDGET_S` without any budget); None for steps only."""
-    options = dict(options or {})
-    if options.get("time_budget_s") is not None:
-        return float(options["time_budget_s"])
-    return None if options.get("steps") is not None else DEFAULT_TIME_BUDGET_S
 
 
 def finetune_config(model_name: str, *, from_scratch: bool, options: Mapping | None = None):

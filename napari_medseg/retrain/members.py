@@ -16,7 +16,7 @@ afterwards.  Why: on a CPU one fine-tune makes poor use of a second core
 about 9 steps/s each (docs/retrain.md, "Two models at once").
 
 Every step a member takes holds its ``Ensemble.step_locks`` entry, so another thread
-may predict with the whole ensemble between steps (``Ensemble.paused``: the live preview).
+may predict with the whole ensemble between steps (``models.ensemble.paused``: the live preview).
 ``result`` describes the ensemble: Dice before/after of the averaged prediction on the
 shared evaluation slices, steps summed; ``result.members`` holds each member's own result.
 """
