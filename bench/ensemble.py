@@ -10,6 +10,7 @@ DICOM series, 0.98 mm; TotalSegmentator's labels) with each model, unseen.
     python bench/ensemble.py --budgets 150 --seeds 0,1,2,3,4 --unseen
     python bench/ensemble.py --budgets 150 --arms 2,3                # two members against three
     python bench/ensemble.py --case b --budgets 150                   # patient B at 0.98 mm (a second case)
+    python bench/ensemble.py --labels scribbles --budgets 150         # the simulated reviewer's strokes (issue 10)
 
 Prints one line per run, then per budget and arm: its mean, and its mean paired difference
 from the first arm and in how many pairs it was higher.  Writes ``results/ensemble-STAMP.json``.
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", choices=["sample", "b", "mr"], default="sample",
                         help="the volume of the protocol: the sample CT, patient B's DICOM CT (0.98 mm, 512²) or "
                              "TotalSegmentator's example MR, with their reference labels")
+    parser.add_argument("--labels", choices=["full", "scribbles"], default="full",
+                        help="what the k slices are corrected with: the reference's full slices, or the simulated "
+                             "reviewer's strokes (scribbles.simulate_reviewer, fine-tuned as partial labels)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
 
@@ -85,7 +89,15 @@ def main(argv=None) -> int:
 
     from napari_medseg.retrain.protocol import run_protocol
 
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.scribbles import simulate_reviewer
+
     volume, reference, modality = load_case(args.case)
+    strokes = None
+    if args.labels == "scribbles":
+        slices = evenly_spaced_slices(volume.array.shape[0], args.k)
+        strokes, effort = simulate_reviewer(volume.array, reference, slices, modality)
+        print(f"scribbles on {slices}: effort {effort:.3f} of full slices")
     score_b = unseen_scorer() if args.unseen else None
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     arms = [int(a) for a in args.arms.split(",")]
@@ -97,7 +109,7 @@ def main(argv=None) -> int:
                 with tempfile.TemporaryDirectory() as work:
                     r = run_protocol(volume.array, reference, args.k, time_budget_s=budget, device="cpu", seed=seed,
                                      spacing=volume.geometry.spacing, output_dir=work, members=members,
-                                     modality=modality, source=f"{args.case} case")
+                                     modality=modality, source=f"{args.case} case", training_labels=strokes)
                     unseen = score_b(r.checkpoint) if score_b is not None else float("nan")
                 member_steps = [m["steps"] for m in r.checkpoint.provenance.get("members", [])] or [r.steps]
                 rows.append(dict(budget=budget, seed=seed, members=members, dice=r.mean_dice, unseen=unseen,
@@ -115,7 +127,7 @@ def main(argv=None) -> int:
                 diff = [by_arm[arm][s] - base[s] for s in base if s in by_arm[arm]]
                 text.append(f"{arm} members {np.mean(list(by_arm[arm].values())):.4f} (paired {np.mean(diff):+.4f}, "
                             f"higher in {sum(d > 0 for d in diff)} of {len(diff)})")
-            print(f"budget {budget:.0f} s, {f'{args.case} untouched' if key == 'dice' else 'B unseen'}: " + "; ".join(text))
+            print(f"budget {budget:.0f} s, {f'{args.case} untouched ({args.labels})' if key == 'dice' else 'B unseen'}: " + "; ".join(text))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -44,6 +44,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from napari_medseg.labels import LabelSet
+from napari_medseg.models.modes import restore_modes, training_modes
 from napari_medseg.preprocess import (
     inplane_spacing,
     intensity_range,
@@ -363,7 +364,7 @@ def segment_volume(
     smoother = ZSmoother(depth, todo, z_weights(slice_thickness(spacing), sigma),
                          anchors={z: previous[z] for z in locked}, strokes=strokes)
 
-    was_training = [m.training for m, _ in checkpoints]
+    was_training = [training_modes(m) for m, _ in checkpoints]
     for model, _ in checkpoints:
         model.to(dev)
         if channels_last:
@@ -387,8 +388,8 @@ def segment_volume(
             elapsed = time.perf_counter() - start
             yield Progress(done, len(todo), done / elapsed if elapsed > 0 else 0.0, dev_name)
     finally:
-        for (model, _), mode in zip(checkpoints, was_training):
-            model.train(mode)
+        for (model, _), modes in zip(checkpoints, was_training):
+            restore_modes(model, modes)
     removed = {}
     if largest_component and depth > 1 and todo:
         from napari_medseg.postprocess import largest_component_only, one_piece_organs, trunk_mask

@@ -250,3 +250,47 @@ def test_cli_trains_the_members_it_is_asked_for(sample_ct, sample_labels, tmp_pa
     assert main(base + ["--checkpoint", str(out), "--members", "3", "-o", str(tmp_path / "t.safetensors")]) == 2
     assert "holds 2 member(s), not 3" in capsys.readouterr().err
     assert not (tmp_path / "z.safetensors").exists() and not (tmp_path / "t.safetensors").exists()
+
+
+def test_evaluate_and_the_worklist_segment_with_an_ensemble_checkpoint(tmp_path, sample_ct, sample_labels):
+    """`medseg evaluate --checkpoint` and opening a case read an ensemble checkpoint as the averaged model:
+    their labels are ``medseg segment``'s, and not those of its first member alone."""
+    import csv
+    import shutil
+
+    from napari_medseg.cli import main
+    from napari_medseg.io import read_volume
+    from napari_medseg.progress import drive
+    from napari_medseg.worklist import open_case, read_worklist
+
+    native = Preprocessing(resize_policy="native")
+    ensemble = save_checkpoint(tmp_path / "e.safetensors", Ensemble([_tiny(0), _tiny(1)]), label_set=SYNAPSE,
+                               preprocessing=native).path
+    first = save_checkpoint(tmp_path / "m0.safetensors", _tiny(0), label_set=SYNAPSE, preprocessing=native).path
+    images, refs, preds = (tmp_path / name for name in ("images", "refs", "preds"))
+    for folder in (images, refs, preds):
+        folder.mkdir()
+    shutil.copy(sample_ct, images / "case01_0000.nii.gz")
+    shutil.copy(sample_labels, refs / "case01.nii.gz")
+    segmented = {}
+    for name, ckpt in (("ensemble", ensemble), ("first", first)):
+        out = tmp_path / f"{name}.nii.gz"
+        assert main(["segment", str(sample_ct), "-o", str(out), "--checkpoint", str(ckpt), "--device", "cpu"]) == 0
+        segmented[name] = read_volume(out).array
+    assert (segmented["ensemble"] != segmented["first"]).any()
+
+    shutil.copy(tmp_path / "ensemble.nii.gz", preds / "case01.nii.gz")
+    by_source = {}
+    for source, args in (("checkpoint", ["--checkpoint", str(ensemble), "--device", "cpu"]),
+                         ("predictions", ["--predictions", str(preds)])):
+        out = tmp_path / f"{source}.csv"
+        assert main(["evaluate", *args, "--images", str(images), "--labels", str(refs), "--label-set", "synapse",
+                     "--out", str(out)]) == 0
+        by_source[source] = {(r["case"], r["organ"]): r["dice"] for r in csv.DictReader(open(out))}
+    assert by_source["checkpoint"] == by_source["predictions"]
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a.nii.gz")
+    opened = drive(open_case(read_worklist(src, tmp_path / "project")[0], tmp_path / "project", ensemble, device="cpu"))
+    np.testing.assert_array_equal(opened.labels, segmented["ensemble"])

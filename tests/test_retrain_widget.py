@@ -213,3 +213,28 @@ def test_dock_lists_devices_after_it_opens(make_napari_viewer, qtbot):
     assert [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())] == ["auto"] + available_devices()
     widget.warming.join(120)
     assert not widget.warming.is_alive()
+
+
+def test_models_row_says_what_default_means(scratch_dock, qtbot):
+    """"default" on the Models row names the count it resolves to, for the chosen budget and device."""
+    import torch
+
+    from napari_medseg.retrain.loop import default_members
+
+    _, widget, _ = scratch_dock
+    options = widget.options
+    widget.warming.join()  # the warm-up imports torch and lists the devices
+    qtbot.waitUntil(lambda: widget.device_combo.count() > 1)
+    widget.device_combo.setCurrentText("cpu")
+    widget.budget_unit.setCurrentText("seconds")
+    widget.budget.setValue(150)
+    expected = default_members("dcaunet", "cpu", 150)
+    assert expected == (2 if torch.get_num_threads() >= 2 else 1)
+    assert options.members_combo.itemText(0) == f"default ({expected})"
+    assert options.start_from().members is None  # "default" still means the package's choice
+    widget.budget.setValue(60)
+    assert options.members_combo.itemText(0) == "default (1)"
+    widget.budget_unit.setCurrentText("steps")
+    assert options.members_combo.itemText(0) == "default (1)"  # a step budget trains one model
+    options.members_combo.setCurrentIndex(2)
+    assert options.start_from().members == 2

@@ -55,6 +55,7 @@ import torch
 
 from napari_medseg.device import pick_device, resolve_precision
 from napari_medseg.inference import native_logits
+from napari_medseg.models.modes import evaluating, restore_modes, training_modes
 from napari_medseg.preprocess import (
     Preprocessing,
     inplane_spacing,
@@ -216,7 +217,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
     result = result if result is not None else FinetuneResult()
     run = _prepare(model, data, config, result)
     saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training, home = model.training, next(model.parameters()).device
+    was_training, home = training_modes(model), next(model.parameters()).device
     model.to(run.device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)
     _setup_training(model, config, run)
     result.smoothness_sigma = run.smoothness_sigma
@@ -238,7 +239,7 @@ def finetune(model, data: FinetuneData, config: FinetuneConfig | None = None, *,
         finally:
             for name, p in model.named_parameters():
                 p.requires_grad_(saved_flags[name])
-            model.train(was_training)
+            restore_modes(model, was_training)
             model.to(home, memory_format=torch.contiguous_format if run.channels_last else torch.preserve_format)
             result.seconds = time.monotonic() - start
             result.done = True
@@ -517,14 +518,12 @@ def _native_dice(model, slices, prep, multiple, num_classes, device, precision, 
 
     ``spacing``: the slices' in-plane ``(sy, sx)`` mm (the ``"spacing"`` policy resamples by it).
     """
-    was_training = model.training
-    model.eval()
     counts = torch.zeros(3, num_classes, dtype=torch.float64)
-    for image, label in slices:
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-        x, info = to_model_size(x, prep, multiple, spacing)
-        pred = native_logits(model, x, info, device, precision).argmax(1)[0].cpu()
-        counts += batch_dice(pred, torch.from_numpy(np.asarray(label).astype(np.int64)), num_classes,
-                             ignore_index=UNLABELLED)
-    model.train(was_training)
+    with evaluating(model):
+        for image, label in slices:
+            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+            x, info = to_model_size(x, prep, multiple, spacing)
+            pred = native_logits(model, x, info, device, precision).argmax(1)[0].cpu()
+            counts += batch_dice(pred, torch.from_numpy(np.asarray(label).astype(np.int64)), num_classes,
+                                 ignore_index=UNLABELLED)
     return dice_from_counts(counts)

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from napari_medseg.models.modes import restore_modes, training_modes
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.finetune import (
     FinetuneData,
@@ -65,7 +66,7 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
                                 args=(i, members[i], ensemble.step_locks[i], data, config.replace(member=i),
                                       result.members[i], stop, reports))
                for i in range(len(members))]
-    start, was_training = time.monotonic(), ensemble.training
+    start, was_training = time.monotonic(), training_modes(ensemble)
     ensemble.train()  # (a loaded ensemble is in eval mode: the live preview restores the ensemble's mode)
     val_idx, train_idx = split_indices(len(data.images), config)
     result.evaluated = val_idx or train_idx
@@ -86,7 +87,7 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
                 worker.join()
         torch.set_num_threads(threads_before)
         _summarise(ensemble, data, config, result, start)
-        ensemble.train(was_training)
+        restore_modes(ensemble, was_training)
     return result
 
 

@@ -65,6 +65,7 @@ def run_protocol(
     members: int | None = None,
     modality: str = "ct",
     source: str = "sample CT",
+    training_labels: np.ndarray | None = None,
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
@@ -77,6 +78,8 @@ def run_protocol(
     ``members``: from scratch, models trained at once and averaged (``None``: the package's default).
     ``modality``: from scratch, ``"ct"`` or ``"mr"`` (its intensity normalisation); ``source``: the image's name
     in the provenance and the store.
+    ``training_labels``: partial labels (255 = not labelled, e.g. ``scribbles.simulate_reviewer``'s strokes) to
+    fine-tune on instead of ``reference``'s full slices; the score is still against ``reference``.
 
     With ``k = 0`` nothing is trained: an untrained model segments everything
     (the floor the curve starts from).
@@ -103,7 +106,8 @@ def run_protocol(
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
         options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
-        gen = retrain_volume(image, reference, corrected, start=start, spacing=spacing, source=f"{source}, {k} slices",
+        partial = training_labels is not None
+        gen = retrain_volume(image, training_labels if partial else reference, corrected, partial=partial, start=start, spacing=spacing, source=f"{source}, {k} slices",
                              options=options, store=store if store is not None else CorrectionStore(work / "corrections"),
                              replay=replay,
                              output=unused_path(work / f"{model_name}-k{k}.safetensors"))

@@ -6,12 +6,15 @@ as the CLI's do (``tests/test_retrain_widget.py`` checks that they agree).
 
 from __future__ import annotations
 
+import sys
+
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QWidget
 
 from napari_medseg.widgets._layout import ElidedComboBox, row
 
 BROWSE = "Browse for a checkpoint\u2026"
+DEFAULT = "default"  #: the first entry of the Models and Train rows: the family's own choice
 MAX_MODELS = 4  #: the most models a new fine-tune offers to train at once (the checkpoint format allows more)
 
 
@@ -37,17 +40,22 @@ class RetrainOptions(QWidget):
         self.image_combo, self.labels_combo = ElidedComboBox(), ElidedComboBox()
         self.start_combo = ElidedComboBox(mode=Qt.TextElideMode.ElideLeft)
         self.label_set_combo = _combo(sorted(BUILTIN, key=lambda name: name != "synapse"))
-        self.members_combo = _combo(["default"] + [str(n) for n in range(1, MAX_MODELS + 1)])
-        self.members_combo.setToolTip("New models only: how many to train at once and average. Default: 2 for "
-                                      "DCAU-Net with a budget of 120 s or more on a CPU with two or more threads "
-                                      "(better at equal time there; level at 60 s), else 1. A checkpoint keeps its own.")
-        self.scope_combo = _combo(["default"] + fine_tuning_scopes())
+        self.members_combo = _combo([DEFAULT] + [str(n) for n in range(1, MAX_MODELS + 1)])
+        self.members_combo.setToolTip("New models only: how many to train at once and average. Default (its count "
+                                      "in brackets): 2 for DCAU-Net with a budget of 120 s or more on a CPU with two "
+                                      "or more threads (better at equal time there; level at 60 s), else 1. "
+                                      "A checkpoint keeps its own.")
+        self.scope_combo = _combo([DEFAULT] + fine_tuning_scopes())
         self.device_combo = _combo(["auto"])  # the devices follow (widgets/_warm_up.py: listing them imports torch)
         self.precision_combo = _combo(list(PRECISIONS))
         self.budget = QDoubleSpinBox(minimum=5, maximum=3600, value=60, suffix=" s", decimals=0)
         self.budget_unit = _combo(["seconds", "steps"])
         self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
         self.start_combo.activated.connect(self._on_start_chosen)
+        for signal in (self.budget.valueChanged, self.budget_unit.currentTextChanged,
+                       self.device_combo.currentTextChanged, self.start_combo.currentTextChanged,
+                       self.device_combo.model().rowsInserted):  # (the warm-up's device list: torch is loaded)
+            signal.connect(self.show_default_members)
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -64,15 +72,28 @@ class RetrainOptions(QWidget):
 
         choice = self.start_combo.currentText()
         if choice in self.scratch:  # U-DFA: DINOv2 weights from $MEDSEG_DINOV2_WEIGHTS, the cache or a download
-            members = self.members_combo.currentText()
+            members = None if self.members_combo.currentIndex() == 0 else int(self.members_combo.currentText())
             return StartFrom(model_name=self.scratch[choice], label_set=self.label_set_combo.currentText(),
-                             members=None if members == "default" else int(members))
+                             members=members)
         return StartFrom(checkpoint=choice)
 
     def scope(self) -> str | None:
         """The chosen fine-tuning scope; None for the model family's default."""
         text = self.scope_combo.currentText()
-        return None if text == "default" else text
+        return None if text == DEFAULT else text
+
+    def show_default_members(self, *_):
+        """Name what the Models row's "default" resolves to, e.g. "default (2)", for the chosen new model,
+        budget and device; plain "default" for a checkpoint (it keeps its own) and until torch is loaded
+        (the dock's warm-up loads it off the GUI thread; counting torch's threads needs it)."""
+        name = self.scratch.get(self.start_combo.currentText())
+        text = DEFAULT
+        if name is not None and "torch" in sys.modules:
+            from napari_medseg.retrain.loop import default_members
+
+            count = default_members(name, self.device_combo.currentText(), self.budget_kwargs().get("time_budget_s"))
+            text = f"{DEFAULT} ({count})"
+        self.members_combo.setItemText(0, text)
 
     def budget_kwargs(self) -> dict:
         """``time_budget_s`` or ``steps`` for the fine-tune, from the Budget row."""

@@ -101,11 +101,9 @@ def slice_probabilities(model, info, image_slice: np.ndarray, device: str = "cpu
     """
     from napari_medseg.inference import _predict_probs  # the one place that maps a slice to model probabilities
 
-    was_training = model.training
-    model.eval()
-    try:
+    from napari_medseg.models.modes import evaluating
+
+    with evaluating(model):
         probs = _predict_probs([(model, info)], np.asarray(image_slice)[None], [value_range], device, "fp32", False, False,
                                spacing=spacing)
-    finally:
-        model.train(was_training)
     return probs[0].cpu().numpy()
