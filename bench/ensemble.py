@@ -87,9 +87,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_medseg.retrain.protocol import run_protocol
-
     from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.retrain.protocol import run_protocol
     from napari_medseg.scribbles import simulate_reviewer
 
     volume, reference, modality = load_case(args.case)

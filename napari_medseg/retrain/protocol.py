@@ -107,10 +107,10 @@ def run_protocol(
         work.mkdir(parents=True, exist_ok=True)
         options = dict(time_budget_s=time_budget_s, device=device, seed=seed, **(options or {}))
         partial = training_labels is not None
-        gen = retrain_volume(image, training_labels if partial else reference, corrected, partial=partial, start=start, spacing=spacing, source=f"{source}, {k} slices",
-                             options=options, store=store if store is not None else CorrectionStore(work / "corrections"),
-                             replay=replay,
-                             output=unused_path(work / f"{model_name}-k{k}.safetensors"))
+        gen = retrain_volume(image, training_labels if partial else reference, corrected, partial=partial,
+                             start=start, spacing=spacing, source=f"{source}, {k} slices", options=options,
+                             store=store if store is not None else CorrectionStore(work / "corrections"),
+                             replay=replay, output=unused_path(work / f"{model_name}-k{k}.safetensors"))
         result = drive(gen, callback)
         labels, steps, checkpoint, finetuned = result.labels, result.finetune.steps, result.checkpoint, result.finetune
     scores = untouched_dice(labels, reference, corrected, SYNAPSE)
