@@ -117,13 +117,15 @@ def test_torch_threads_are_split_while_members_train_and_restored(data, monkeypa
     inner = members_module.finetune
 
     def recording(*args, **kwargs):
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), default_members("dcaunet", "cpu", 150)))
         return inner(*args, **kwargs)
 
     monkeypatch.setattr(members_module, "finetune", recording)
     torch.set_num_threads(2)
     run_finetune(finetune_members(Ensemble([_tiny(0), _tiny(1)]), data, _config(steps=2)))
-    assert seen == [1, 1] and torch.get_num_threads() == 2
+    # split while they train; the default for the next fine-tune still reads the count from before the split
+    assert seen == [(1, 2), (1, 2)] and torch.get_num_threads() == 2
+    assert members_module.cpu_threads() == 2 and default_members("dcaunet", "cpu", 150) == 2
 
 
 def test_cancel_stops_every_member_and_keeps_their_best_weights(data):

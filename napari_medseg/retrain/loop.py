@@ -161,12 +161,13 @@ def default_members(model_name: str, device="auto", time_budget_s: float | None 
 
     from napari_medseg.device import pick_device
     from napari_medseg.models import family_spec
+    from napari_medseg.retrain.members import cpu_threads
 
     if time_budget_s is None or time_budget_s < ENSEMBLE_MIN_BUDGET_S:
         return 1
     dev = device if isinstance(device, torch.device) else pick_device(str(device))
-    cpu_threads = torch.get_num_threads() if dev.type == "cpu" else 0
-    return family_spec(model_name).scratch_members if cpu_threads >= 2 else 1
+    threads = cpu_threads() if dev.type == "cpu" else 0
+    return family_spec(model_name).scratch_members if threads >= 2 else 1
 
 
 def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None = None):

@@ -47,6 +47,16 @@ from napari_medseg.retrain.finetune import (
 _DONE = object()
 
 
+#: torch's thread count before each running :func:`finetune_members` split it (one entry per run).
+_threads_before_runs: list[int] = []
+
+
+def cpu_threads() -> int:
+    """torch's CPU threads as a fine-tune will find them: while a run has split them among its members,
+    the count from before the split (``torch.set_num_threads`` is process-wide)."""
+    return _threads_before_runs[0] if _threads_before_runs else torch.get_num_threads()
+
+
 def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None = None, *,
                      result: FinetuneResult | None = None) -> Iterator[FinetuneProgress]:
     """Fine-tune every member of ``ensemble`` in place, at once; yields progress, returns ``result``.
@@ -61,6 +71,7 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
     reports: queue.Queue = queue.Queue()
     stop = threading.Event()
     threads_before = torch.get_num_threads()
+    _threads_before_runs.append(threads_before)
     torch.set_num_threads(max(1, threads_before // len(members)))
     workers = [threading.Thread(target=_run_member, name=f"medseg-member-{i}", daemon=True,
                                 args=(i, members[i], ensemble.step_locks[i], data, config.replace(member=i),
@@ -86,6 +97,7 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
             if worker.ident is not None:  # started
                 worker.join()
         torch.set_num_threads(threads_before)
+        _threads_before_runs.remove(threads_before)
         _summarise(ensemble, data, config, result, start)
         restore_modes(ensemble, was_training)
     return result
