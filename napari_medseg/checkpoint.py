@@ -354,12 +354,9 @@ def load_checkpoint(path, *, device="cpu", label_set=None, model_name=None):
             models = [build_model(info.model_name, num_classes, **config) for _ in range(info.members)]
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{info.path.name}: cannot rebuild its {info.model_name!r} model: {err}") from None
-    if len(models) > 1:
-        from .models.ensemble import Ensemble
+    from .models.ensemble import combine
 
-        model = Ensemble(models)
-    else:
-        model = models[0]
+    model = combine(models)
     try:
         tensors = load_file(str(info.path), device="cpu")
     except (SafetensorError, OSError) as err:

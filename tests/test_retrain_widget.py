@@ -223,8 +223,8 @@ def test_models_row_says_what_default_means(scratch_dock, qtbot):
 
     _, widget, _ = scratch_dock
     options = widget.options
-    widget.warming.join()  # the warm-up imports torch and lists the devices
-    qtbot.waitUntil(lambda: widget.device_combo.count() > 1)
+    widget.warming.join()  # the warm-up imports torch and the fine-tuning core, and lists the devices
+    qtbot.waitUntil(lambda: widget.device_combo.count() > 1 and options.members_combo.itemText(0) != "default")
     widget.device_combo.setCurrentText("cpu")
     widget.budget_unit.setCurrentText("seconds")
     widget.budget.setValue(150)

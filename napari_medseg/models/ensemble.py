@@ -50,6 +50,12 @@ class Ensemble(nn.Module):
         return probs.div_(len(self.members)).clamp_min_(torch.finfo(torch.float32).tiny).log_()
 
 
+def combine(models):
+    """One model for ``models``: the model itself when there is one, else their :class:`Ensemble`."""
+    models = list(models)
+    return models[0] if len(models) == 1 else Ensemble(models)
+
+
 def member_count(model) -> int:
     """How many models ``model`` averages (1 for a plain model)."""
     return len(model.members) if isinstance(model, Ensemble) else 1
@@ -65,4 +71,4 @@ def paused(model):
         yield model
 
 
-__all__ = ["Ensemble", "member_count", "paused"]
+__all__ = ["Ensemble", "combine", "member_count", "paused"]

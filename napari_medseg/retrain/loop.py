@@ -202,11 +202,9 @@ def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None =
     for model in models:
         if spec.external_weights:
             model.config[spec.external_weights] = None  # the checkpoint carries those weights itself
-    if members == 1:
-        return models[0], label_set, prep, None
-    from napari_medseg.models.ensemble import Ensemble
+    from napari_medseg.models.ensemble import combine
 
-    return Ensemble(models), label_set, prep, None
+    return combine(models), label_set, prep, None
 
 
 def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int], label_set: LabelSet,

@@ -32,13 +32,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from napari_medseg.models.modes import restore_modes, training_modes
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.finetune import (
     FinetuneData,
-    check_slices,
     FinetuneProgress,
     FinetuneResult,
+    check_slices,
     evaluate_slices,
     finetune,
     split_indices,
@@ -77,8 +76,7 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
                                 args=(i, members[i], ensemble.step_locks[i], data, config.replace(member=i),
                                       result.members[i], stop, reports))
                for i in range(len(members))]
-    start, was_training = time.monotonic(), training_modes(ensemble)
-    ensemble.train()  # (a loaded ensemble is in eval mode: the live preview restores the ensemble's mode)
+    start = time.monotonic()  # (each member's ``finetune`` sets and restores that member's own modes)
     val_idx, train_idx = split_indices(len(data.images), config)
     result.evaluated = val_idx or train_idx
     try:
@@ -99,7 +97,6 @@ def finetune_members(ensemble, data: FinetuneData, config: FinetuneConfig | None
         torch.set_num_threads(threads_before)
         _threads_before_runs.remove(threads_before)
         _summarise(ensemble, data, config, result, start)
-        restore_modes(ensemble, was_training)
     return result
 
 

@@ -6,8 +6,6 @@ as the CLI's do (``tests/test_retrain_widget.py`` checks that they agree).
 
 from __future__ import annotations
 
-import sys
-
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QWidget
 
@@ -52,9 +50,9 @@ class RetrainOptions(QWidget):
         self.budget_unit = _combo(["seconds", "steps"])
         self.budget_unit.currentTextChanged.connect(self._on_budget_unit)
         self.start_combo.activated.connect(self._on_start_chosen)
+        self._warm = False  # the dock's warm-up has imported torch and the fine-tuning core
         for signal in (self.budget.valueChanged, self.budget_unit.currentTextChanged,
-                       self.device_combo.currentTextChanged, self.start_combo.currentTextChanged,
-                       self.device_combo.model().rowsInserted):  # (the warm-up's device list: torch is loaded)
+                       self.device_combo.currentTextChanged, self.start_combo.currentTextChanged):
             signal.connect(self.show_default_members)
 
         form = QFormLayout(self)
@@ -82,13 +80,18 @@ class RetrainOptions(QWidget):
         text = self.scope_combo.currentText()
         return None if text == DEFAULT else text
 
+    def warmed_up(self):
+        """Called (GUI thread) when the dock's warm-up has imported torch and the fine-tuning core."""
+        self._warm = True
+        self.show_default_members()
+
     def show_default_members(self, *_):
         """Name what the Models row's "default" resolves to, e.g. "default (2)", for the chosen new model,
-        budget and device; plain "default" for a checkpoint (it keeps its own) and until torch is loaded
-        (the dock's warm-up loads it off the GUI thread; counting torch's threads needs it)."""
+        budget and device; plain "default" for a checkpoint (it keeps its own) and until the warm-up is
+        done (counting torch's threads needs torch and ``retrain.loop``, imported off the GUI thread)."""
         name = self.scratch.get(self.start_combo.currentText())
         text = DEFAULT
-        if name is not None and "torch" in sys.modules:
+        if name is not None and self._warm:
             from napari_medseg.retrain.loop import default_members
 
             count = default_members(name, self.device_combo.currentText(), self.budget_kwargs().get("time_budget_s"))

@@ -17,17 +17,19 @@ import threading
 from concurrent.futures import Future
 
 #: What the first fine-tune imports besides torch (``torch._dynamo`` comes through ``hide_triton``).
-FINE_TUNE_MODULES = ("napari_medseg.retrain.loop", "napari_medseg.retrain.finetune", "napari_medseg.checkpoint",
-                     "napari_medseg.inference")
+FINE_TUNE_MODULES = ("napari_medseg.retrain.loop", "napari_medseg.retrain.finetune", "napari_medseg.retrain.members",
+                     "napari_medseg.checkpoint", "napari_medseg.inference")
 #: How often the GUI thread looks for the device list (ms).
 POLL_MS = 100
 
 
-def warm_up(device_combo, fine_tune: bool = False) -> threading.Thread:
+def warm_up(device_combo, fine_tune: bool = False, on_ready=None) -> threading.Thread:
     """Start a thread that lists the devices and, with ``fine_tune``, imports what a fine-tune needs.
 
     The devices are added to ``device_combo`` (after its ``auto``) by a timer owned by the combo box,
-    so nothing reaches a dock that was closed meanwhile.  Not a daemon: Python waits for it at exit
+    so nothing reaches a dock that was closed meanwhile; the same timer calls ``on_ready()`` on the
+    GUI thread once the thread has finished (everything imported).
+    Not a daemon: Python waits for it at exit
     (a daemon thread importing torch while the interpreter shuts down raises from torch's teardown).
     Returns the thread.
     """
@@ -38,15 +40,23 @@ def warm_up(device_combo, fine_tune: bool = False) -> threading.Thread:
     thread.start()
     timer = QTimer(device_combo)
     timer.setInterval(POLL_MS)
-    timer.timeout.connect(lambda: _add_devices(device_combo, devices, timer))
+    added = []  # the devices went into the combo
+
+    def tick():
+        if devices.done() and not added:
+            added.append(True)
+            _add_devices(device_combo, devices)
+        if not thread.is_alive():
+            timer.stop()
+            if on_ready is not None:
+                on_ready()
+
+    timer.timeout.connect(tick)
     timer.start()
     return thread
 
 
-def _add_devices(combo, devices: Future, timer) -> None:
-    if not devices.done():
-        return
-    timer.stop()
+def _add_devices(combo, devices: Future) -> None:
     try:
         combo.addItems(devices.result())
     except Exception as err:  # torch failed to import: say so now; a fine-tune would fail with the same error

@@ -58,7 +58,8 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self._orphan_timer.timeout.connect(self._drop_orphan_previews)
         self.autosave = _autosave.attach(napari_viewer)  # recovery: see widgets/_autosave.py
         self._build_ui()
-        self.warming = warm_up(self.device_combo, fine_tune=True)  # torch and the fine-tune's imports, off the GUI thread
+        # torch and the fine-tune's imports, off the GUI thread; then the Models row can name its default
+        self.warming = warm_up(self.device_combo, fine_tune=True, on_ready=self.options.warmed_up)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.events.renamed.connect(self._refresh_layers)
