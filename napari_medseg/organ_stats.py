@@ -1,4 +1,4 @@
-"""Per-organ volume (mL) and mean intensity of a label map (Qt-free)."""
+"""Per-organ volume (mL), mean intensity and mean uncertainty of a label map (Qt-free)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ class OrganStat:
 
     ``volume_ml`` = voxel count x prod(spacing mm) / 1000;
     ``mean_intensity`` is in image units (HU for CT), ``nan`` without an image
-    or for an empty organ.
+    or for an empty organ; ``mean_uncertainty`` is the mean of the per-voxel
+    uncertainty (normalised entropy, 0 = certain .. 1 = uniform) over the organ's
+    voxels, ``nan`` without one or for an empty organ.
     """
 
     value: int
@@ -23,6 +25,7 @@ class OrganStat:
     voxels: int
     volume_ml: float
     mean_intensity: float
+    mean_uncertainty: float = float("nan")
 
 
 def organ_stats(
@@ -31,6 +34,7 @@ def organ_stats(
     label_set: LabelSet,
     image: np.ndarray | None = None,
     include_empty: bool = True,
+    uncertainty: np.ndarray | None = None,
 ) -> list[OrganStat]:
     """Statistics of every foreground label of ``label_set``.
 
@@ -40,18 +44,22 @@ def organ_stats(
         label_set: names of the labels (0 = background is skipped).
         image: optional ``(z, y, x)`` image on the same grid for mean intensities.
         include_empty: keep organs with zero voxels (volume 0.0 mL).
+        uncertainty: optional ``(z, y, x)`` per-voxel uncertainty on the same grid
+            (``SegmentationResult.uncertainty``) for each organ's mean.
 
     Works slab by slab, so no volume-sized float temporaries are made.
     """
     labels = np.asarray(labels)
-    if image is not None and np.shape(image) != labels.shape:
-        raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
+    for what, other in (("image", image), ("uncertainty", uncertainty)):
+        if other is not None and np.shape(other) != labels.shape:
+            raise ValueError(f"{what} shape {np.shape(other)} differs from labels shape {labels.shape}")
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != labels.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {labels.ndim}D label map")
     n = max(label_set.num_classes, int(labels.max(initial=0)) + 1)
     counts = np.zeros(n, np.int64)
     sums = np.zeros(n, np.float64)
+    unc_sums = np.zeros(n, np.float64)
     step = max(1, (1 << 22) // max(1, int(np.prod(labels.shape[1:]))))
     for start in range(0, labels.shape[0], step):
         lab = labels[start : start + step].ravel().astype(np.intp, copy=False)
@@ -59,6 +67,9 @@ def organ_stats(
         if image is not None:
             img = np.asarray(image[start : start + step], dtype=np.float64).ravel()
             sums += np.bincount(lab, weights=img, minlength=n)
+        if uncertainty is not None:
+            unc = np.asarray(uncertainty[start : start + step], dtype=np.float64).ravel()
+            unc_sums += np.bincount(lab, weights=unc, minlength=n)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for value, name in label_set.organs.items():
@@ -66,14 +77,26 @@ def organ_stats(
         if c == 0 and not include_empty:
             continue
         mean = float(sums[value] / c) if (image is not None and c) else float("nan")
-        rows.append(OrganStat(value, name, c, c * voxel_ml, mean))
+        unc = float(unc_sums[value] / c) if (uncertainty is not None and c) else float("nan")
+        rows.append(OrganStat(value, name, c, c * voxel_ml, mean, unc))
     return rows
 
 
+def has_uncertainty(rows: list[OrganStat]) -> bool:
+    """Whether any row carries a mean uncertainty (the table then shows that column)."""
+    return any(not np.isnan(r.mean_uncertainty) for r in rows)
+
+
+def format_number(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, or "-" for nan."""
+    return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+
 def format_table(rows: list[OrganStat], unit: str = "HU") -> str:
-    """Plain-text table (for the CLI)."""
-    lines = [f"{'organ':<18}{'volume (mL)':>12}{'mean (' + unit + ')':>12}"]
+    """Plain-text table (for the CLI); an ``uncertainty`` column when the rows have one."""
+    uncertain = has_uncertainty(rows)
+    lines = [f"{'organ':<18}{'volume (mL)':>12}{'mean (' + unit + ')':>12}" + (f"{'uncertainty':>13}" if uncertain else "")]
     for r in rows:
-        mean = "-" if np.isnan(r.mean_intensity) else f"{r.mean_intensity:.1f}"
-        lines.append(f"{r.name:<18}{r.volume_ml:>12.1f}{mean:>12}")
+        line = f"{r.name:<18}{r.volume_ml:>12.1f}{format_number(r.mean_intensity, 1):>12}"
+        lines.append(line + (f"{format_number(r.mean_uncertainty, 2):>13}" if uncertain else ""))
     return "\n".join(lines)

@@ -40,9 +40,17 @@ def test_segment_nifti_keeps_source_geometry(sample_ct, sample_labels, tmp_path_
     assert np.issubdtype(seg.get_data_dtype(), np.integer)
     # the written voxels are the engine's labels, put back in the source's voxel order
     vol = read_volume(sample_ct)
-    expected = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu",
-                                               spacing=vol.geometry.spacing)).labels
+    engine = run_segmentation(segment_volume(vol.array, load_checkpoints([ckpt]), device="cpu",
+                                             spacing=vol.geometry.spacing))
+    expected = engine.labels
     assert len(np.unique(expected)) >= 3  # several organs, so a wrong voxel order would show
+    # the organ table's last column: the mean normalised entropy inside each organ, explained under it
+    header = next(ln for ln in printed.splitlines() if ln.startswith("organ"))
+    liver = next(ln for ln in printed.splitlines() if ln.startswith("liver"))
+    assert header.split()[-1] == "uncertainty"
+    in_liver = engine.uncertainty[expected == 5].astype(np.float64).mean()
+    assert float(liver.split()[-1]) == pytest.approx(in_liver, abs=0.006)
+    assert any(ln.startswith("uncertainty: the mean normalised entropy inside the organ") for ln in printed.splitlines())
     # the slices to correct first: three, the most uncertain, 10 mm (4 slices at 3 mm) apart
     line = next(ln for ln in printed.splitlines() if ln.startswith("slices to correct first"))
     picks = [int(v) for v in line.rsplit(":", 1)[1].split(",")]

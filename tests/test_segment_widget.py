@@ -93,6 +93,9 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
     # volume in mL = voxels x 27 mm^3 / 1000 (3 mm isotropic)
     voxels = int((layer.data == 5).sum())
     assert rows[4][1] == f"{voxels * 27 / 1000:.1f}"
+    # with the uncertainty computed, a fourth column: the mean normalised entropy inside the organ
+    assert len(rows[4]) == 4 and w.table.horizontalHeaderItem(3).text() == "uncertainty"
+    assert float(rows[4][3]) == pytest.approx(unc.data[layer.data == 5].astype(np.float64).mean(), abs=0.006)
 
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     viewer.window.resize(1400, 850)

@@ -220,11 +220,18 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
     unit = "HU" if vol.modality == "ct" else "a.u."
     print(f"{src} -> {written}  ({result.seconds:.1f} s, {result.slices_per_s:.1f} slices/s, "
           f"{result.device} {result.precision})")
-    print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array), unit=unit))
+    print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array,
+                                   uncertainty=result.uncertainty), unit=unit))
+    if result.uncertainty is not None:
+        print(UNCERTAINTY_NOTE)
     hint = correct_first_hint(result.uncertainty, vol.geometry.spacing[0])
     if hint:
         print(hint)
 
+
+#: What the organ table's uncertainty column means, printed under it.
+UNCERTAINTY_NOTE = ("uncertainty: the mean normalised entropy inside the organ (0 = certain, 1 = guessing); "
+                    "an organ the model is unsure of is the first to check")
 
 #: Slices ``medseg segment`` proposes to correct first (for ``medseg finetune --slices``).
 CORRECT_FIRST = 3

@@ -322,7 +322,7 @@ class SegmentWidget(QWidget):
                 self._models[key] = (model.eval(), info)
             checkpoints.append(self._models[key])
         result = yield from segment_volume(array, checkpoints, device=device, **kwargs)
-        return result, organ_stats(result.labels, spacing, label_set, array)
+        return result, organ_stats(result.labels, spacing, label_set, array, uncertainty=result.uncertainty)
 
     def cancel(self):
         """Ask the running worker to stop (it stops after the current batch)."""
