@@ -17,7 +17,9 @@ class OrganStat:
     ``mean_intensity`` is in image units (HU for CT), ``nan`` without an image
     or for an empty organ; ``mean_uncertainty`` is the mean of the per-voxel
     uncertainty (normalised entropy, 0 = certain .. 1 = uniform) over the organ's
-    voxels, ``nan`` without one or for an empty organ.
+    voxels, ``nan`` without one or for an empty organ.  ``focus_slice`` is the axial
+    slice (index along z) to look at first: the one holding the largest sum of the organ's
+    uncertainty when it is known, else the organ's largest section; ``None`` when empty.
     """
 
     value: int
@@ -26,6 +28,7 @@ class OrganStat:
     volume_ml: float
     mean_intensity: float
     mean_uncertainty: float = float("nan")
+    focus_slice: int | None = None
 
 
 def organ_stats(
@@ -57,28 +60,35 @@ def organ_stats(
     if len(spacing) != labels.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {labels.ndim}D label map")
     n = max(label_set.num_classes, int(labels.max(initial=0)) + 1)
-    counts = np.zeros(n, np.int64)
+    depth = labels.shape[0]
+    counts = np.zeros((depth, n), np.int64)  # per slice, so each organ's focus slice can be found
     sums = np.zeros(n, np.float64)
-    unc_sums = np.zeros(n, np.float64)
+    unc_sums = np.zeros((depth, n), np.float64)
     step = max(1, (1 << 22) // max(1, int(np.prod(labels.shape[1:]))))
-    for start in range(0, labels.shape[0], step):
-        lab = labels[start : start + step].ravel().astype(np.intp, copy=False)
-        counts += np.bincount(lab, minlength=n)
+    for start in range(0, depth, step):
+        slab = labels[start : start + step]
+        # one bincount for the whole slab: label value offset by its slice's row
+        index = (slab.astype(np.intp) + n * np.arange(slab.shape[0], dtype=np.intp)[:, None, None]).ravel()
+        size = slab.shape[0] * n
+        counts[start : start + step] = np.bincount(index, minlength=size).reshape(-1, n)
         if image is not None:
             img = np.asarray(image[start : start + step], dtype=np.float64).ravel()
-            sums += np.bincount(lab, weights=img, minlength=n)
+            sums += np.bincount(index, weights=img, minlength=size).reshape(-1, n).sum(0)
         if uncertainty is not None:
             unc = np.asarray(uncertainty[start : start + step], dtype=np.float64).ravel()
-            unc_sums += np.bincount(lab, weights=unc, minlength=n)
+            unc_sums[start : start + step] = np.bincount(index, weights=unc, minlength=size).reshape(-1, n)
+    # where to look first: the slice holding most of the organ's uncertainty, else its largest section
+    focus = np.argmax(unc_sums if uncertainty is not None else counts, axis=0)
+    totals, unc_totals = counts.sum(0), unc_sums.sum(0)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for value, name in label_set.organs.items():
-        c = int(counts[value]) if value < n else 0
+        c = int(totals[value]) if value < n else 0
         if c == 0 and not include_empty:
             continue
         mean = float(sums[value] / c) if (image is not None and c) else float("nan")
-        unc = float(unc_sums[value] / c) if (uncertainty is not None and c) else float("nan")
-        rows.append(OrganStat(value, name, c, c * voxel_ml, mean, unc))
+        unc = float(unc_totals[value] / c) if (uncertainty is not None and c) else float("nan")
+        rows.append(OrganStat(value, name, c, c * voxel_ml, mean, unc, int(focus[value]) if c else None))
     return rows
 
 

@@ -51,3 +51,30 @@ def test_uncertainty_on_another_grid_is_refused():
     labels, image, unc = _case()
     with pytest.raises(ValueError, match="uncertainty shape"):
         organ_stats(labels, (1, 1, 1), SYNAPSE, uncertainty=unc[:2])
+
+
+def test_focus_slice_is_where_the_organ_is_least_certain_else_its_largest_section():
+    labels, image, unc = _case()
+    with_unc = {r.name: r for r in organ_stats(labels, (1, 1, 1), SYNAPSE, uncertainty=unc)}
+    plain = {r.name: r for r in organ_stats(labels, (1, 1, 1), SYNAPSE)}
+    assert with_unc["aorta"].focus_slice == plain["aorta"].focus_slice == 2  # its only slice
+    unc[0, :2, :2] = 0.99  # liver: 4 x 0.99 on slice 0 against 6 x 0.6 on slice 1
+    assert {r.name: r for r in organ_stats(labels, (1, 1, 1), SYNAPSE, uncertainty=unc)}["liver"].focus_slice == 0
+    assert plain["liver"].focus_slice == 1  # its largest section (6 voxels against 4)
+    assert with_unc["spleen"].focus_slice is None and plain["spleen"].focus_slice is None
+
+
+def test_stats_are_the_same_slab_by_slab():
+    """A volume larger than one slab: the per-slab bincounts add up to the whole volume's."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 9, size=(70, 256, 256), dtype=np.uint8)  # 64 slices of 256^2 per slab
+    image = rng.normal(size=labels.shape).astype(np.float32)
+    unc = rng.random(labels.shape, dtype=np.float32)
+    rows = organ_stats(labels, (1, 1, 1), SYNAPSE, image, uncertainty=unc)
+    for r in rows:
+        inside = labels == r.value
+        assert r.voxels == inside.sum()
+        assert r.mean_intensity == pytest.approx(image[inside].mean(dtype=np.float64), rel=1e-6)
+        assert r.mean_uncertainty == pytest.approx(unc[inside].mean(dtype=np.float64), rel=1e-6)
+        per_slice = np.where(inside, unc, 0).sum(axis=(1, 2), dtype=np.float64)
+        assert r.focus_slice == int(np.argmax(per_slice))

@@ -96,11 +96,24 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
     # with the uncertainty computed, a fourth column: the mean normalised entropy inside the organ
     assert len(rows[4]) == 4 and w.table.horizontalHeaderItem(3).text() == "uncertainty"
     assert float(rows[4][3]) == pytest.approx(unc.data[layer.data == 5].astype(np.float64).mean(), abs=0.006)
+    # clicking an organ's row goes to the slice holding most of its uncertainty, ready to paint that organ
+    from qtpy.QtCore import Qt
+
+    liver_unc = np.where(layer.data == 5, unc.data.astype(np.float64), 0).sum(axis=(1, 2))
+    focus = int(np.argmax(liver_unc))
+    viewer.dims.set_current_step(0, 0 if focus > 15 else 29)
+    layer.selected_label = 1
+    viewer.layers.selection.active = image
+    qtbot.mouseClick(w.table.viewport(), Qt.MouseButton.LeftButton, pos=w.table.visualItemRect(w.table.item(4, 0)).center())
+    assert viewer.dims.current_step[0] == focus
+    assert layer.selected_label == 5 and viewer.layers.selection.active is layer
 
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     viewer.window.resize(1400, 850)
     viewer.dims.set_current_step(0, 15)
     viewer.screenshot(str(SCREENSHOT_DIR / "segment_widget.png"), canvas_only=False)
+    qtbot.mouseClick(w.table.viewport(), Qt.MouseButton.LeftButton, pos=w.table.visualItemRect(w.table.item(6, 0)).center())
+    viewer.screenshot(str(SCREENSHOT_DIR / "segment_widget_organ_clicked.png"), canvas_only=False)
 
     # re-run: same layer updated in place, locked slices kept.  Without smoothing across slices, so
     # that the locked slice (all "gallbladder") does not also steer its neighbours

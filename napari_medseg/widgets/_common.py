@@ -22,6 +22,12 @@ def current_volume(viewer, image) -> tuple[np.ndarray, int | None]:
     return np.asarray(data[t]), t
 
 
+def go_to_slice(viewer, layer, z: int) -> None:
+    """Move the viewer to axial slice ``z`` of ``layer`` (its first data axis), in world coordinates."""
+    world = layer.data_to_world([z] + [0] * (layer.ndim - 1))
+    viewer.dims.set_point(viewer.dims.ndim - layer.ndim, world[0])
+
+
 def known_spacing(image) -> tuple[float, float, float] | None:
     """``(sz, sy, sx)`` mm of an image layer, or None when unknown.
 

@@ -1,7 +1,11 @@
-"""A small read-only table of per-organ volume (mL), mean intensity and, when known, mean uncertainty."""
+"""A small read-only table of per-organ volume (mL), mean intensity and, when known, mean uncertainty.
+
+Clicking an organ's row emits :attr:`OrganTable.organ_clicked` with the organ's label value and
+the slice to look at first (``OrganStat.focus_slice``)."""
 
 from __future__ import annotations
 
+from qtpy.QtCore import Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
@@ -9,17 +13,23 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 class OrganTable(QTableWidget):
     """Rows of ``napari_medseg.organ_stats.OrganStat`` with a colour swatch per organ."""
 
+    organ_clicked = Signal(int, int)  # (label value, focus slice); only for organs with voxels
+
     HEADERS = ("organ", "volume (mL)", "mean", "uncertainty")
     UNCERTAINTY_TIP = ("Mean normalised entropy of the model's prediction inside the organ: 0 = certain, "
                        "1 = guessing. An organ the model is unsure of is the first to check. "
                        "Shown when the segmentation computed its uncertainty.")
+    FOCUS_WHY = {True: "where the organ is least certain", False: "the organ's largest section"}
 
     def __init__(self, parent=None):
         super().__init__(0, len(self.HEADERS), parent)
         self.setHorizontalHeaderLabels(self.HEADERS)
         self.verticalHeader().setVisible(False)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._rows = []
+        self.cellClicked.connect(self._on_cell_clicked)
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in (1, 2, 3):
@@ -34,11 +44,16 @@ class OrganTable(QTableWidget):
 
         self.setHorizontalHeaderItem(2, QTableWidgetItem(f"mean ({unit})"))
         self.setColumnHidden(3, not has_uncertainty(rows))
+        self._rows = list(rows)
+        self.clearSelection()
         self.setRowCount(len(rows))
         for r, stat in enumerate(rows):
             name = QTableWidgetItem(stat.name)
             rgba = label_set.colors.get(stat.value, (0.5, 0.5, 0.5, 1.0))
             name.setData(1, QColor.fromRgbF(*[float(c) for c in rgba[:3]], 1.0))  # DecorationRole swatch
+            if stat.focus_slice is not None:
+                name.setToolTip(f"Click: go to slice {stat.focus_slice} ({self.FOCUS_WHY[has_uncertainty(rows)]}) "
+                                f"and paint with {stat.name}")
             vol = QTableWidgetItem(f"{stat.volume_ml:.1f}")
             mean = QTableWidgetItem(format_number(stat.mean_intensity, 0))
             unc = QTableWidgetItem(format_number(stat.mean_uncertainty, 2))
@@ -50,6 +65,11 @@ class OrganTable(QTableWidget):
         self.resizeRowsToContents()
         height = self.horizontalHeader().height() + sum(self.rowHeight(i) for i in range(len(rows))) + 4
         self.setFixedHeight(min(max(height, 60), 320))
+
+    def _on_cell_clicked(self, row: int, _column: int) -> None:
+        stat = self._rows[row] if 0 <= row < len(self._rows) else None
+        if stat is not None and stat.focus_slice is not None:
+            self.organ_clicked.emit(int(stat.value), int(stat.focus_slice))
 
     def rows_text(self) -> list[tuple[str, ...]]:
         """Texts of the visible cells, for tests."""

@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import aligned_labels_kwargs, known_spacing
+from napari_medseg.widgets._common import aligned_labels_kwargs, go_to_slice, known_spacing
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
@@ -201,9 +201,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         return z if 0 <= z < layer.data.shape[0] else None
 
     def go_to_slice(self, z: int):
-        layer = self.labels_layer()
-        world = layer.data_to_world([z] + [0] * (layer.ndim - 1))
-        self.viewer.dims.set_point(self.viewer.dims.ndim - layer.ndim, world[0])
+        go_to_slice(self.viewer, self.labels_layer(), z)
 
     def toggle_reviewed(self):
         layer, z = self.labels_layer(), self.current_slice()

@@ -33,7 +33,8 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.models.spec import PRECISIONS
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import aligned_labels_kwargs, current_volume, known_spacing, labels_name
+from napari_medseg.widgets._common import (aligned_labels_kwargs, current_volume, go_to_slice, known_spacing,
+                                          labels_name)
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
 from napari_medseg.widgets._warm_up import warm_up
@@ -119,6 +120,9 @@ class SegmentWidget(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = OrganTable()
         self.table.setVisible(False)
+        self.table.organ_clicked.connect(self.go_to_organ)
+        self.table_hint = QLabel("Click an organ: go to the slice to check first, and paint with it.")
+        self.table_hint.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -148,6 +152,7 @@ class SegmentWidget(QWidget):
         layout.addLayout(run)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addWidget(self.table_hint)
         layout.addStretch(1)
 
     def _refresh_images(self, event=None):
@@ -352,12 +357,23 @@ class SegmentWidget(QWidget):
         unit = "HU" if image.metadata.get("medseg", {}).get("modality") == "ct" else "a.u."
         self.table.show_stats(stats, label_set, unit=unit)
         self.table.setVisible(True)
+        self.table_hint.setVisible(True)
         kept = f"; {len(job['locked'])} locked slice(s) kept" if job["locked"] else ""
         islands = sum(result.islands_removed.values())
         kept += f"; {islands} island voxel(s) removed" if islands else ""
         self.status.setText(f"Done: {len(result.segmented)} slices in {result.seconds:.1f} s "
                             f"({result.slices_per_s:.1f} slices/s) on {result.device}, {result.precision}"
                             f"{kept}{job['frame_note']}. Layer \u201c{layer.name}\u201d.")
+
+    def go_to_organ(self, value: int, z: int) -> None:
+        """Show slice ``z`` of the last result's labels layer and make ``value`` its paint label."""
+        job = getattr(self, "_job", None)
+        layer = self._labels_layer(job["image"], job["frame"]) if job and job["image"] in self.viewer.layers else None
+        if layer is None or not 0 <= z < layer.data.shape[0]:
+            return
+        go_to_slice(self.viewer, layer, z)
+        layer.selected_label = value
+        self.viewer.layers.selection.active = layer
 
     def _show_labels(self, image, result, label_set, paths, frame: int | None = None):
         """The result on the image's (frame's) labels layer: updated in place (its locked slices kept) or added."""
