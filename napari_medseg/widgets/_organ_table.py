@@ -43,7 +43,8 @@ class OrganTable(QTableWidget):
         from napari_medseg.organ_stats import format_number, has_uncertainty
 
         self.setHorizontalHeaderItem(2, QTableWidgetItem(f"mean ({unit})"))
-        self.setColumnHidden(3, not has_uncertainty(rows))
+        uncertain = has_uncertainty(rows)
+        self.setColumnHidden(3, not uncertain)
         self._rows = list(rows)
         self.clearSelection()
         self.setRowCount(len(rows))
@@ -52,7 +53,7 @@ class OrganTable(QTableWidget):
             rgba = label_set.colors.get(stat.value, (0.5, 0.5, 0.5, 1.0))
             name.setData(1, QColor.fromRgbF(*[float(c) for c in rgba[:3]], 1.0))  # DecorationRole swatch
             if stat.focus_slice is not None:
-                name.setToolTip(f"Click: go to slice {stat.focus_slice} ({self.FOCUS_WHY[has_uncertainty(rows)]}) "
+                name.setToolTip(f"Click: go to slice {stat.focus_slice} ({self.FOCUS_WHY[uncertain]}) "
                                 f"and paint with {stat.name}")
             vol = QTableWidgetItem(f"{stat.volume_ml:.1f}")
             mean = QTableWidgetItem(format_number(stat.mean_intensity, 0))
