@@ -8,13 +8,17 @@ Layout of a case folder (a script needs only numpy and json)::
                            model_output  uint8 (z, y, x)   the model's last output (ledger)
                            has_prediction bool (z,)        slices the model has segmented
                            reviewed      bool (z,)         slices marked "correct as it is"
+                           scribbles     uint8 (z, y, x)   only when the case has scribbles: 0 = nothing
+                                                           painted, 1..K organ strokes, K + 1 background
+                                                           strokes (napari_medseg.scribbles)
 
 ``case.json`` holds ``format`` ("napari-medseg case"), ``version`` (1),
 ``revision`` (counts saves), ``state_file`` (the npz it belongs to),
 ``image_hash`` (:func:`napari_medseg.hashing.voxel_hash` of the image voxels),
 ``source_path``, ``label_set`` (``LabelSet.to_dict()``), ``status`` (one of
 :data:`STATUSES`), ``saved_at`` (ISO-8601 UTC), ``shape`` and, for reading
-without numpy, the ``edited``/``reviewed``/``locked`` slice lists.  Slices are
+without numpy, the ``edited``/``reviewed``/``locked`` slice lists (and ``scribbled``, the
+slices holding strokes, when there are scribbles).  Slices are
 axial indices along axis 0, inferior to superior.  ``edited`` is derived: a
 slice whose labels differ from ``model_output``.
 
@@ -63,35 +67,43 @@ class CaseState:
     saved_at: str
     revision: int
     extra: dict = field(default_factory=dict)
+    scribbles: np.ndarray | None = None  # uint8 (z, y, x) scribble layer data, when saved with the case
 
 
 def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_path=None, label_set: dict | None = None,
-              status: str = "in progress", extra: dict | None = None) -> Path:
+              status: str = "in progress", extra: dict | None = None, scribbles=None) -> Path:
     """Write ``labels`` (integer, z, y, x, values 0..255) and ``ledger`` into ``folder``; returns ``case.json``.
 
     ``extra``: small JSON-safe fields kept in ``case.json`` (e.g. Dice history).
+    ``scribbles``: the case's scribble layer data (integer, same shape, 0 = nothing painted), or None.
     """
     if status not in STATUSES:
         raise ValueError(f"case status must be one of {', '.join(STATUSES)}; got {status!r}")
     labels = np.asarray(labels)
     if labels.ndim != 3 or tuple(labels.shape) != ledger.shape:
         raise ValueError(f"labels shape {labels.shape} does not match the ledger's {ledger.shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise ValueError(f"case labels must be integers, got {labels.dtype}")
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
-        raise ValueError(f"case labels must lie in 0..255, got {int(labels.min())}..{int(labels.max())}")
+    _check_uint8_range("labels", labels)
+    arrays = {"labels": labels.astype(np.uint8, copy=False), **ledger.to_state()}
+    scribbled = None
+    if scribbles is not None:
+        scribbles = np.asarray(scribbles)
+        if scribbles.shape != labels.shape:
+            raise ValueError(f"scribbles shape {scribbles.shape} differs from the labels' {labels.shape}")
+        _check_uint8_range("scribbles", scribbles)
+        arrays["scribbles"] = scribbles.astype(np.uint8, copy=False)
+        scribbled = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     previous = _read_json(folder) if (folder / CASE_JSON).exists() else None
     revision = max([int(previous.get("revision", 0)) if previous else 0] + _state_revisions(folder)) + 1
     state_name = f"state-{revision:06d}.npz"
-    arrays = {"labels": labels.astype(np.uint8, copy=False), **ledger.to_state()}
     atomic_write(folder / state_name, lambda tmp: _write_npz(tmp, arrays), suffix=".npz")
     meta = {
         "format": FORMAT, "version": VERSION, "revision": revision, "state_file": state_name,
         "image_hash": str(image_hash), "source_path": None if source_path is None else str(source_path),
         "label_set": label_set, "status": status, "saved_at": datetime.now(timezone.utc).isoformat(),
         "shape": list(ledger.shape), "edited": ledger.edited, "reviewed": ledger.reviewed, "locked": ledger.locked,
+        **({} if scribbled is None else {"scribbled": scribbled}),
         **(extra or {}),
     }
     text = json.dumps(meta, indent=1)
@@ -125,22 +137,33 @@ def load_case(folder) -> CaseState:
     try:
         with np.load(state_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("labels", "model_output", "has_prediction", "reviewed")}
+            scribbles = npz["scribbles"] if "scribbles" in npz.files else None
     except (OSError, ValueError, KeyError) as err:
         raise CaseStateError(f"case state {state_path} is missing or damaged ({err}); "
                              f"the case in {folder} cannot be restored") from None
     labels = arrays.pop("labels")
     if list(labels.shape) != list(meta.get("shape", [])):
         raise CaseStateError(f"{state_path}: labels shape {labels.shape} differs from case.json's {meta.get('shape')}")
+    if scribbles is not None and scribbles.shape != labels.shape:
+        raise CaseStateError(f"{state_path}: scribbles shape {scribbles.shape} differs from the labels' {labels.shape}")
     try:
         ledger = SliceLedger.from_state(arrays, labels)
     except ValueError as err:
         raise CaseStateError(f"{state_path}: {err}") from None
     known = {"format", "version", "revision", "state_file", "image_hash", "source_path", "label_set", "status",
-             "saved_at", "shape", "edited", "reviewed", "locked"}
+             "saved_at", "shape", "edited", "reviewed", "locked", "scribbled"}
     return CaseState(folder=folder, labels=labels, ledger=ledger, image_hash=meta["image_hash"],
                      source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
                      saved_at=meta["saved_at"], revision=int(meta["revision"]),
-                     extra={k: v for k, v in meta.items() if k not in known})
+                     extra={k: v for k, v in meta.items() if k not in known}, scribbles=scribbles)
+
+
+def _check_uint8_range(what: str, array: np.ndarray) -> None:
+    """ValueError unless ``array`` holds integers in 0..255 (it is stored as uint8)."""
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise ValueError(f"case {what} must be integers, got {array.dtype}")
+    if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
+        raise ValueError(f"case {what} must lie in 0..255, got {int(array.min())}..{int(array.max())}")
 
 
 def _write_npz(path, arrays: dict) -> None:

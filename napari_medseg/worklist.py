@@ -247,6 +247,7 @@ class OpenedCase:
     restored: bool = False
     extra: dict = field(default_factory=dict)
     slice_uncertainty: np.ndarray | None = None  # float64 (z,): mean uncertainty per slice of a fresh segmentation
+    scribbles: np.ndarray | None = None  # uint8 (z, y, x): the scribble layer saved with the case, if any
 
 
 def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", precision="auto") -> Iterator[CaseProgress]:
@@ -272,7 +273,7 @@ def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", prec
             raise CaseStateError(f"the saved state in {folder} was made on other voxels (the source changed since); "
                                  f"it is left untouched: move that folder away to start the case afresh")
         return OpenedCase(entry, vol, image_hash, case.labels, case.ledger, case.label_set, case.status,
-                          restored=True, extra=case.extra)
+                          restored=True, extra=case.extra, scribbles=case.scribbles)
     if checkpoint is None:
         return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
     labels, ledger, label_set, scores = yield from _segment(vol, checkpoint, device, precision)

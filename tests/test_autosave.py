@@ -412,3 +412,34 @@ def test_a_script_adding_an_array_gets_the_offer_after_enable_autosave(make_napa
     restored.paint((14, 40, 40), 2)  # labels on a script's image are autosaved too
     assert saver.save_changed() == [restored.name]
     saver.flush()
+
+
+def test_scribbles_are_autosaved_and_restored_as_a_scribble_layer(make_napari_viewer, tmp_path, monkeypatch, qtbot):
+    """Strokes cost painting time too: the scribble layer is autosaved and offered back as a scribble layer."""
+    from napari_medseg.casestate import read_case_info
+
+    monkeypatch.setenv("MEDSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    image, dock = open_ct(viewer)
+    strokes = dock.scribble_mode()
+    strokes.brush_size = 3
+    strokes.paint((8, 40, 40), 5)
+    strokes.paint((8, 80, 20), 9)  # background (K + 1)
+    strokes.paint((16, 50, 50), 7)
+    assert strokes.name in dock.autosave.save_changed()
+    dock.autosave.flush()
+    info = read_case_info(strokes.metadata["medseg_recovery"]["folder"])
+    assert info["scribbled"] == [8, 16] and info["locked"] == []  # strokes are not corrections
+    assert "medseg_ledger" not in strokes.metadata  # no slice ledger for strokes
+    painted = np.array(strokes.data)
+
+    other = make_napari_viewer(show=True)
+    image2, dock2 = open_ct(other)
+    offer = next(o for o in dock2.autosave.offers if o.layer_name == strokes.name)
+    dialog = next(box for o, box in dock2.autosave._dialogs if o is offer)
+    assert "2 slice(s) with strokes" in dialog.text()
+    restored = dock2.autosave.restore(offer)
+    assert restored.name == f"{image2.name} scribbles"
+    np.testing.assert_array_equal(restored.data, painted)
+    assert dock2.scribble_layer() is not None and dock2.scribble_layer().unique_id == restored.unique_id
+    assert "medseg_ledger" not in restored.metadata

@@ -282,3 +282,50 @@ def test_saving_runs_in_the_background_and_a_failed_write_keeps_the_case_open(ca
     assert widget.open_next()  # the disk is back: leaving saves and goes on
     wait_open(widget, qtbot)
     assert widget.current.entry.source.name == "b_dicom"
+
+
+def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):
+    """Strokes are work too: leaving a case keeps them in its folder, reopening shows them again."""
+    from napari_medseg.casestate import load_case
+
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    image, labels = widget._layers
+    segmented = np.array(labels.data)
+    _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    strokes = retrain.scribble_mode()
+    strokes.brush_size = 3
+    strokes.paint((7, 40, 40), 5)  # an organ stroke and a background stroke (K + 1) on slice 7
+    strokes.paint((7, 80, 20), 9)
+    strokes.paint((15, 50, 50), 7)
+    painted = np.array(strokes.data)
+    np.testing.assert_array_equal(labels.data, segmented)  # strokes go to their own layer, not the labels
+
+    assert widget.open_next()  # leaves case 1: saved, and its scribble layer goes with its other layers
+    wait_open(widget, qtbot)
+    assert not any(same(layer, strokes) for layer in viewer.layers)
+    folder = case_folder(project, src / "a_ct.nii.gz")
+    np.testing.assert_array_equal(load_case(folder).scribbles, painted)
+    assert json.loads((folder / "case.json").read_text())["scribbled"] == [7, 15]
+
+    assert widget.open_row(0)
+    wait_open(widget, qtbot)
+    image, labels = widget._layers
+    restored = viewer.layers[f"{image.name} scribbles"]
+    np.testing.assert_array_equal(restored.data, painted)
+    np.testing.assert_allclose(restored.scale, image.scale[-3:])
+    assert "scribbles on 2 slice(s)" in widget.status.text()
+    assert same(retrain.scribble_layer(), restored)  # Fine-tune trains on them again
+
+    # closing the scribble layer keeps the saved strokes (deleting the layer is not erasing them) ...
+    viewer.layers.remove(restored)
+    assert widget.save_case(wait=True)
+    np.testing.assert_array_equal(load_case(folder).scribbles, painted)
+    # ... and Scribble mode brings them back on a new layer
+    again = retrain.scribble_mode()
+    np.testing.assert_array_equal(again.data, painted)
+    # erasing strokes and saving does save the erasure
+    again.data = np.zeros_like(painted)
+    assert widget.save_case(wait=True)
+    np.testing.assert_array_equal(load_case(folder).scribbles, 0)

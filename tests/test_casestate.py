@@ -134,3 +134,23 @@ def test_sigkill_mid_write_leaves_a_complete_state(tmp_path):
         expected = np.random.default_rng(i).integers(0, 9, size=(40, 256, 256)).astype(np.uint8)
         expected[0, 0, 0] = i % 256
         np.testing.assert_array_equal(case.labels, expected)
+
+
+def test_scribbles_round_trip_and_are_optional(tmp_path):
+    labels, ledger = _case()
+    strokes = np.zeros(labels.shape, np.uint8)
+    strokes[1, 2:4, 2:9] = 5  # an organ stroke
+    strokes[3, 0, :] = 9  # a background stroke (K + 1)
+    save_case(tmp_path / "c", labels, ledger, image_hash="h", scribbles=strokes)
+    state = load_case(tmp_path / "c")
+    np.testing.assert_array_equal(state.scribbles, strokes)
+    assert state.scribbles.dtype == np.uint8 and "scribbled" not in state.extra
+    assert read_case_info(tmp_path / "c")["scribbled"] == [1, 3]
+    np.testing.assert_array_equal(state.labels, labels)  # the labels are kept apart from the strokes
+
+    save_case(tmp_path / "c", labels, ledger, image_hash="h")  # a later save without scribbles
+    assert load_case(tmp_path / "c").scribbles is None and "scribbled" not in read_case_info(tmp_path / "c")
+    with pytest.raises(ValueError, match="scribbles shape"):
+        save_case(tmp_path / "c", labels, ledger, image_hash="h", scribbles=strokes[:-1])
+    with pytest.raises(ValueError, match="case scribbles must lie in 0..255"):
+        save_case(tmp_path / "c", labels, ledger, image_hash="h", scribbles=strokes.astype(np.int16) * 100)

@@ -12,7 +12,10 @@ in :mod:`napari_medseg.recovery`):
   the labels plus the reviewed slices tells whether anything changed).
 
 A labels layer is *managed* when a model update went through it, or when it is
-named ``"<image> labels"`` on the grid of an open image.  For a 4D (cine)
+named ``"<image> labels"`` or ``"<image> scribbles"`` (the Retrain dock's strokes) on
+the grid of an open image.  A scribble layer is saved without a slice ledger (its
+strokes are not corrections; ``case.json`` lists the ``scribbled`` slices) and comes
+back as a scribble layer.  For a 4D (cine)
 image, as Segment and Fine-tune do, the managed layer is the 3D labels of one
 frame: the frame on screen at a model update (or at its first save), recorded
 in the case and in ``layer.metadata["medseg_recovery"]``; each frame has its own
@@ -44,9 +47,11 @@ from napari_medseg import recovery
 from napari_medseg.recovery import (
     recovery_dir,  # also imported from here by scripts and tests
 )
+from napari_medseg.retrain.ledger import SliceLedger
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, labels_name
 from napari_medseg.widgets._on_close import call_before_close
+from napari_medseg.widgets._scribble_mode import is_scribble_layer, is_scribble_name, scribble_layer_name
 
 #: Autosave period while a layer has unsaved changes (issue 11: every 30 s).
 INTERVAL_MS = 30_000
@@ -65,7 +70,7 @@ class RestoreOffer:
     image_name: str
     folder: Path
     saved_at: str  # when the autosaved labels were taken, ISO-8601 UTC
-    locked: list[int]
+    locked: list[int]  # corrected or reviewed slices; for a scribble layer, the slices holding strokes
     layer_name: str = ""
     frame: int | None = None  # 4D images: the time frame the labels belong to
     last_saved: dict | None = None  # the user's last explicit save of these labels (recovery.last_saved), if any
@@ -166,7 +171,8 @@ class Autosaver(QObject):
                 continue
             image = layers.get(self._pairs.get(uid, ""))
             if image is None:
-                image = next((i for i in images if labels_name(i.name) in (layer.name, layer.name.removesuffix(" (recovered)"))), None)
+                name = layer.name.removesuffix(" (recovered)")
+                image = next((i for i in images if name in (labels_name(i.name), scribble_layer_name(i.name))), None)
             if image is not None and layer.data.ndim == 3 and tuple(image.data.shape[-3:]) == tuple(layer.data.shape):
                 pairs.append((layer, image))
             elif image is not None and tuple(image.data.shape) == tuple(layer.data.shape) and uid not in self._warned:
@@ -201,14 +207,17 @@ class Autosaver(QObject):
         frame = self._frame(layer, image, reason)
         snapshot_at = datetime.now(timezone.utc).isoformat()
         labels = np.array(layer.data)  # a snapshot: painting goes on while it is written
-        ledger_state = _ledger_sync.ledger_for(layer).to_state()
+        strokes = is_scribble_layer(layer)
+        ledger_state = (_no_corrections(labels) if strokes else _ledger_sync.ledger_for(layer)).to_state()
         meta = layer.metadata.get("medseg", {})
         folder = self._folder(uid, image_hash, layer.name, frame)
         layer.metadata[RECOVERY_KEY] = {"folder": str(folder), "frame": frame}  # the writer marks it when the user saves
+        extra = {"layer_name": layer.name, "image_name": image.name, "reason": reason, "frame": frame,
+                 "snapshot_at": snapshot_at, "checkpoints": list(meta.get("checkpoints", []))}
+        if strokes:
+            extra["scribbled"] = [int(z) for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))]
         kwargs = dict(image_hash=image_hash, source_path=image.metadata.get("medseg", {}).get("source_path"),
-                      label_set=meta.get("label_set"), status="in progress",
-                      extra={"layer_name": layer.name, "image_name": image.name, "reason": reason, "frame": frame,
-                             "snapshot_at": snapshot_at, "checkpoints": list(meta.get("checkpoints", []))})
+                      label_set=meta.get("label_set"), status="in progress", extra=extra)
         self._written.add(folder)
         self._saved[uid] = self._fingerprint(layer)
         self._pending.append((uid, layer.name, folder, self._executor.submit(_write, folder, labels, ledger_state, kwargs)))
@@ -294,7 +303,8 @@ class Autosaver(QObject):
                 self._warn(f"An autosave for \u201c{layer.name}\u201d exists but cannot be read: {err}")
                 continue
             offer = RestoreOffer(str(layer.unique_id), layer.name, folder, recovery.autosave_time(info),
-                                 list(info.get("locked", [])), str(info.get("layer_name") or ""), info.get("frame"), marker)
+                                 list(info.get("scribbled", info.get("locked", []))), str(info.get("layer_name") or ""),
+                                 info.get("frame"), marker)
             self.offers.append(offer)
             self._notify(offer)
 
@@ -310,7 +320,7 @@ class Autosaver(QObject):
         parent = getattr(self.viewer.window, "_qt_window", None)
         box = QMessageBox(QMessageBox.Icon.Question, "napari-medseg: restore autosave?",
                           f"An autosave of {what}\u201c{offer.image_name}\u201d{frame} exists, taken {_local(offer.saved_at)} "
-                          f"({len(offer.locked)} corrected or reviewed slice(s)).\n\n{since}"
+                          f"({len(offer.locked)} {_slices_kind(offer.layer_name)}).\n\n{since}"
                           f"Restore it as a labels layer? Layers you have open are not changed.",
                           parent=parent)
         box.setDetailedText(f"Recovery folder: {offer.folder}")
@@ -349,6 +359,7 @@ class Autosaver(QObject):
         if case.image_hash != self._image_hash(image) or case.labels.shape != tuple(image.data.shape[-3:]):
             raise ValueError(f"the autosave in {offer.folder} does not belong to \u201c{image.name}\u201d (voxels differ)")
         name = _restored_name(case.extra, image.name)
+        strokes = is_scribble_name(name)
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None or not np.array_equal(np.asarray(layer.data), case.labels):
             if layer is not None:
@@ -357,12 +368,14 @@ class Autosaver(QObject):
             label_set = LabelSet.from_dict(case.label_set) if case.label_set else LabelSet.numbered(int(case.labels.max()))
             kwargs = labels_layer_kwargs(case.labels, geometry, label_set, name)
             kwargs["metadata"]["medseg"]["checkpoints"] = list(case.extra.get("checkpoints") or [])
-            kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the docks see the new layer
+            if not strokes:
+                kwargs["metadata"][_ledger_sync.KEY] = case.ledger  # in place before the docks see the new layer
             layer = self.viewer.add_labels(case.labels, **kwargs)
-        layer.metadata[_ledger_sync.KEY] = case.ledger
         frame = case.extra.get("frame")
         layer.metadata[RECOVERY_KEY] = {"folder": str(offer.folder), "frame": frame}
-        _ledger_sync.refresh(layer)
+        if not strokes:  # a scribble layer has no slice ledger
+            layer.metadata[_ledger_sync.KEY] = case.ledger
+            _ledger_sync.refresh(layer)
         uid = str(layer.unique_id)
         self._pairs[uid] = offer.image_id
         self._saved[uid] = self._fingerprint(layer)
@@ -401,8 +414,8 @@ class Autosaver(QObject):
 
     @staticmethod
     def _fingerprint(layer) -> tuple:
-        ledger = _ledger_sync.ledger_for(layer)
-        return zlib.adler32(np.ascontiguousarray(layer.data).data), tuple(ledger.reviewed)
+        reviewed = () if is_scribble_layer(layer) else tuple(_ledger_sync.ledger_for(layer).reviewed)
+        return zlib.adler32(np.ascontiguousarray(layer.data).data), reviewed
 
     def _warn(self, message: str) -> None:
         from napari.utils.notifications import show_warning
@@ -412,11 +425,26 @@ class Autosaver(QObject):
 
 
 def _restored_name(extra: dict, image_name: str) -> str:
-    """The autosaved layer's name; ``"<image> labels"`` follows the image's name now (the file may be another copy)."""
+    """The autosaved layer's name; ``"<image> labels"`` and ``"<image> scribbles"`` follow the image's name now
+    (the file may be another copy)."""
     saved, old_image = extra.get("layer_name"), extra.get("image_name")
     if not saved or (old_image and saved == labels_name(old_image)):
         return labels_name(image_name)
+    if old_image and saved == scribble_layer_name(old_image):
+        return scribble_layer_name(image_name)
     return str(saved)
+
+
+def _no_corrections(strokes: np.ndarray) -> SliceLedger:
+    """The ledger saved with a scribble layer: strokes are not corrections, so no slice is edited or locked."""
+    ledger = SliceLedger(strokes.shape)
+    ledger.record_model_output(strokes)
+    return ledger
+
+
+def _slices_kind(layer_name: str) -> str:
+    """What the slices counted in a restore offer are."""
+    return "slice(s) with strokes" if is_scribble_name(layer_name) else "corrected or reviewed slice(s)"
 
 
 def _local(stamp: str) -> str:

@@ -74,6 +74,33 @@ def add_case_layers(viewer, case, label_set_name: str = "synapse") -> tuple:
     return image, layer
 
 
+def add_case_scribbles(viewer, image, labels, scribbles):
+    """The case's saved scribble layer (``"<image> scribbles"``) on ``image``, or None when it has no strokes."""
+    from napari_medseg.labels import get_label_set
+    from napari_medseg.widgets._scribble_mode import add_scribble_layer
+    from napari_medseg.widgets.legend import layer_label_set
+
+    if scribbles is None or not np.any(scribbles):
+        return None
+    label_set = layer_label_set(labels) or get_label_set("synapse")
+    layer = add_scribble_layer(viewer, image, label_set, data=scribbles)
+    layer.mode = "pan_zoom"  # restored, not being painted: no stroke by accident on the first click
+    return layer
+
+
+def case_scribble_layer(viewer, image):
+    """The scribble layer that belongs to the case's ``image`` (same name stem and grid), or None."""
+    from napari.layers import Labels
+
+    from napari_medseg.widgets._scribble_mode import scribble_layer_name
+
+    name = scribble_layer_name(image.name)
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if isinstance(layer, Labels) and tuple(layer.data.shape) == tuple(image.data.shape[-3:]):
+        return layer
+    return None
+
+
 PROJECT_STORE = "corrections"  # <project>/corrections: the corrections store the project's cases share
 
 
@@ -100,13 +127,20 @@ def drop_same_autosave(viewer, image, case) -> None:
     from napari_medseg.casestate import CaseStateError, load_case
     from napari_medseg.widgets import _autosave
 
+    from napari_medseg.widgets._scribble_mode import is_scribble_name
+
     saver = _autosave.attach(viewer)
     state = case.ledger.to_state()
+    strokes = case.scribbles if case.scribbles is not None else np.zeros_like(case.labels)
     for offer in [o for o in saver.offers if o.image_id == str(image.unique_id)]:
         try:
             recovered = load_case(offer.folder)
         except CaseStateError:
             continue  # the autosave warns about it itself
-        if np.array_equal(recovered.labels, case.labels) and all(
-                np.array_equal(v, state[k]) for k, v in recovered.ledger.to_state().items()):
+        if is_scribble_name(offer.layer_name):  # the autosave of the case's strokes
+            same_state = np.array_equal(recovered.labels, strokes)
+        else:
+            same_state = np.array_equal(recovered.labels, case.labels) and all(
+                np.array_equal(v, state[k]) for k, v in recovered.ledger.to_state().items())
+        if same_state:
             saver.withdraw(offer)

@@ -24,19 +24,30 @@ def scribble_layer_name(image_name: str) -> str:
     return f"{image_name}{SUFFIX}"
 
 
+def is_scribble_name(name: str) -> bool:
+    """Whether a layer of this name is a scribble layer (``"<image> scribbles"``, maybe ``" (recovered)"``)."""
+    return name.removesuffix(" (recovered)").endswith(SUFFIX)
+
+
 def is_scribble_layer(layer) -> bool:
-    return layer.name.endswith(SUFFIX)
+    return is_scribble_name(layer.name)
 
 
-def add_scribble_layer(viewer, image, label_set: LabelSet):
-    """An empty scribble Labels layer aligned with ``image`` (or the existing one), selected for painting."""
+def add_scribble_layer(viewer, image, label_set: LabelSet, data: np.ndarray | None = None):
+    """A scribble Labels layer aligned with ``image`` (or the existing one), selected for painting.
+
+    ``data``: strokes to start from (uint8 ``(z, y, x)`` on the image's grid, e.g. a saved case's);
+    default empty.  An existing layer of that name is returned as it is, never overwritten."""
     from napari_medseg.widgets._common import aligned_labels_kwargs
 
     name = scribble_layer_name(image.name)
     if name in viewer.layers:
         return viewer.layers[name]
-    empty = np.zeros(tuple(image.data.shape[-3:]), np.uint8)
-    layer = viewer.add_labels(empty, **aligned_labels_kwargs(image, empty, scribble_label_set(label_set), name))
+    shape = tuple(image.data.shape[-3:])
+    strokes = np.zeros(shape, np.uint8) if data is None else np.array(data, dtype=np.uint8)
+    if strokes.shape != shape:
+        raise ValueError(f"scribbles {strokes.shape} do not match image \u201c{image.name}\u201d {shape}")
+    layer = viewer.add_labels(strokes, **aligned_labels_kwargs(image, strokes, scribble_label_set(label_set), name))
     layer.opacity = 0.9
     layer.brush_size = 3
     layer.selected_label = 1

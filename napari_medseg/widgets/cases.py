@@ -41,6 +41,8 @@ from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._cases_links import (
     RETRAIN,
     add_case_layers,
+    add_case_scribbles,
+    case_scribble_layer,
     drop_same_autosave,
     point_retrain,
     retrain_dock,
@@ -76,16 +78,29 @@ class CasesWidget(QWidget):
         self.refresh_model()
         call_before_close(napari_viewer, self._save_before_close)
         napari_viewer.layers.events.removing.connect(self._on_removing)
+        napari_viewer.layers.events.inserted.connect(self._on_inserted)
         self._leaving = False
 
     def _on_removing(self, event) -> None:
-        """The open case's image or labels layer is about to be removed (by the user, or by ``viewer.close()``,
-        which clears the layer list): save the case first."""
+        """The open case's image, labels or scribble layer is about to be removed (by the user, or by
+        ``viewer.close()``, which clears the layer list): save the case first."""
         if self.current is None or self._leaving or self._layers is None:
             return
-        index = self._index(self._layers[1])
-        if index is not None and (index == event.index or self._index(self._layers[0]) == event.index):
+        image, labels = self._layers
+        index = self._index(labels)
+        scribbles = case_scribble_layer(self.viewer, image) if self._index(image) is not None else None
+        going = {self._index(image), self._index(scribbles) if scribbles is not None else None}
+        if index is not None and (index == event.index or event.index in going):
             self.save_case(wait=True)
+
+    def _on_inserted(self, event) -> None:
+        """A new, empty scribble layer for the open case (e.g. *Scribble mode* after its layer was closed)
+        starts from the case's saved strokes, so that saving it never replaces them with nothing."""
+        case, layer = self.current, event.value
+        if case is None or self._layers is None or case.scribbles is None or not np.any(case.scribbles):
+            return
+        if same(case_scribble_layer(self.viewer, self._layers[0]), layer) and not np.any(layer.data):
+            layer.data = np.array(case.scribbles, dtype=np.uint8)
 
     def _save_before_close(self) -> None:
         """napari is closing: save the open case (labels, ledger, status) into the project, and wait for it."""
@@ -312,6 +327,7 @@ class CasesWidget(QWidget):
     def _on_opened(self, case):
         retrain = retrain_dock(self.viewer, open_it=False)
         image, labels = add_case_layers(self.viewer, case, retrain.label_set_combo.currentText() if retrain else "synapse")
+        scribbles = add_case_scribbles(self.viewer, image, labels, case.scribbles)
         self._layers, self.current = (image, labels), case
         if case.restored:
             drop_same_autosave(self.viewer, image, case)
@@ -320,7 +336,8 @@ class CasesWidget(QWidget):
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
         self._open_retrain(image, labels, case.slice_uncertainty)
         self.progress.setValue(100)
-        how = ("restored: labels and slice ledger as saved" if case.restored else
+        strokes = "" if scribbles is None else f", and scribbles on {_slices_with_strokes(scribbles.data)} slice(s)"
+        how = (f"restored: labels and slice ledger as saved{strokes}" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
@@ -383,10 +400,14 @@ class CasesWidget(QWidget):
             return False
         extra.update(image_name=image.name, checkpoints=checkpoints)
         snapshot = np.array(labels.data)  # painting goes on while it is written
+        # the scribble layer's strokes; without one (closed, or napari closing), the last saved strokes are kept
+        strokes = case_scribble_layer(self.viewer, image)
+        strokes = case.scribbles if strokes is None else np.array(strokes.data)
+        case.scribbles = strokes
         state = _ledger_sync.ledger_for(labels).to_state()
         future = self._writer.submit(save_case_snapshot, case_folder(self.project, case.entry.source), snapshot, state,
                                      image_hash=case.image_hash, source_path=str(case.entry.source),
-                                     label_set=meta.get("label_set"), status=status, extra=extra)
+                                     label_set=meta.get("label_set"), status=status, extra=extra, scribbles=strokes)
         self._pending.append((name, status, future))
         future.add_done_callback(lambda f: self._emit_written(name, status, f))
         case.status, case.extra = status, {**case.extra, **extra}
@@ -449,8 +470,9 @@ class CasesWidget(QWidget):
         if not self.save_case(wait=True):
             return False
         self._leaving = True  # saved just now: removing its layers need not save again
+        scribbles = case_scribble_layer(self.viewer, self._layers[0])
         try:
-            for layer in self._layers:
+            for layer in (scribbles, *self._layers) if scribbles is not None else self._layers:
                 index = self._index(layer)
                 if index is not None:
                     self.viewer.layers.pop(index)
@@ -460,6 +482,12 @@ class CasesWidget(QWidget):
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
         return True
+
+
+def _slices_with_strokes(scribbles) -> int:
+    """How many axial slices of a ``(z, y, x)`` scribble array hold a stroke."""
+    data = np.asarray(scribbles)
+    return int(np.count_nonzero(data.reshape(data.shape[0], -1).any(axis=1)))
 
 
 def _show_path(label: QLabel, path: Path) -> None:
