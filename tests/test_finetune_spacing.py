@@ -81,9 +81,10 @@ def test_finetune_learns_at_two_resolutions_alike(ct):
     for factor in (1, 2):
         data = FinetuneData([upsampled(image[z], factor) for z in idx], [upsampled(labels[z], factor) for z in idx],
                             AT_6MM, spacing=(spacing[1] / factor, spacing[2] / factor))
-        results.append(run_finetune(finetune(_dcaunet(), data, FinetuneConfig(steps=12, batch_size=4, lr=3e-3,
+        results.append(run_finetune(finetune(_dcaunet(), data, FinetuneConfig(steps=30, batch_size=4, lr=3e-3,
                                                                               device="cpu", augment=False))))
     coarse, fine = results
+    # 30 steps, not 12: at 12 the gain was 0.050-0.057 depending on the CPU's kernels (AVX-512 or AVX2)
     assert coarse.dice_after > coarse.dice_before + 0.05
     np.testing.assert_allclose(coarse.losses, fine.losses, rtol=0.05)  # identical input tensors up to resampling
     assert abs(coarse.dice_after - fine.dice_after) < 0.05  # held-out Dice measured on each native grid
