@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from napari_medseg.precision_probe import cpu_name  # noqa: F401  (re-exported for the bench scripts)
+# the bench scripts' "machine:" line: the CPU's name and its widest vector ISA ("AMD EPYC (avx2)"), since a
+# cloud VM of one name can run on hosts with and without AVX-512 from one session to the next
+from napari_medseg.precision_probe import cpu_description as cpu_name  # noqa: F401  (re-exported)
 
 
 def matmul_flops(n: int = 2048, repeats: int = 5) -> float:

@@ -1,7 +1,9 @@
 """``precision="auto"`` on CPU: time fp32 against bf16 once, cache the faster, and say which.
 
 The choice is cached in ``config_dir() / "cpu_precision.json"``, keyed by the
-CPU model name, the torch version, the model family and a digest of its
+CPU model name and its widest vector instructions (:func:`cpu_description`: a
+cloud VM named "AMD EPYC" may be a host with AVX-512 BF16 one day and one with
+AVX2 only the next, where bf16 ran at 0.12x fp32), the torch version, the model family and a digest of its
 architecture (``model.config`` without ``num_classes``), so a tiny test
 config never decides for the full-size model.  The micro-benchmark runs in a
 child process (``python -m napari_medseg.precision_probe FAMILY CONFIG_JSON``)
@@ -61,13 +63,35 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+#: CPU flags that change which kernels fp32 and bf16 run on, widest first (x86 ``/proc/cpuinfo`` names)
+ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_isa() -> str:
+    """The widest of :data:`ISA_FLAGS` the CPU reports (``/proc/cpuinfo``), else ``platform.machine()``."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return next((f for f in ISA_FLAGS if f in flags), "no AVX2")
+    except OSError:
+        pass
+    return platform.machine() or "unknown ISA"
+
+
+def cpu_description() -> str:
+    """``"AMD EPYC (avx2)"``: the CPU's name and its widest vector ISA (for cache keys and bench reports)."""
+    return f"{cpu_name()} ({cpu_isa()})"
+
+
 def cache_key(family: str, config: dict) -> str:
-    """``"CPU | torch X | family <digest>"``; the digest covers the architecture, not the class count."""
+    """``"CPU (ISA) | torch X | family <digest>"``; the digest covers the architecture, not the class count."""
     import torch
 
     arch = {k: v for k, v in sorted(config.items()) if k != "num_classes"}
     digest = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{cpu_name()} | torch {torch.__version__} | {family} {digest}"
+    return f"{cpu_description()} | torch {torch.__version__} | {family} {digest}"
 
 
 def choose_precision(timings: dict) -> str:

@@ -60,6 +60,7 @@ def test_cache_is_written_then_reused(config_dir, caplog):
     cache = json.loads((config_dir / precision_probe.CACHE_FILE).read_text())
     (key, entry), = cache.items()
     assert precision_probe.cpu_name() in key and torch.__version__ in key and "dcaunet" in key
+    assert f"({precision_probe.cpu_isa()})" in key  # the same CPU name on another host ISA is another key
     assert entry["precision"] == "bf16" and entry["fp32"] == 2.0
 
     second = precision_probe.cpu_auto_precision(FakeModel(), measure=measure)
@@ -124,3 +125,33 @@ def test_cross_attention_matches_multihead_attention(context_dim):
     torch.testing.assert_close(block(q, ctx), ref, rtol=1e-5, atol=1e-5)
     assert isinstance(block.attn, nn.MultiheadAttention)  # same parameter names: old checkpoints load
 
+
+
+def test_the_same_cpu_name_with_other_vector_instructions_is_measured_again(config_dir, monkeypatch):
+    """A VM keeps its CPU name across hosts; a bf16 choice made where AVX-512 BF16 exists must not carry to AVX2."""
+    fast_bf16, calls = counting({"fp32": 2.0, "bf16": 1.0})
+    monkeypatch.setattr(precision_probe, "cpu_isa", lambda: "avx512_bf16")
+    assert precision_probe.cpu_auto_precision(FakeModel(), measure=fast_bf16).precision == "bf16"
+    slow_bf16, calls_here = counting({"fp32": 1.0, "bf16": 8.0})
+    monkeypatch.setattr(precision_probe, "cpu_isa", lambda: "avx2")
+    assert precision_probe.cpu_auto_precision(FakeModel(), measure=slow_bf16).precision == "fp32"
+    assert len(calls) == 1 and len(calls_here) == 1
+    assert len(json.loads((config_dir / precision_probe.CACHE_FILE).read_text())) == 2
+
+
+def test_cpu_isa_reads_the_widest_flag(monkeypatch, tmp_path):
+    import builtins
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(cpuinfo if str(path) == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n")
+    assert precision_probe.cpu_isa() == "avx512_bf16" and precision_probe.cpu_description() == "AMD EPYC (avx512_bf16)"
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert precision_probe.cpu_isa() == "avx2"
+    cpuinfo.write_text("model name\t: old\nflags\t\t: fpu sse2\n")
+    assert precision_probe.cpu_isa() == "no AVX2"
