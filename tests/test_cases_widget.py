@@ -316,6 +316,9 @@ def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):
     np.testing.assert_array_equal(restored.data, painted)
     np.testing.assert_allclose(restored.scale, image.scale[-3:])
     assert "scribbles on 2 slice(s)" in widget.status.text()
+    if SCREENSHOT_DIR:
+        viewer.dims.set_current_step(0, 7)
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_scribbles_restored.png"), canvas_only=False)
     assert same(retrain.scribble_layer(), restored)  # Fine-tune trains on them again
 
     # closing the scribble layer keeps the saved strokes (deleting the layer is not erasing them) ...
