@@ -49,9 +49,8 @@ from napari_medseg.recovery import (
 )
 from napari_medseg.retrain.ledger import SliceLedger
 from napari_medseg.widgets import _ledger_sync
-from napari_medseg.widgets._common import current_volume, labels_name
+from napari_medseg.widgets._common import current_volume, is_scribble_name, labels_name, scribble_layer_name
 from napari_medseg.widgets._on_close import call_before_close
-from napari_medseg.widgets._scribble_mode import is_scribble_layer, is_scribble_name, scribble_layer_name
 
 #: Autosave period while a layer has unsaved changes (issue 11: every 30 s).
 INTERVAL_MS = 30_000
@@ -207,7 +206,7 @@ class Autosaver(QObject):
         frame = self._frame(layer, image, reason)
         snapshot_at = datetime.now(timezone.utc).isoformat()
         labels = np.array(layer.data)  # a snapshot: painting goes on while it is written
-        strokes = is_scribble_layer(layer)
+        strokes = is_scribble_name(layer.name)
         ledger_state = (_no_corrections(labels) if strokes else _ledger_sync.ledger_for(layer)).to_state()
         meta = layer.metadata.get("medseg", {})
         folder = self._folder(uid, image_hash, layer.name, frame)
@@ -414,7 +413,7 @@ class Autosaver(QObject):
 
     @staticmethod
     def _fingerprint(layer) -> tuple:
-        reviewed = () if is_scribble_layer(layer) else tuple(_ledger_sync.ledger_for(layer).reviewed)
+        reviewed = () if is_scribble_name(layer.name) else tuple(_ledger_sync.ledger_for(layer).reviewed)
         return zlib.adler32(np.ascontiguousarray(layer.data).data), reviewed
 
     def _warn(self, message: str) -> None:

@@ -10,6 +10,19 @@ def labels_name(image_name: str) -> str:
     return f"{image_name} labels"
 
 
+SCRIBBLES_SUFFIX = " scribbles"
+
+
+def scribble_layer_name(image_name: str) -> str:
+    """Name of the scribble layer (the Retrain dock's strokes) that belongs to an image layer."""
+    return f"{image_name}{SCRIBBLES_SUFFIX}"
+
+
+def is_scribble_name(name: str) -> bool:
+    """Whether a layer of this name is a scribble layer (``"<image> scribbles"``, maybe ``" (recovered)"``)."""
+    return name.removesuffix(" (recovered)").endswith(SCRIBBLES_SUFFIX)
+
+
 def current_volume(viewer, image) -> tuple[np.ndarray, int | None]:
     """The image layer's ``(z, y, x)`` data; for a 4D layer the frame on screen.
 

@@ -14,19 +14,10 @@ import numpy as np
 
 from napari_medseg.labels import LabelSet
 from napari_medseg.scribbles import UNLABELLED, ScribbleWarning, scribble_label_set, scribbles_to_partial
+from napari_medseg.widgets._common import is_scribble_name, scribble_layer_name  # noqa: F401  (re-exported)
 
-SUFFIX = " scribbles"
 MODE_HELP = ("Full: edited or reviewed slices are truth and get locked. "
              "Scribbles: strokes teach the model, which fills the rest of the slice (locked only once reviewed).")
-
-
-def scribble_layer_name(image_name: str) -> str:
-    return f"{image_name}{SUFFIX}"
-
-
-def is_scribble_name(name: str) -> bool:
-    """Whether a layer of this name is a scribble layer (``"<image> scribbles"``, maybe ``" (recovered)"``)."""
-    return name.removesuffix(" (recovered)").endswith(SUFFIX)
 
 
 def is_scribble_layer(layer) -> bool:
