@@ -18,7 +18,7 @@ from napari_medseg.widgets._scribble_mode import (
 
 class ScribbleActions:
     """Needs ``viewer``, ``image_layer()``, ``labels_layer()``, ``current_slice()``, ``label_set()``,
-    ``status``, ``update_ledger_view()`` and the dicts ``_models`` and ``_round_base``."""
+    ``status``, ``update_ledger_view()``, the dicts ``_models`` and ``_round_base`` and the set ``_watched``."""
 
     def scribble_layer(self):
         image = self.image_layer()
@@ -34,12 +34,19 @@ class ScribbleActions:
         label_set = self.label_set()
         layer = add_scribble_layer(self.viewer, image, label_set)
         self.viewer.layers.selection.active = layer
-        layer.events.paint.connect(lambda e: self.update_ledger_view_soon())
+        self.watch_scribbles(layer)
         bg = len(label_set.organs) + 1
         self.status.setText(f"Scribble mode: paint a few strokes per organ (1..{bg - 1}) and background strokes "
                             f"with {bg} \u201cbackground (scribble)\u201d on \u201c{layer.name}\u201d; "
                             "Fill slice (Shift-F) or Fine-tune.")
         return layer
+
+    def watch_scribbles(self, layer) -> None:
+        """Strokes on ``layer`` update the round's cost shown in the dock (once per layer, however it was added:
+        *Scribble mode*, a case reopened in the Cases dock, a restored autosave)."""
+        if layer is not None and layer_key(layer) not in self._watched:
+            self._watched.add(layer_key(layer))
+            layer.events.paint.connect(lambda e: self.update_ledger_view_soon())
 
     def label_set(self):
         """The labels layer's label set, else the one chosen for new layers."""

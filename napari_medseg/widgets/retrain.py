@@ -133,6 +133,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
             fill_layer_combo(combo, [layer for layer in self.viewer.layers if isinstance(layer, kind)
                                      and not (kind is Labels and (is_scribble_layer(layer) or layer.name.endswith(PREVIEW)))])
         self._on_labels_changed()
+        self.watch_scribbles(self.scribble_layer())
 
     def image_layer(self):
         name = self.image_combo.currentText()
