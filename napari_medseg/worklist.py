@@ -50,6 +50,7 @@ class CaseEntry:
     status: str
     reason: str | None = None  # why it is unreadable (one line)
     corrected: int = 0  # edited + reviewed slices saved for the case
+    scribbled: int = 0  # slices holding scribbles saved for the case (strokes, not corrections)
     dice_before: float | None = None
     dice_after: float | None = None
 
@@ -141,7 +142,7 @@ def read_saved_state(entry: CaseEntry, project) -> CaseEntry:
     """Fill ``entry``'s status, corrected slices and Dice from its ``case.json`` in ``project`` (cheap: no arrays)."""
     folder = case_folder(project, entry.source)
     if not (folder / CASE_JSON).exists():
-        entry.status, entry.corrected, entry.dice_before, entry.dice_after = "new", 0, None, None
+        entry.status, entry.corrected, entry.scribbled, entry.dice_before, entry.dice_after = "new", 0, 0, None, None
         return entry
     try:
         info = read_case_info(folder)
@@ -152,6 +153,7 @@ def read_saved_state(entry: CaseEntry, project) -> CaseEntry:
     if entry.status == UNREADABLE:
         entry.reason = f"{folder / CASE_JSON} has an unknown status {info['status']!r}"
     entry.corrected = len(info.get("locked", []))
+    entry.scribbled = len(set(info.get("scribbled", [])) - set(info.get("locked", [])))  # a reviewed one counts once
     entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
     return entry
 

@@ -308,6 +308,7 @@ def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):
     folder = case_folder(project, src / "a_ct.nii.gz")
     np.testing.assert_array_equal(load_case(folder).scribbles, painted)
     assert json.loads((folder / "case.json").read_text())["scribbled"] == [7, 15]
+    assert widget.table.item(0, 2).text() == "0 + 2 scribbled"  # the worklist shows the scribble work too
 
     assert widget.open_row(0)
     wait_open(widget, qtbot)

@@ -55,6 +55,13 @@ def test_text_worklist_and_saved_state(cases, tmp_path):
     rows = read_worklist(listing, project)
     assert [r.status for r in rows] == ["reviewed", "unreadable", "unreadable"]
     assert rows[0].corrected == 2 and (rows[0].dice_before, rows[0].dice_after) == (0.4, 0.8)
+    assert rows[0].scribbled == 0
+    strokes = np.zeros_like(labels)
+    strokes[[0, 2, 3], 1, 1] = 4  # slice 2 is also reviewed: it counts once, as corrected
+    save_case(case_folder(project, cases / "a_ct.nii.gz"), labels, ledger, image_hash="h", status="reviewed",
+              scribbles=strokes)
+    row = read_worklist(listing, project)[0]
+    assert (row.corrected, row.scribbled) == (2, 2)
     assert "does not exist" in rows[1].reason
     assert "not NIfTI, NRRD, MHA/MHD or DICOM" in rows[2].reason
     assert not any(p.name.endswith(".json") for p in cases.iterdir())  # nothing written beside the sources

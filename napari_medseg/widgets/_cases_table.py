@@ -41,7 +41,7 @@ class CasesTable(QTableWidget):
         """Fill the table; an unreadable row carries its reason as tooltip (on every cell)."""
         self.setRowCount(len(rows))
         for i, row in enumerate(rows):
-            cells = (row.source.name, row.status, str(row.corrected) if row.status != UNREADABLE else "",
+            cells = (row.source.name, row.status, _corrected(row) if row.status != UNREADABLE else "",
                      _dice(row.dice_before), _dice(row.dice_after))
             tip = row.reason if row.status == UNREADABLE else f"{row.source}\ncase folder: cases/{row.case_id}"
             for col, text in enumerate(cells):
@@ -55,3 +55,8 @@ class CasesTable(QTableWidget):
                     font.setBold(True)
                     item.setFont(font)
                 self.setItem(i, col, item)
+
+
+def _corrected(row) -> str:
+    """``"2"``, or ``"2 + 3 scribbled"`` when other slices of the case hold scribbles."""
+    return f"{row.corrected} + {row.scribbled} scribbled" if row.scribbled else str(row.corrected)
