@@ -91,7 +91,7 @@ def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_pa
             raise ValueError(f"scribbles shape {scribbles.shape} differs from the labels' {labels.shape}")
         _check_uint8_range("scribbles", scribbles)
         arrays["scribbles"] = scribbles.astype(np.uint8, copy=False)
-        scribbled = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
+        scribbled = slices_with_strokes(scribbles)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     previous = _read_json(folder) if (folder / CASE_JSON).exists() else None
@@ -156,6 +156,12 @@ def load_case(folder) -> CaseState:
                      source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
                      saved_at=meta["saved_at"], revision=int(meta["revision"]),
                      extra={k: v for k, v in meta.items() if k not in known}, scribbles=scribbles)
+
+
+def slices_with_strokes(scribbles) -> list[int]:
+    """The axial slices (axis 0) of a ``(z, y, x)`` scribble array that hold any stroke (non-zero value)."""
+    data = np.asarray(scribbles)
+    return [int(z) for z in np.flatnonzero(data.reshape(data.shape[0], -1).any(axis=1))]
 
 
 def _check_uint8_range(what: str, array: np.ndarray) -> None:

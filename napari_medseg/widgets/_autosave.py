@@ -47,6 +47,7 @@ from napari_medseg import recovery
 from napari_medseg.recovery import (
     recovery_dir,  # also imported from here by scripts and tests
 )
+from napari_medseg.casestate import slices_with_strokes
 from napari_medseg.retrain.ledger import SliceLedger
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, is_scribble_name, labels_name, scribble_layer_name
@@ -214,7 +215,7 @@ class Autosaver(QObject):
         extra = {"layer_name": layer.name, "image_name": image.name, "reason": reason, "frame": frame,
                  "snapshot_at": snapshot_at, "checkpoints": list(meta.get("checkpoints", []))}
         if strokes:
-            extra["scribbled"] = [int(z) for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))]
+            extra["scribbled"] = slices_with_strokes(labels)
         kwargs = dict(image_hash=image_hash, source_path=image.metadata.get("medseg", {}).get("source_path"),
                       label_set=meta.get("label_set"), status="in progress", extra=extra)
         self._written.add(folder)

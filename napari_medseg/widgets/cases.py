@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_medseg.casestate import slices_with_strokes
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._cases_links import (
     RETRAIN,
@@ -336,7 +337,7 @@ class CasesWidget(QWidget):
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
         self._open_retrain(image, labels, case.slice_uncertainty)
         self.progress.setValue(100)
-        strokes = "" if scribbles is None else f", and scribbles on {_slices_with_strokes(scribbles.data)} slice(s)"
+        strokes = "" if scribbles is None else f", and scribbles on {len(slices_with_strokes(scribbles.data))} slice(s)"
         how = (f"restored: labels and slice ledger as saved{strokes}" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
@@ -482,12 +483,6 @@ class CasesWidget(QWidget):
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
         return True
-
-
-def _slices_with_strokes(scribbles) -> int:
-    """How many axial slices of a ``(z, y, x)`` scribble array hold a stroke."""
-    data = np.asarray(scribbles)
-    return int(np.count_nonzero(data.reshape(data.shape[0], -1).any(axis=1)))
 
 
 def _show_path(label: QLabel, path: Path) -> None:
