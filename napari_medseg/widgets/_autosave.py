@@ -48,7 +48,6 @@ from napari_medseg.recovery import (
     recovery_dir,  # also imported from here by scripts and tests
 )
 from napari_medseg.casestate import slices_with_strokes
-from napari_medseg.retrain.ledger import SliceLedger
 from napari_medseg.widgets import _ledger_sync
 from napari_medseg.widgets._common import current_volume, is_scribble_name, labels_name, scribble_layer_name
 from napari_medseg.widgets._on_close import call_before_close
@@ -208,7 +207,7 @@ class Autosaver(QObject):
         snapshot_at = datetime.now(timezone.utc).isoformat()
         labels = np.array(layer.data)  # a snapshot: painting goes on while it is written
         strokes = is_scribble_name(layer.name)
-        ledger_state = (_no_corrections(labels) if strokes else _ledger_sync.ledger_for(layer)).to_state()
+        ledger_state = _no_corrections_state(labels) if strokes else _ledger_sync.ledger_for(layer).to_state()
         meta = layer.metadata.get("medseg", {})
         folder = self._folder(uid, image_hash, layer.name, frame)
         layer.metadata[RECOVERY_KEY] = {"folder": str(folder), "frame": frame}  # the writer marks it when the user saves
@@ -435,11 +434,12 @@ def _restored_name(extra: dict, image_name: str) -> str:
     return str(saved)
 
 
-def _no_corrections(strokes: np.ndarray) -> SliceLedger:
-    """The ledger saved with a scribble layer: strokes are not corrections, so no slice is edited or locked."""
-    ledger = SliceLedger(strokes.shape)
-    ledger.record_model_output(strokes)
-    return ledger
+def _no_corrections_state(strokes: np.ndarray) -> dict:
+    """The ledger state (:meth:`SliceLedger.to_state`) saved with a scribble layer: strokes are not corrections,
+    so every slice counts as model output and none is edited or locked.  ``strokes`` is the save's own
+    snapshot, used as it is: no volume is copied on the GUI thread (the writer rebuilds the ledger)."""
+    depth = strokes.shape[0]
+    return {"model_output": strokes, "has_prediction": np.ones(depth, bool), "reviewed": np.zeros(depth, bool)}
 
 
 def _slices_kind(layer_name: str) -> str:

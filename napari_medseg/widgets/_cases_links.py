@@ -127,18 +127,18 @@ def drop_same_autosave(viewer, image, case) -> None:
     from napari_medseg.casestate import CaseStateError, load_case
     from napari_medseg.widgets import _autosave
 
-    from napari_medseg.widgets._scribble_mode import is_scribble_name
+    from napari_medseg.widgets._common import is_scribble_name
 
     saver = _autosave.attach(viewer)
     state = case.ledger.to_state()
-    strokes = case.scribbles if case.scribbles is not None else np.zeros_like(case.labels)
     for offer in [o for o in saver.offers if o.image_id == str(image.unique_id)]:
         try:
             recovered = load_case(offer.folder)
         except CaseStateError:
             continue  # the autosave warns about it itself
-        if is_scribble_name(offer.layer_name):  # the autosave of the case's strokes
-            same_state = np.array_equal(recovered.labels, strokes)
+        if is_scribble_name(offer.layer_name):  # the autosave of the case's strokes (none saved: all zero)
+            same_state = (np.array_equal(recovered.labels, case.scribbles) if case.scribbles is not None
+                          else not recovered.labels.any())
         else:
             same_state = np.array_equal(recovered.labels, case.labels) and all(
                 np.array_equal(v, state[k]) for k, v in recovered.ledger.to_state().items())

@@ -9,6 +9,8 @@ from qtpy.QtCore import Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from napari_medseg.organ_stats import format_number, has_uncertainty
+
 
 class OrganTable(QTableWidget):
     """Rows of ``napari_medseg.organ_stats.OrganStat`` with a colour swatch per organ."""
@@ -40,8 +42,6 @@ class OrganTable(QTableWidget):
     def show_stats(self, rows, label_set, unit: str = "HU") -> None:
         """Fill the table; ``unit`` labels the mean-intensity column.  The uncertainty column shows
         only when some row has a mean uncertainty."""
-        from napari_medseg.organ_stats import format_number, has_uncertainty
-
         self.setHorizontalHeaderItem(2, QTableWidgetItem(f"mean ({unit})"))
         uncertain = has_uncertainty(rows)
         self.setColumnHidden(3, not uncertain)
