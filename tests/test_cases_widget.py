@@ -321,8 +321,10 @@ def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):
         viewer.dims.set_current_step(0, 7)
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_scribbles_restored.png"), canvas_only=False)
     assert same(retrain.scribble_layer(), restored)  # Fine-tune trains on them again
-    # a stroke on the restored layer counts in the round's cost at once, without pressing Scribble mode
+    # the restored strokes were not painted in this round; a stroke on the restored layer counts at once,
+    # without pressing Scribble mode
     cost = retrain.round_cost()
+    assert cost == 0, cost
     restored.brush_size = 1
     restored.paint((20, 30, 30), 3)
     restored.events.paint(value=None)  # what a brush stroke in the canvas emits; paint() alone does not

@@ -47,6 +47,16 @@ class ScribbleActions:
         if layer is not None and layer_key(layer) not in self._watched:
             self._watched.add(layer_key(layer))
             layer.events.paint.connect(lambda e: self.update_ledger_view_soon())
+            self._count_round_from(layer)
+
+    def _count_round_from(self, scribbles) -> None:
+        """Strokes a layer arrives with (a reopened case's, a restored autosave's) were not painted in this round:
+        the round's cost counts changes from them, as it does for the labels layer's restored edits."""
+        labels = self.labels_layer()
+        base = self._round_base.get(layer_key(labels)) if labels is not None else None
+        data = np.asarray(scribbles.data)
+        if base is not None and (base[1] is None or base[1].shape != data.shape):
+            self._round_base[layer_key(labels)] = (base[0], np.array(data, np.uint8))
 
     def label_set(self):
         """The labels layer's label set, else the one chosen for new layers."""
