@@ -120,8 +120,12 @@ def test_segment_end_to_end(make_napari_viewer, qtbot, sample_ct, sample_labels,
     assert w.z_sigma.value() == Z_SIGMA_MM
     w.z_sigma.setValue(0)
     assert w.z_sigma.text() == "off"
+    w.unc_check.setChecked(False)  # no heat-map layer wanted: the table still ranks the organs by uncertainty
+    old_unc = np.array(unc.data)
     w.segment_button.click()
     wait_done(qtbot, w)
+    assert w.table.columnCount() == 4 and not w.table.isColumnHidden(3) and w.table.rows_text()[4][3] != "–"
+    np.testing.assert_array_equal(viewer.layers["ct_abdomen uncertainty"].data, old_unc)  # that layer is left alone
     first = layer.data.copy()
     layer.data[3] = 2  # a user's edit: the slice ledger finds it by diff and locks slice 3
     w.segment_button.click()

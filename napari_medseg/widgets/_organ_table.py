@@ -20,7 +20,7 @@ class OrganTable(QTableWidget):
     HEADERS = ("organ", "volume (mL)", "mean", "uncertainty")
     UNCERTAINTY_TIP = ("Mean normalised entropy of the model's prediction inside the organ: 0 = certain, "
                        "1 = guessing. An organ the model is unsure of is the first to check. "
-                       "Shown when the segmentation computed its uncertainty.")
+                       "Click the organ's row to go to its least certain slice.")
     FOCUS_WHY = {True: "where the organ is least certain", False: "the organ's largest section"}
 
     def __init__(self, parent=None):

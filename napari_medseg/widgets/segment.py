@@ -95,6 +95,8 @@ class SegmentWidget(QWidget):
         self.ckpt_list.currentItemChanged.connect(lambda *_: self._refresh_state())
         self.ensemble_check.toggled.connect(lambda *_: self._refresh_state())
         self.unc_check = QCheckBox("Uncertainty layer")
+        self.unc_check.setToolTip("Also add the per-voxel uncertainty (normalised entropy) as a heat-map layer. "
+                                  "The organ table's uncertainty column is there either way.")
         self.one_piece_check = QCheckBox("One piece per organ")
         self.one_piece_check.setChecked(True)
         self.one_piece_check.setToolTip("Keep only the largest 3D piece of each organ (built-in label sets): removes "
@@ -293,13 +295,14 @@ class SegmentWidget(QWidget):
         n_batches = math.ceil((array.shape[0] - len(set(locked))) / batch)
         kwargs = dict(device=self.device_combo.currentText(), precision=self.precision_combo.currentText(),
                       batch_size=batch, tta=self.tta_check.isChecked(), locked=locked, previous=previous,
-                      uncertainty=self.unc_check.isChecked(), largest_component=self.one_piece_check.isChecked(),
+                      uncertainty=True, largest_component=self.one_piece_check.isChecked(),
                       z_sigma_mm=self.z_sigma.value())
         spacing = tuple(float(s) for s in image.scale[-3:])  # organ volumes (mL) use the layer's scale
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked, frame=t)
         self.worker = create_worker(on_compute_thread(self._work), array, paths, kwargs, spacing, label_set,
+                                    self.unc_check.isChecked(),
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
                                     _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
@@ -311,8 +314,11 @@ class SegmentWidget(QWidget):
         self._refresh_state()
         self.worker.start()
 
-    def _work(self, array, paths, kwargs, spacing, label_set):
-        """Worker generator: load (cached) models, segment, compute organ stats."""
+    def _work(self, array, paths, kwargs, spacing, label_set, keep_uncertainty: bool):
+        """Worker generator: load (cached) models, segment, compute organ stats.
+
+        The uncertainty is always computed, for the organ table's column (which organ to check first); the
+        float16 volume is handed back only for the *Uncertainty layer*."""
         from napari_medseg.checkpoint import load_checkpoint
         from napari_medseg.device import pick_device
         from napari_medseg.inference import segment_volume
@@ -327,7 +333,10 @@ class SegmentWidget(QWidget):
                 self._models[key] = (model.eval(), info)
             checkpoints.append(self._models[key])
         result = yield from segment_volume(array, checkpoints, device=device, **kwargs)
-        return result, organ_stats(result.labels, spacing, label_set, array, uncertainty=result.uncertainty)
+        stats = organ_stats(result.labels, spacing, label_set, array, uncertainty=result.uncertainty)
+        if not keep_uncertainty:
+            result.uncertainty = None
+        return result, stats
 
     def cancel(self):
         """Ask the running worker to stop (it stops after the current batch)."""
