@@ -1,6 +1,6 @@
 """Experiment: the scratch DCAU-Net's size at equal wall time (one member, one torch thread, k = 5).
 
-Usage: python model_size.py VARIANT SEEDS BUDGET_S   (VARIANT: base, wide, deep, fullres)
+Usage: python model_size.py VARIANT SEEDS BUDGET_S   (VARIANT: base, wide, deep, fullres, fullres8)
 Two processes side by side, one thread each, is what each of the default's two members gets.
 """
 import sys, time, json
@@ -16,6 +16,7 @@ VARIANTS = {
     "deep": dict(depths=[2, 2, 2, 1]),
     "fullres": dict(decoder_channels=[64, 32, 24, 32]),
     "dec": dict(decoder_channels=[96, 48, 32, 24]),
+    "fullres8": dict(decoder_channels=[64, 32, 24, 8]),  # a narrower full-resolution step: 1.4x the steps
 }
 variant, seeds, budget = sys.argv[1], [int(s) for s in sys.argv[2].split(",")], float(sys.argv[3])
 a = read_volume(SAMPLE_CT); ref = read_volume(SAMPLE_LABELS).array.astype(np.uint8)
