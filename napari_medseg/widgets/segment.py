@@ -301,8 +301,9 @@ class SegmentWidget(QWidget):
         kwargs["spacing"] = known_spacing(image)
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked, frame=t)
-        self.worker = create_worker(on_compute_thread(self._work), array, paths, kwargs, spacing, label_set,
-                                    self.unc_check.isChecked(),
+        # the heat map when asked for, and kept current when it is already shown (a stale one would mislead)
+        heat_map = self.unc_check.isChecked() or f"{image.name} uncertainty" in self.viewer.layers
+        self.worker = create_worker(on_compute_thread(self._work), array, paths, kwargs, spacing, label_set, heat_map,
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
                                     _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
@@ -318,7 +319,7 @@ class SegmentWidget(QWidget):
         """Worker generator: load (cached) models, segment, compute organ stats.
 
         The uncertainty is always computed, for the organ table's column (which organ to check first); the
-        float16 volume is handed back only for the *Uncertainty layer*."""
+        float16 volume is handed back only for the uncertainty layer (``keep_uncertainty``)."""
         from napari_medseg.checkpoint import load_checkpoint
         from napari_medseg.device import pick_device
         from napari_medseg.inference import segment_volume
