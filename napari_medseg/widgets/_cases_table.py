@@ -13,7 +13,11 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.worklist import UNREADABLE
 
-COLUMNS = ("Case", "Status", "Corrected", "Dice before", "Dice after")
+COLUMNS = ("Case", "Status", "Corrected", "Before", "After")
+HEADER_TIPS = ("The scan (hover: its path and case folder)", "new / in progress / reviewed / done / unreadable",
+               "Edited or reviewed slices saved with the case (+ other slices holding scribbles)",
+               "Mean Dice of the model on this case's corrected slices before its last fine-tune",
+               "The same after that fine-tune")
 _UNREADABLE_COLOUR = QColor("#e07050")
 
 
@@ -27,6 +31,9 @@ class CasesTable(QTableWidget):
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
         self.setHorizontalHeaderLabels(list(COLUMNS))
+        for col, tip in enumerate(HEADER_TIPS):  # short headers leave the case's name room in a narrow dock
+            self.horizontalHeaderItem(col).setToolTip(tip)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # "b_di…icom": both ends of a long name stay
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
