@@ -97,6 +97,13 @@ def has_uncertainty(rows: list[OrganStat]) -> bool:
     return any(not np.isnan(r.mean_uncertainty) for r in rows)
 
 
+def least_certain(rows: list[OrganStat], n: int = 3) -> list[OrganStat]:
+    """The ``n`` found organs (voxels > 0) with the highest mean uncertainty, least certain first: the ones to
+    check first.  Empty when the rows carry no uncertainty."""
+    found = [r for r in rows if r.voxels > 0 and not np.isnan(r.mean_uncertainty)]
+    return sorted(found, key=lambda r: -r.mean_uncertainty)[:n]
+
+
 def format_number(value: float, digits: int) -> str:
     """``value`` with ``digits`` decimals, or "-" for nan."""
     return "-" if np.isnan(value) else f"{value:.{digits}f}"

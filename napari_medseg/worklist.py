@@ -249,6 +249,7 @@ class OpenedCase:
     restored: bool = False
     extra: dict = field(default_factory=dict)
     slice_uncertainty: np.ndarray | None = None  # float64 (z,): mean uncertainty per slice of a fresh segmentation
+    organs: list | None = None  # organ_stats.OrganStat rows of a fresh segmentation (with mean uncertainty)
     scribbles: np.ndarray | None = None  # uint8 (z, y, x): the scribble layer saved with the case, if any
 
 
@@ -278,19 +279,21 @@ def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", prec
                           restored=True, extra=case.extra, scribbles=case.scribbles)
     if checkpoint is None:
         return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
-    labels, ledger, label_set, scores = yield from _segment(vol, checkpoint, device, precision)
+    labels, ledger, label_set, scores, organs = yield from _segment(vol, checkpoint, device, precision)
     return OpenedCase(entry, vol, image_hash, labels, ledger, label_set, "in progress", checkpoint=str(checkpoint),
-                      slice_uncertainty=scores)
+                      slice_uncertainty=scores, organs=organs)
 
 
 def _segment(vol, checkpoint, device, precision):
-    """``(labels, ledger, label set dict, per-slice mean uncertainty (z,))`` of ``checkpoint`` on ``vol``.
+    """``(labels, ledger, label set dict, per-slice mean uncertainty (z,), organ stats)`` of ``checkpoint`` on ``vol``.
 
-    A generator yielding CaseProgress.  The uncertainty map is reduced to its slice means here, in the
-    worker: they are what *Suggest next slice* ranks, and the map itself is not kept."""
+    A generator yielding CaseProgress.  The uncertainty map is reduced here, in the worker, to its slice
+    means (what *Suggest next slice* ranks) and to each organ's mean (which organ to check first); the map
+    itself is not kept."""
     from .checkpoint import load_checkpoint
     from .device import pick_device
     from .inference import segment_volume
+    from .organ_stats import organ_stats
     from .retrain.ledger import SliceLedger
     from .retrain.loop import slice_uncertainty
 
@@ -309,7 +312,8 @@ def _segment(vol, checkpoint, device, precision):
         gen.close()
     ledger = SliceLedger(result.labels.shape)
     ledger.record_model_output(result.labels, result.segmented)
-    return result.labels, ledger, info.label_set.to_dict(), slice_uncertainty(result.uncertainty)
+    organs = organ_stats(result.labels, vol.geometry.spacing, info.label_set, vol.array, uncertainty=result.uncertainty)
+    return result.labels, ledger, info.label_set.to_dict(), slice_uncertainty(result.uncertainty), organs
 
 
 def fine_tune_dice(checkpoint, source) -> tuple[float, float] | None:

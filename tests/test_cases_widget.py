@@ -85,6 +85,16 @@ def test_open_next_save_and_restore(cases, qtbot):
     assert scores.shape == (labels.data.shape[0],) and scores.max() > 0
     retrain.suggest_next_slice()  # so the first round on a new case is guided at once
     assert "Suggested slice" in retrain.status.text() and retrain.current_slice() == int(np.argmax(scores))
+    # which organs to check first: the least certain found organs, each a link to its least certain slice
+    found = sorted((o for o in widget.current.organs if o.voxels), key=lambda o: -o.mean_uncertainty)
+    assert found and widget.check_first.isVisible()
+    links = re.findall(r'<a href="(\d+):(\d+)"[^>]*>([^<]+)</a>', widget.check_first.text())
+    assert [name for *_, name in links] == [o.name for o in found[:3]]
+    value, z = int(links[0][0]), int(links[0][1])
+    assert (value, z) == (found[0].value, found[0].focus_slice) and (labels.data[z] == value).any()
+    widget.check_first.linkActivated.emit(f"{value}:{z}")
+    assert retrain.current_slice() == z and labels.selected_label == value
+    assert viewer.layers.selection.active.unique_id == labels.unique_id
 
     labels.brush_size = 6
     labels.paint((10, 50, 40), 5)  # a correction on slice 10
@@ -111,6 +121,7 @@ def test_open_next_save_and_restore(cases, qtbot):
     wait_open(widget, qtbot)
     image, labels = widget._layers
     assert widget.current.restored and widget.current.checkpoint is None
+    assert not widget.check_first.isVisible()  # no fresh prediction, so no uncertainty to rank the organs by
     np.testing.assert_array_equal(labels.data, painted)
     ledger = labels.metadata["medseg_ledger"]
     assert (ledger.edited, ledger.reviewed, ledger.locked) == ([10], [20], [10, 20])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.labels import SYNAPSE
-from napari_medseg.organ_stats import format_table, organ_stats
+from napari_medseg.organ_stats import format_table, least_certain, organ_stats
 
 
 def _case():
@@ -45,6 +45,14 @@ def test_without_uncertainty_the_table_has_no_such_column():
     assert liver.split()[-1] == "0.40"
     spleen = next(line for line in table if line.startswith("spleen"))
     assert spleen.split()[-1] == "-"
+
+
+def test_least_certain_ranks_found_organs_only():
+    labels, image, unc = _case()
+    rows = organ_stats(labels, (1, 1, 1), SYNAPSE, image, uncertainty=unc)
+    assert [r.name for r in least_certain(rows)] == ["liver", "aorta"]  # 0.40, 0.25; empty organs are not ranked
+    assert [r.name for r in least_certain(rows, n=1)] == ["liver"]
+    assert least_certain(organ_stats(labels, (1, 1, 1), SYNAPSE, image)) == []  # no uncertainty, no ranking
 
 
 def test_uncertainty_on_another_grid_is_refused():

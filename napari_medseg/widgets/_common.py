@@ -41,6 +41,17 @@ def go_to_slice(viewer, layer, z: int) -> None:
     viewer.dims.set_point(viewer.dims.ndim - layer.ndim, world[0])
 
 
+def show_organ(viewer, layer, value: int, z: int) -> bool:
+    """Go to slice ``z`` of the labels ``layer``, make it active and ``value`` its paint label (an organ
+    to check and correct).  False when ``z`` is outside the layer."""
+    if layer is None or not 0 <= z < layer.data.shape[0]:
+        return False
+    go_to_slice(viewer, layer, z)
+    layer.selected_label = value
+    viewer.layers.selection.active = layer
+    return True
+
+
 def known_spacing(image) -> tuple[float, float, float] | None:
     """``(sz, sy, sx)`` mm of an image layer, or None when unknown.
 

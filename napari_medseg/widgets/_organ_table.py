@@ -1,7 +1,8 @@
 """A small read-only table of per-organ volume (mL), mean intensity and, when known, mean uncertainty.
 
 Clicking an organ's row emits :attr:`OrganTable.organ_clicked` with the organ's label value and
-the slice to look at first (``OrganStat.focus_slice``)."""
+the slice to look at first (``OrganStat.focus_slice``).  :func:`check_first_html` is the same
+hint as one line of links, for a dock without room for the table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-from napari_medseg.organ_stats import format_number, has_uncertainty
+from napari_medseg.organ_stats import format_number, has_uncertainty, least_certain
 
 
 class OrganTable(QTableWidget):
@@ -76,3 +77,21 @@ class OrganTable(QTableWidget):
         """Texts of the visible cells, for tests."""
         columns = [c for c in range(self.columnCount()) if not self.isColumnHidden(c)]
         return [tuple(self.item(r, c).text() for c in columns) for r in range(self.rowCount())]
+
+
+def check_first_html(rows, n: int = 3, colour: str | None = None) -> str:
+    """``"Check first: <a href="4:12">kidney right</a> 0.64 · ..."``, the ``n`` least certain found organs
+    (href ``"value:focus slice"``, for :func:`parse_organ_link`); empty without uncertainty.  ``colour``:
+    the links' colour (e.g. the label's text colour: Qt's default link blue is unreadable on a dark theme)."""
+    worst = least_certain(rows, n)
+    if not worst:
+        return ""
+    style = f' style="color:{colour}"' if colour else ""
+    links = [f'<a href="{r.value}:{r.focus_slice}"{style}>{r.name}</a> {r.mean_uncertainty:.2f}' for r in worst]
+    return "Check first (uncertainty, 0 = certain): " + " \u00b7 ".join(links)
+
+
+def parse_organ_link(href: str) -> tuple[int, int]:
+    """``"4:12"`` -> ``(label value 4, slice 12)``."""
+    value, z = href.split(":")
+    return int(value), int(z)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Signal
+from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -51,6 +52,8 @@ from napari_medseg.widgets._cases_links import (
     segment_choice,
 )
 from napari_medseg.widgets._cases_table import CasesTable
+from napari_medseg.widgets._common import show_organ
+from napari_medseg.widgets._organ_table import check_first_html, parse_organ_link
 from napari_medseg.widgets._on_close import call_before_close
 
 
@@ -131,6 +134,11 @@ class CasesWidget(QWidget):
         self.reviewed_btn.clicked.connect(lambda: self.set_status("reviewed"))
         self.done_btn.clicked.connect(lambda: self.set_status("done"))
         self.progress = QProgressBar()
+        self.check_first = QLabel()  # the fresh segmentation's least certain organs, as links to them
+        self.check_first.setWordWrap(True)
+        self.check_first.setToolTip("Click an organ: go to the slice where it is least certain and paint with it")
+        self.check_first.linkActivated.connect(self._go_to_organ)
+        self.check_first.setVisible(False)
         self.status = QLabel("Open a folder of scans, or a text file listing them.")
         self.status.setWordWrap(True)
 
@@ -146,6 +154,7 @@ class CasesWidget(QWidget):
         layout.addLayout(_row(self.next_btn, self.save_btn, self.cancel_btn))
         layout.addLayout(_row(self.reviewed_btn, self.done_btn))
         layout.addWidget(self.progress)
+        layout.addWidget(self.check_first)
         layout.addWidget(self.status)
         _show_path(self.project_label, self.project)
         self._set_running(False)
@@ -336,12 +345,20 @@ class CasesWidget(QWidget):
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
         self._open_retrain(image, labels, case.slice_uncertainty)
+        hint = check_first_html(case.organs or [], colour=self.check_first.palette().color(QPalette.ColorRole.WindowText).name())
+        self.check_first.setText(hint)
+        self.check_first.setVisible(bool(hint))
         self.progress.setValue(100)
         strokes = "" if scribbles is None else f", and scribbles on {len(slices_with_strokes(scribbles.data))} slice(s)"
         how = (f"restored: labels and slice ledger as saved{strokes}" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
+
+    def _go_to_organ(self, href: str) -> None:
+        """A *Check first* link: the open case's slice where that organ is least certain, painting with it."""
+        if self._layers is not None:
+            show_organ(self.viewer, self._layers[1], *parse_organ_link(href))
 
     def _open_retrain(self, image, labels, slice_uncertainty=None):
         """Open the Retrain dock on the case; each fine-tune started from its button then saves the case.
@@ -480,6 +497,7 @@ class CasesWidget(QWidget):
         finally:
             self._leaving = False
         self.current, self._layers = None, None
+        self.check_first.setVisible(False)
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
         return True

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.models.spec import PRECISIONS
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import (aligned_labels_kwargs, current_volume, go_to_slice, known_spacing,
+from napari_medseg.widgets._common import (aligned_labels_kwargs, current_volume, known_spacing, show_organ,
                                           labels_name)
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
@@ -379,11 +379,7 @@ class SegmentWidget(QWidget):
         """Show slice ``z`` of the last result's labels layer and make ``value`` its paint label."""
         job = getattr(self, "_job", None)
         layer = self._labels_layer(job["image"], job["frame"]) if job and job["image"] in self.viewer.layers else None
-        if layer is None or not 0 <= z < layer.data.shape[0]:
-            return
-        go_to_slice(self.viewer, layer, z)
-        layer.selected_label = value
-        self.viewer.layers.selection.active = layer
+        show_organ(self.viewer, layer, value, z)
 
     def _show_labels(self, image, result, label_set, paths, frame: int | None = None):
         """The result on the image's (frame's) labels layer: updated in place (its locked slices kept) or added."""
