@@ -151,6 +151,7 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     assert widget.open_next()
     wait_open(widget, qtbot)
     assert widget.current.checkpoint == str(base)  # no project version yet: the Segment dock's choice
+    assert widget.check_first.isVisible() == bool([o for o in widget.current.organs if o.voxels])
     _, labels = widget._layers
     _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
     labels.brush_size = 6
@@ -166,6 +167,10 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     version = retrain.start_combo.currentText()
     assert version.endswith("base.v3.safetensors")  # v2 exists beside it already
     qtbot.waitUntil(lambda: widget.rows[0].dice_after is not None)  # saved by the fine-tune hook
+    # ranked again on the fine-tune's re-segmentation: each link names an organ on the slice it points to
+    links = re.findall(r'<a href="(\d+):(\d+)"', widget.check_first.text())
+    assert widget.check_first.isVisible() == bool(links) == bool((labels.data > 0).any())
+    assert all((labels.data[int(z)] == int(value)).any() for value, z in links)
     info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
     assert info["dice_before"] == widget.rows[0].dice_before and info["edited"] == [12]
     assert widget.table.item(0, 4).text() == f"{info['dice_after']:.2f}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.labels import SYNAPSE
-from napari_medseg.organ_stats import format_table, least_certain, organ_stats
+from napari_medseg.organ_stats import format_least_certain, format_table, least_certain, organ_stats
 
 
 def _case():
@@ -53,6 +53,8 @@ def test_least_certain_ranks_found_organs_only():
     assert [r.name for r in least_certain(rows)] == ["liver", "aorta"]  # 0.40, 0.25; empty organs are not ranked
     assert [r.name for r in least_certain(rows, n=1)] == ["liver"]
     assert least_certain(organ_stats(labels, (1, 1, 1), SYNAPSE, image)) == []  # no uncertainty, no ranking
+    assert format_least_certain(rows) == "liver 0.40, aorta 0.25"
+    assert format_least_certain(organ_stats(labels, (1, 1, 1), SYNAPSE, image)) == ""
 
 
 def test_uncertainty_on_another_grid_is_refused():

@@ -131,6 +131,11 @@ def test_retrain_volume_keeps_corrections_and_records_provenance(sample, tiny_ch
     np.testing.assert_array_equal(result.labels[corrected], ref[corrected])
     assert result.uncertainty.dtype == np.float16
     np.testing.assert_allclose(result.slice_uncertainty, result.uncertainty.astype(np.float64).mean(axis=(1, 2)))
+    liver = next(o for o in result.organs if o.value == 5)  # which organ to check next, ranked in the worker
+    assert liver.voxels == int((result.labels == 5).sum())
+    if liver.voxels:
+        assert liver.mean_uncertainty == pytest.approx(result.uncertainty[result.labels == 5].astype(np.float64).mean(),
+                                                       abs=1e-3)
     assert read_checkpoint_info(tiny_checkpoint.path).sha256 == tiny_checkpoint.sha256  # parent untouched
     [entry] = store.entries()
     assert entry.slice_indices == corrected and entry.checkpoint == result.checkpoint.sha256

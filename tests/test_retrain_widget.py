@@ -50,6 +50,12 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     hint = re.match(r"Next round: correct slices (\d+), (\d+) ", widget.status.text())
     assert hint, widget.status.text()  # the next action comes first, before the run's details
     proposed = [int(v) for v in hint.groups()]  # the next round's slices, never a locked one
+    # then which organs to look at on them: the least certain of the re-segmentation, named with their mean
+    ranked = re.search(r"Least certain organs now \(uncertainty, 0 = certain\): ([^\n]+)\.\n", widget.status.text())
+    assert ranked, widget.status.text()
+    names = [re.sub(r" [\d.]+$", "", part) for part in ranked.group(1).split(", ")]
+    assert 1 <= len(names) <= 3 and all((np.asarray(labels.data) == value).any()
+                                        for value, name in SYNAPSE.organs.items() if name in names)
     assert not set(proposed) & {12, 20} and proposed[0] != proposed[1]
     new_path = widget.start_combo.currentText()
     assert new_path.endswith("base.v2.safetensors")

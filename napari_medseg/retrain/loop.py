@@ -102,6 +102,8 @@ class RetrainResult:
         uncertainty: float16 ``(z, y, x)`` (0 on corrected slices).
         slice_uncertainty: float64 ``(z,)``: its mean per slice (:func:`slice_uncertainty`), computed
             in the worker so that ranking slices costs the GUI thread nothing.
+        organs: ``organ_stats.OrganStat`` rows of the new labels with their mean uncertainty (which organ
+            to check next), computed in the worker too; None without the volume's ``(sz, sy, sx)`` spacing.
         corrected: the slice indices trained on (and kept).
         replayed_slices: how many earlier corrected slices were replayed.
         replay_plan: :class:`ReplayPlan`: the store in use, the entries replayed (slices, patients), what was skipped.
@@ -115,6 +117,7 @@ class RetrainResult:
     labels: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     slice_uncertainty: np.ndarray | None = None
+    organs: list | None = None
     corrected: list[int] = field(default_factory=list)
     replayed_slices: int = 0
     replay_plan: ReplayPlan | None = None
@@ -412,6 +415,11 @@ def _resegment(model, image, labels, config, result, locked, spacing=None, strok
         result.labels = stop.value.labels
         result.uncertainty = stop.value.uncertainty
         result.slice_uncertainty = slice_uncertainty(result.uncertainty)
+    if spacing is not None and np.size(spacing) == 3:
+        from napari_medseg.organ_stats import organ_stats
+
+        result.organs = organ_stats(result.labels, spacing, result.checkpoint.label_set, image,
+                                    uncertainty=result.uncertainty)
 
 
 def slice_uncertainty(uncertainty: np.ndarray | None) -> np.ndarray | None:

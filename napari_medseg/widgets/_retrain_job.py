@@ -127,6 +127,7 @@ class FineTuneJob:
         self.progress.setValue(100)
         self.status.setText(  # the next action first: the dock may be taller than the window
             _next_round_hint(self.slices_to_correct_next(layer, NEXT_ROUND_SLICES)[0])
+            + _least_certain_hint(result.organs)
             + f"Saved {Path(path).name} ({describe_steps(ft)}, {ft.seconds:.0f} s, stopped by {ft.stopped_by}); "
             f"Dice on {ft.dice_on} slices {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
             f"Re-segmented {len(unlocked)} unlocked slice(s), kept {len(job['locked'])} locked; "
@@ -180,6 +181,14 @@ def _train(gen, preview):
 #: Slices the status line proposes for the next round after a fine-tune: two rounds of 2 suggested
 #: slices after scribbles reached full-slice Dice at 29 % of the painting (docs/retrain.md).
 NEXT_ROUND_SLICES = 2
+
+
+def _least_certain_hint(organs) -> str:
+    """``Least certain organs now: spleen 0.64, ...`` and a line break (empty without organ stats)."""
+    from napari_medseg.organ_stats import format_least_certain
+
+    ranked = format_least_certain(organs or [])
+    return f"Least certain organs now (uncertainty, 0 = certain): {ranked}.\n" if ranked else ""
 
 
 def _next_round_hint(picks) -> str:

@@ -345,15 +345,20 @@ class CasesWidget(QWidget):
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
         self._open_retrain(image, labels, case.slice_uncertainty)
-        hint = check_first_html(case.organs or [], colour=self.check_first.palette().color(QPalette.ColorRole.WindowText).name())
-        self.check_first.setText(hint)
-        self.check_first.setVisible(bool(hint))
+        self.show_check_first(case.organs)
         self.progress.setValue(100)
         strokes = "" if scribbles is None else f", and scribbles on {len(slices_with_strokes(scribbles.data))} slice(s)"
         how = (f"restored: labels and slice ledger as saved{strokes}" if case.restored else
                f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
         self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
+
+    def show_check_first(self, organs) -> None:
+        """The *Check first* line for ``organs`` (``OrganStat`` rows with uncertainty); hidden without them."""
+        text_colour = self.check_first.palette().color(QPalette.ColorRole.WindowText).name()
+        hint = check_first_html(organs or [], colour=text_colour)
+        self.check_first.setText(hint)
+        self.check_first.setVisible(bool(hint))
 
     def _go_to_organ(self, href: str) -> None:
         """A *Check first* link: the open case's slice where that organ is least certain, painting with it."""
@@ -379,10 +384,11 @@ class CasesWidget(QWidget):
 
     def _watch_fine_tune(self, dock):
         if dock.worker is not None:
-            dock.worker.returned.connect(lambda *_: self._after_fine_tune(dock))
+            dock.worker.returned.connect(lambda result: self._after_fine_tune(dock, result))
 
-    def _after_fine_tune(self, dock):
+    def _after_fine_tune(self, dock, result=None):
         if self._layers is not None and same(dock.labels_layer(), self._layers[1]):
+            self.show_check_first(getattr(result, "organs", None))  # ranked again on the re-segmentation
             self.save_case()
         self.refresh_model()
 
@@ -497,7 +503,7 @@ class CasesWidget(QWidget):
         finally:
             self._leaving = False
         self.current, self._layers = None, None
-        self.check_first.setVisible(False)
+        self.show_check_first(None)
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
         return True
