@@ -184,7 +184,8 @@ NEXT_ROUND_SLICES = 2
 
 
 def _least_certain_hint(organs) -> str:
-    """``Least certain organs now: spleen 0.64, ...`` and a line break (empty without organ stats)."""
+    """``Least certain organs now (uncertainty, 0 = certain): spleen 0.64, ...`` and a line break (empty without
+    organ stats)."""
     from napari_medseg.organ_stats import format_least_certain
 
     ranked = format_least_certain(organs or [])
