@@ -81,8 +81,9 @@ class OrganTable(QTableWidget):
 
 def check_first_html(rows, n: int = 3, colour: str | None = None) -> str:
     """``"Check first (uncertainty, 0 = certain): <a href="4:12">kidney right</a> 0.64 · ..."``: the ``n``
-    least certain found organs (href ``"value:focus slice"``, for :func:`parse_organ_link`); empty without uncertainty.  ``colour``:
-    the links' colour (e.g. the label's text colour: Qt's default link blue is unreadable on a dark theme)."""
+    least certain found organs (href ``"value:focus slice"``, for :func:`parse_organ_link`); empty without
+    uncertainty.  ``colour``: the links' colour (e.g. the label's text colour: Qt's default link blue is
+    unreadable on a dark theme)."""
     worst = least_certain(rows, n)
     if not worst:
         return ""
