@@ -51,6 +51,15 @@ def test_segment_nifti_keeps_source_geometry(sample_ct, sample_labels, tmp_path_
     in_liver = engine.uncertainty[expected == 5].astype(np.float64).mean()
     assert float(liver.split()[-1]) == pytest.approx(in_liver, abs=0.006)
     assert any(ln.startswith("uncertainty: the mean normalised entropy inside the organ") for ln in printed.splitlines())
+    # the organs to check first: the least certain found ones, in the table's order of uncertainty
+    rows = [ln.split() for ln in printed.splitlines()[printed.splitlines().index(header) + 1:][:8]]
+    table = {" ".join(r[:-3]): float(r[-1]) for r in found_rows(rows)}
+    line = next(ln for ln in printed.splitlines() if ln.startswith("organs to check first"))
+    named = [part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")]
+    ranks = [table[name] for name in named]  # each named organ is in the table, least certain first ...
+    assert len(named) == min(3, len(table)) and ranks == sorted(ranks, reverse=True)
+    others = [u for name, u in table.items() if name not in named]
+    assert min(ranks) >= max(others, default=0)  # ... and no other organ is less certain
     # the slices to correct first: three, the most uncertain, 10 mm (4 slices at 3 mm) apart
     line = next(ln for ln in printed.splitlines() if ln.startswith("slices to correct first"))
     picks = [int(v) for v in line.rsplit(":", 1)[1].split(",")]
@@ -156,3 +165,8 @@ def test_z_sigma_sets_the_smoothing_across_slices(sample_ct, sample_labels, tmp_
     with pytest.raises(SystemExit) as stop:
         main(["segment", str(sample_ct), "-o", str(tmp_path / "x.nii.gz"), "-c", str(ckpt), "--z-sigma", "-1"])
     assert stop.value.code == 2 and "must be a finite number of mm >= 0" in capsys.readouterr().err
+
+
+def found_rows(rows):
+    """Rows of the printed organ table (name words, volume, mean, uncertainty) for organs with voxels."""
+    return [r for r in rows if float(r[-3]) > 0 and r[-1] != "-"]

@@ -195,7 +195,7 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
     from tqdm import tqdm
 
     from napari_medseg.inference import run_segmentation, segment_volume
-    from napari_medseg.organ_stats import format_table, organ_stats
+    from napari_medseg.organ_stats import format_least_certain, format_table, organ_stats
 
     for _, info in checkpoints:
         if vol.modality and vol.modality != info.preprocessing.modality:
@@ -220,10 +220,13 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
     unit = "HU" if vol.modality == "ct" else "a.u."
     print(f"{src} -> {written}  ({result.seconds:.1f} s, {result.slices_per_s:.1f} slices/s, "
           f"{result.device} {result.precision})")
-    print(format_table(organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array,
-                                   uncertainty=result.uncertainty), unit=unit))
+    organs = organ_stats(result.labels, vol.geometry.spacing, label_set, vol.array, uncertainty=result.uncertainty)
+    print(format_table(organs, unit=unit))
     if result.uncertainty is not None:
         print(UNCERTAINTY_NOTE)
+    ranked = format_least_certain(organs)
+    if ranked:
+        print(f"organs to check first (the least certain found): {ranked}")
     hint = correct_first_hint(result.uncertainty, vol.geometry.spacing[0])
     if hint:
         print(hint)
