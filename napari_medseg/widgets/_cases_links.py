@@ -92,7 +92,7 @@ def case_scribble_layer(viewer, image):
     """The scribble layer that belongs to the case's ``image`` (same name stem and grid), or None."""
     from napari.layers import Labels
 
-    from napari_medseg.widgets._scribble_mode import scribble_layer_name
+    from napari_medseg.widgets._common import scribble_layer_name
 
     name = scribble_layer_name(image.name)
     layer = viewer.layers[name] if name in viewer.layers else None
@@ -126,7 +126,6 @@ def drop_same_autosave(viewer, image, case) -> None:
     """Withdraw the autosave's restore offer for ``image`` when the recovery copy is the state just restored."""
     from napari_medseg.casestate import CaseStateError, load_case
     from napari_medseg.widgets import _autosave
-
     from napari_medseg.widgets._common import is_scribble_name
 
     saver = _autosave.attach(viewer)

@@ -11,6 +11,17 @@ def labels_name(image_name: str) -> str:
 
 
 SCRIBBLES_SUFFIX = " scribbles"
+UNCERTAINTY_SUFFIX = " uncertainty"
+
+
+def uncertainty_layer_name(image_name: str) -> str:
+    """Name of the Segment dock's heat-map layer (per-voxel uncertainty) of an image layer."""
+    return f"{image_name}{UNCERTAINTY_SUFFIX}"
+
+
+def is_uncertainty_name(name: str) -> bool:
+    """Whether a layer of this name is such a heat map (``"<image> uncertainty"``)."""
+    return name.endswith(UNCERTAINTY_SUFFIX)
 
 
 def scribble_layer_name(image_name: str) -> str:

@@ -10,9 +10,9 @@ import warnings
 
 import numpy as np
 
-from napari_medseg.widgets._common import current_volume, known_spacing
+from napari_medseg.widgets._common import current_volume, known_spacing, scribble_layer_name
 from napari_medseg.widgets._scribble_mode import (
-    add_scribble_layer, check_aligned, fill_slice, scribble_layer_name, slice_probabilities, training_labels,
+    add_scribble_layer, check_aligned, fill_slice, slice_probabilities, training_labels,
 )
 
 

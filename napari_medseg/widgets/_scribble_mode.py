@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_medseg.labels import LabelSet
 from napari_medseg.scribbles import UNLABELLED, ScribbleWarning, scribble_label_set, scribbles_to_partial
-from napari_medseg.widgets._common import is_scribble_name, scribble_layer_name  # noqa: F401  (re-exported)
+from napari_medseg.widgets._common import is_scribble_name, scribble_layer_name
 
 MODE_HELP = ("Full: edited or reviewed slices are truth and get locked. "
              "Scribbles: strokes teach the model, which fills the rest of the slice (locked only once reviewed).")

@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import aligned_labels_kwargs, go_to_slice, known_spacing
+from napari_medseg.widgets._common import aligned_labels_kwargs, go_to_slice, known_spacing, uncertainty_layer_name
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
@@ -255,7 +255,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         if scores is not None:
             return scores
         image = self.image_layer()
-        name = f"{image.name} uncertainty" if image is not None else None
+        name = uncertainty_layer_name(image.name) if image is not None else None
         if name in self.viewer.layers and np.shape(self.viewer.layers[name].data) == layer.data.shape:
             from napari_medseg.retrain.loop import slice_uncertainty
 

@@ -33,8 +33,8 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.models.spec import PRECISIONS
 from napari_medseg.widgets import _autosave, _ledger_sync
-from napari_medseg.widgets._common import (aligned_labels_kwargs, current_volume, known_spacing, show_organ,
-                                          labels_name)
+from napari_medseg.widgets._common import (aligned_labels_kwargs, current_volume, is_uncertainty_name, known_spacing,
+                                          labels_name, show_organ, uncertainty_layer_name)
 from napari_medseg.widgets._layout import ElidedComboBox, button, fill_layer_combo
 from napari_medseg.widgets._organ_table import OrganTable
 from napari_medseg.widgets._warm_up import warm_up
@@ -161,7 +161,7 @@ class SegmentWidget(QWidget):
         from napari.layers import Image
 
         fill_layer_combo(self.image_combo, [layer for layer in self.viewer.layers if isinstance(layer, Image)
-                                            and layer.ndim >= 3 and not layer.name.endswith(" uncertainty")])
+                                            and layer.ndim >= 3 and not is_uncertainty_name(layer.name)])
         self._refresh_state()
 
     def _refresh_state(self):
@@ -302,7 +302,7 @@ class SegmentWidget(QWidget):
         self._models = {k: v for k, v in self._models.items() if Path(k[0]) in paths}  # free unlisted models
         self._job = dict(image=image, label_set=label_set, paths=paths, frame_note=frame_note, locked=locked, frame=t)
         # the heat map when asked for, and kept current when it is already shown (a stale one would mislead)
-        heat_map = self.unc_check.isChecked() or f"{image.name} uncertainty" in self.viewer.layers
+        heat_map = self.unc_check.isChecked() or uncertainty_layer_name(image.name) in self.viewer.layers
         self.worker = create_worker(on_compute_thread(self._work), array, paths, kwargs, spacing, label_set, heat_map,
                                     _progress={"total": n_batches + 1, "desc": f"Segmenting {image.name}"},
                                     _start_thread=False)
@@ -406,7 +406,7 @@ class SegmentWidget(QWidget):
         return layer
 
     def _show_uncertainty(self, image, unc, frame: int | None = None):
-        name = f"{image.name} uncertainty"
+        name = uncertainty_layer_name(image.name)
         if name in self.viewer.layers and self.viewer.layers[name].data.shape == unc.shape:
             layer = self.viewer.layers[name]
             layer.data = unc
