@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "train": ("napari_medseg.commands.train", "train a model from a YAML recipe (torchrun for several GPUs)"),
     "evaluate": ("napari_medseg.commands.evaluate", "per-organ Dice and HD95 of a checkpoint on labelled volumes"),
     "datastore": ("napari_medseg.commands.datastore", "list, prune or export the stored corrections"),
+    "project": ("napari_medseg.commands.project", "list a Cases project's cases, or export their labels in source geometry"),
     "view": ("napari_medseg.commands.view", "open napari with the plugin's docks and a volume (default: the sample CT)"),
 }
 

@@ -358,3 +358,42 @@ def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):
     again.data = np.zeros_like(painted)
     assert widget.save_case(wait=True)
     np.testing.assert_array_equal(load_case(folder).scribbles, 0)
+
+
+def test_export_labels_saves_the_open_case_and_writes_source_geometry(cases, qtbot, tmp_path):
+    import nibabel as nib
+
+    from napari_medseg.io import read_volume
+    from napari_medseg.worklist import case_id
+
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    assert widget.open_next()  # case 1 saved, the DICOM case open
+    wait_open(widget, qtbot)
+    _, labels = widget._layers
+    labels.brush_size = 6
+    labels.paint((12, 50, 40), 7)  # painted on the open case, never saved by the user
+    painted = np.array(labels.data)
+
+    out = tmp_path / "export"
+    assert widget.export_labels(out)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "Exported 2 of 2 case(s)" in widget.status.text(), widget.status.text()
+    rows = {r["case_id"]: r for r in json.loads((out / "cases.json").read_text())["cases"]}
+    dicom_row = rows[case_id(src / "b_dicom")]
+    assert dicom_row["edited"] == [12] and dicom_row["status"] == "in progress"
+    # the DICOM case's file holds what is on screen, painted stroke included, in the series' own geometry
+    written = out / dicom_row["file"]
+    np.testing.assert_array_equal(read_volume(written).array, painted)
+    source = nib.load(str(src / "a_ct.nii.gz"))
+    a_written = nib.load(str(out / rows[case_id(src / "a_ct.nii.gz")]["file"]))
+    np.testing.assert_allclose(a_written.affine, source.affine, atol=1e-4)
+    assert a_written.shape == source.shape  # the NIfTI case in its file's voxel order, not the canonical one
+
+    before = sorted(p.name for p in out.iterdir())
+    assert not widget.export_labels(out)  # never over an earlier export
+    assert "already exist" in widget.status.text()
+    assert sorted(p.name for p in out.iterdir()) == before
+    if SCREENSHOT_DIR:
+        viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_export.png"), canvas_only=False)

@@ -128,6 +128,10 @@ class CasesWidget(QWidget):
         self.table.cellDoubleClicked.connect(lambda row, col: self.open_row(row))
         self.next_btn, self.save_btn, self.cancel_btn = QPushButton("Open next"), QPushButton("Save case"), QPushButton("Cancel")
         self.reviewed_btn, self.done_btn = QPushButton("Mark reviewed"), QPushButton("Mark done")
+        self.export_btn = QPushButton("Export labels\u2026")
+        self.export_btn.setToolTip("Write every saved case's labels (NIfTI, in its scan's own geometry, with organ "
+                                   "names) and cases.json into an empty folder; the open case is saved first")
+        self.export_btn.clicked.connect(lambda: self.export_labels())
         self.next_btn.clicked.connect(self.open_next)
         self.save_btn.clicked.connect(lambda: self.save_case())
         self.cancel_btn.clicked.connect(self.cancel)
@@ -152,7 +156,7 @@ class CasesWidget(QWidget):
         layout.addWidget(self.model_label)
         layout.addWidget(self.table)
         layout.addLayout(_row(self.next_btn, self.save_btn, self.cancel_btn))
-        layout.addLayout(_row(self.reviewed_btn, self.done_btn))
+        layout.addLayout(_row(self.reviewed_btn, self.done_btn, self.export_btn))
         layout.addWidget(self.progress)
         layout.addWidget(self.check_first)
         layout.addWidget(self.status)
@@ -162,6 +166,7 @@ class CasesWidget(QWidget):
     def _set_running(self, running: bool):
         is_open = self.current is not None
         self.next_btn.setEnabled(not running)
+        self.export_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
         for button in (self.save_btn, self.reviewed_btn, self.done_btn):
             button.setEnabled(not running and is_open)
@@ -477,6 +482,54 @@ class CasesWidget(QWidget):
             self.status.setText("Open a case first.")
             return False
         return self.save_case(status)
+
+    # ------------------------------------------------------------ export
+    def export_labels(self, folder=None) -> bool:
+        """Save the open case, then export every saved case of the project into ``folder`` (asked when None)
+        in a worker: ``<case id>.nii.gz`` in each scan's geometry and ``cases.json``
+        (:mod:`napari_medseg.project_export`, as ``medseg project export``).  Never replaces a file."""
+        from napari.qt.threading import create_worker
+
+        from napari_medseg.project_export import plan_export, run_export
+
+        if self.worker is not None:
+            return False
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Empty folder for the exported labels")
+            if not folder:
+                return False
+        if self.current is not None and not self.save_case(wait=True):
+            return False
+        try:
+            plan = plan_export(self.project, folder)
+        except ValueError as err:
+            self.status.setText(f"Nothing exported: {err}.")
+            return False
+        self.worker = create_worker(run_export, plan, _start_thread=False, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_exported_one)
+        self.worker.returned.connect(lambda rows: self._on_exported(plan, rows))
+        self.worker.errored.connect(lambda err: self.status.setText(f"Export stopped: {err}"))
+        self.worker.aborted.connect(lambda: self.status.setText(
+            f"Export cancelled; {plan.manifest} lists the cases written before."))
+        self.worker.finished.connect(self._on_finished)
+        self.progress.setValue(0)
+        self._set_running(True)
+        self.status.setText(f"Exporting {len(plan.cases)} case(s) to {folder}\u2026")
+        self.worker.start()
+        return True
+
+    def _on_exported_one(self, progress) -> None:
+        done, total, row = progress
+        self.progress.setValue(int(100 * done / max(total, 1)))
+        self.status.setText(f"Exported {done}/{total}: {row['case_id']}")
+
+    def _on_exported(self, plan, rows) -> None:
+        failed = [row for row in rows if row["file"] is None]
+        folder = plan.manifest.parent
+        text = f"Exported {len(rows) - len(failed)} of {len(plan.cases)} case(s) to {folder} (list: {plan.manifest.name})."
+        if failed:
+            text += f" Not exported: {failed[0]['error']}" + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+        self.status.setText(text)
 
     def _index(self, layer) -> int | None:
         """Index of ``layer`` in the viewer, by unique id (the dock sees napari's proxies, not the layers)."""
