@@ -397,3 +397,23 @@ def test_export_labels_saves_the_open_case_and_writes_source_geometry(cases, qtb
     assert sorted(p.name for p in out.iterdir()) == before
     if SCREENSHOT_DIR:
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "cases_export.png"), canvas_only=False)
+
+
+def test_retrain_dock_opens_in_a_tab_beside_segment_with_its_status_in_sight(cases, qtbot):
+    """Three docks stacked in one column squeezed the Retrain dock to its first rows: its Fine-tune button
+    and status line were scrolled out of sight. Now it shares the Segment dock's place, in front, and
+    its run buttons, progress and status stay under its scrolling options."""
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer, widget, src, project, base, newest = cases
+    viewer.window._qt_window.resize(1400, 900)
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    retrain = viewer.window._dock_widgets["Correct and retrain (napari-medseg)"].widget()
+    frames = {name.split(" (")[0]: dock for name, dock in viewer.window._dock_widgets.items()}
+    assert frames["Correct and retrain"] in viewer.window._qt_window.tabifiedDockWidgets(frames["Segment"])
+    qtbot.waitUntil(lambda: not retrain.visibleRegion().isEmpty())  # the tab in front
+    for part in (retrain.status, retrain.run_btn, retrain.progress, widget.status, widget.next_btn):
+        qtbot.waitUntil(lambda part=part: not part.visibleRegion().isEmpty(), timeout=5000)
+    qtbot.waitUntil(lambda: frames["Correct and retrain"].height() > frames["Cases"].height(), timeout=5000)
+    assert all(isinstance(f, QDockWidget) for f in frames.values())

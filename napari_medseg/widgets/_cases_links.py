@@ -46,7 +46,51 @@ def retrain_dock(viewer, open_it: bool = True):
     dock = find_dock(viewer, RetrainWidget)
     if dock is None and open_it:
         dock = viewer.window.add_plugin_dock_widget("napari-medseg", RETRAIN)[1]
+        share_segment_tab(viewer, dock)
     return dock
+
+
+#: Height share of the window the Retrain dock gets when the Cases dock opens it beside the Segment dock.
+RETRAIN_HEIGHT_SHARE = 0.55
+
+
+def share_segment_tab(viewer, retrain) -> bool:
+    """Put a newly opened Retrain dock in a tab beside the Segment dock, in front (False when no Segment dock).
+
+    With the Segment, Cases and Retrain docks stacked in one column, the Retrain dock (the one a case is
+    corrected in) was squeezed to its first two rows on a 1000-px screen. The Cases dock segments each case
+    itself, so the Segment dock can wait behind a tab.
+    """
+    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtWidgets import QDockWidget, QSizePolicy
+
+    from napari_medseg.widgets.segment import SegmentWidget
+
+    def frame(widget):
+        while widget is not None and not isinstance(widget, QDockWidget):
+            widget = widget.parentWidget()
+        return widget
+
+    segment_widget = find_dock(viewer, SegmentWidget)
+    segment, mine = frame(segment_widget), frame(retrain)
+    window = getattr(getattr(getattr(viewer, "__wrapped__", viewer), "window", None), "_qt_window", None)
+    if segment is None or mine is None or window is None or segment.isFloating() or not segment.isVisible():
+        return False
+    window.tabifyDockWidget(segment, mine)
+    # the Segment dock asks to be no taller than its contents (QSizePolicy.Maximum); in one tab with the
+    # Retrain dock that cap would bound the Retrain dock too
+    segment_widget.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+    mine.show()
+    mine.raise_()
+    # the Cases dock's table has room to spare; the dock the case is corrected in gets the larger share
+    from napari_medseg.widgets.cases import CasesWidget
+
+    cases = frame(find_dock(viewer, CasesWidget))
+    if cases is not None and not cases.isFloating() and window.dockWidgetArea(cases) == window.dockWidgetArea(mine):
+        share = int(RETRAIN_HEIGHT_SHARE * window.height())
+        QTimer.singleShot(0, lambda: window.resizeDocks([mine, cases], [share, window.height() - share],
+                                                        Qt.Orientation.Vertical))  # once the tab is laid out
+    return True
 
 
 def add_case_layers(viewer, case, label_set_name: str = "synapse") -> tuple:

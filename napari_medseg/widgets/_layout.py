@@ -104,10 +104,15 @@ class DockScrollArea(QScrollArea):
         return self.verticalScrollBar().sizeHint().width()
 
 
-def scrolling(dock, body) -> None:
-    """Make ``body`` (a QWidget holding the dock's controls) the dock's only child, in a :class:`DockScrollArea`."""
+def scrolling(dock, body, footer=None) -> None:
+    """Make ``body`` (a QWidget holding the dock's controls) scroll in a :class:`DockScrollArea` filling the dock;
+    ``footer`` (a QWidget, optional) stays under it, never scrolled away: what the user watches while
+    the dock is squeezed between others (run buttons, progress, status)."""
     from qtpy.QtWidgets import QVBoxLayout
 
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)
-    outer.addWidget(DockScrollArea(body))
+    outer.setSpacing(0)
+    outer.addWidget(DockScrollArea(body), 1)
+    if footer is not None:
+        outer.addWidget(footer)

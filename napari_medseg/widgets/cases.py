@@ -53,6 +53,7 @@ from napari_medseg.widgets._cases_links import (
 )
 from napari_medseg.widgets._cases_table import CasesTable
 from napari_medseg.widgets._common import show_organ
+from napari_medseg.widgets._layout import scrolling
 from napari_medseg.widgets._organ_table import check_first_html, parse_organ_link
 from napari_medseg.widgets._on_close import call_before_close
 
@@ -151,15 +152,19 @@ class CasesWidget(QWidget):
         form.addRow("", _row(self.folder_btn, self.list_btn))
         form.addRow("Project", self.project_label)
         form.addRow("", _row(self.project_btn))
-        layout = QVBoxLayout(self)
+        body, footer = QWidget(), QWidget()
+        scrolling(self, body, footer)  # a short window scrolls the table; the buttons and status stay in sight
+        layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addWidget(self.model_label)
         layout.addWidget(self.table)
-        layout.addLayout(_row(self.next_btn, self.save_btn, self.cancel_btn))
-        layout.addLayout(_row(self.reviewed_btn, self.done_btn, self.export_btn))
-        layout.addWidget(self.progress)
-        layout.addWidget(self.check_first)
-        layout.addWidget(self.status)
+        bottom = QVBoxLayout(footer)
+        bottom.setContentsMargins(layout.contentsMargins().left(), 4, layout.contentsMargins().right(), 6)
+        bottom.addLayout(_row(self.next_btn, self.save_btn, self.cancel_btn))
+        bottom.addLayout(_row(self.reviewed_btn, self.done_btn, self.export_btn))
+        bottom.addWidget(self.progress)
+        bottom.addWidget(self.check_first)
+        bottom.addWidget(self.status)
         _show_path(self.project_label, self.project)
         self._set_running(False)
 

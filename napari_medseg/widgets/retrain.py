@@ -99,8 +99,8 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
         self.status.setWordWrap(True)
 
-        body = QWidget()
-        scrolling(self, body)  # a short screen scrolls the dock instead of growing the window
+        body, footer = QWidget(), QWidget()
+        scrolling(self, body, footer)  # a short screen scrolls the options; the footer stays in sight
         layout = QVBoxLayout(body)
         layout.addWidget(self.options)
         self.store_row = StoreRow(self)
@@ -111,11 +111,13 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         layout.addWidget(self.counts)
         layout.addWidget(self.slice_list)
         layout.addLayout(row(self.review_btn, self.suggest_btn))
-        layout.addLayout(row(self.run_btn, self.cancel_btn, self.revert_btn))
-        layout.addWidget(self.progress)
         layout.addWidget(self.loss_plot)
-        layout.addWidget(self.status)
         layout.addStretch()
+        bottom = QVBoxLayout(footer)
+        bottom.setContentsMargins(layout.contentsMargins().left(), 4, layout.contentsMargins().right(), 6)
+        bottom.addLayout(row(self.run_btn, self.cancel_btn, self.revert_btn))
+        bottom.addWidget(self.progress)
+        bottom.addWidget(self.status)
         self._set_running(False)
 
     def _set_running(self, running: bool):
