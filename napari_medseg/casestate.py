@@ -11,6 +11,9 @@ Layout of a case folder (a script needs only numpy and json)::
                            scribbles     uint8 (z, y, x)   only when the case has scribbles: 0 = nothing
                                                            painted, 1..K organ strokes, K + 1 background
                                                            strokes (napari_medseg.scribbles)
+                           slice_uncertainty float32 (z,) only when known: the mean uncertainty per slice
+                                                           of the model output above (what *Suggest next
+                                                           slice* ranks)
 
 ``case.json`` holds ``format`` ("napari-medseg case"), ``version`` (1),
 ``revision`` (counts saves), ``state_file`` (the npz it belongs to),
@@ -68,14 +71,16 @@ class CaseState:
     revision: int
     extra: dict = field(default_factory=dict)
     scribbles: np.ndarray | None = None  # uint8 (z, y, x) scribble layer data, when saved with the case
+    slice_uncertainty: np.ndarray | None = None  # float32 (z,): mean uncertainty per slice of the model output
 
 
 def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_path=None, label_set: dict | None = None,
-              status: str = "in progress", extra: dict | None = None, scribbles=None) -> Path:
+              status: str = "in progress", extra: dict | None = None, scribbles=None, slice_uncertainty=None) -> Path:
     """Write ``labels`` (integer, z, y, x, values 0..255) and ``ledger`` into ``folder``; returns ``case.json``.
 
     ``extra``: small JSON-safe fields kept in ``case.json`` (e.g. Dice history).
     ``scribbles``: the case's scribble layer data (integer, same shape, 0 = nothing painted), or None.
+    ``slice_uncertainty``: ``(z,)`` mean uncertainty per slice of the model output, or None.
     """
     if status not in STATUSES:
         raise ValueError(f"case status must be one of {', '.join(STATUSES)}; got {status!r}")
@@ -92,6 +97,11 @@ def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_pa
         _check_uint8_range("scribbles", scribbles)
         arrays["scribbles"] = scribbles.astype(np.uint8, copy=False)
         scribbled = slices_with_strokes(scribbles)
+    if slice_uncertainty is not None:
+        slice_uncertainty = np.asarray(slice_uncertainty, np.float32)
+        if slice_uncertainty.shape != labels.shape[:1]:
+            raise ValueError(f"slice_uncertainty shape {slice_uncertainty.shape} is not ({labels.shape[0]},)")
+        arrays["slice_uncertainty"] = slice_uncertainty
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     previous = _read_json(folder) if (folder / CASE_JSON).exists() else None
@@ -138,6 +148,7 @@ def load_case(folder) -> CaseState:
         with np.load(state_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("labels", "model_output", "has_prediction", "reviewed")}
             scribbles = npz["scribbles"] if "scribbles" in npz.files else None
+            scores = npz["slice_uncertainty"] if "slice_uncertainty" in npz.files else None
     except (OSError, ValueError, KeyError) as err:
         raise CaseStateError(f"case state {state_path} is missing or damaged ({err}); "
                              f"the case in {folder} cannot be restored") from None
@@ -146,6 +157,8 @@ def load_case(folder) -> CaseState:
         raise CaseStateError(f"{state_path}: labels shape {labels.shape} differs from case.json's {meta.get('shape')}")
     if scribbles is not None and scribbles.shape != labels.shape:
         raise CaseStateError(f"{state_path}: scribbles shape {scribbles.shape} differs from the labels' {labels.shape}")
+    if scores is not None and scores.shape != labels.shape[:1]:
+        raise CaseStateError(f"{state_path}: slice_uncertainty shape {scores.shape} is not ({labels.shape[0]},)")
     try:
         ledger = SliceLedger.from_state(arrays, labels)
     except ValueError as err:
@@ -155,7 +168,8 @@ def load_case(folder) -> CaseState:
     return CaseState(folder=folder, labels=labels, ledger=ledger, image_hash=meta["image_hash"],
                      source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
                      saved_at=meta["saved_at"], revision=int(meta["revision"]),
-                     extra={k: v for k, v in meta.items() if k not in known}, scribbles=scribbles)
+                     extra={k: v for k, v in meta.items() if k not in known}, scribbles=scribbles,
+                     slice_uncertainty=scores)
 
 
 def slices_with_strokes(scribbles) -> list[int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -90,6 +91,23 @@ def organ_stats(
         unc = float(unc_totals[value] / c) if (uncertainty is not None and c) else float("nan")
         rows.append(OrganStat(value, name, c, c * voxel_ml, mean, unc, int(focus[value]) if c else None))
     return rows
+
+
+def rows_to_json(rows: list[OrganStat]) -> list[dict]:
+    """JSON-safe dicts of ``rows`` (``nan`` becomes ``None``), e.g. for a case's ``case.json``."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(row).items()}
+            for row in rows]
+
+
+def rows_from_json(data) -> list[OrganStat] | None:
+    """:func:`rows_to_json`'s inverse; ``None`` for anything that is not such a list (an older or edited file)."""
+    if not isinstance(data, list):
+        return None
+    try:
+        return [OrganStat(**{k: (float("nan") if v is None and k in ("mean_intensity", "mean_uncertainty") else v)
+                             for k, v in row.items()}) for row in data]
+    except (TypeError, AttributeError):
+        return None
 
 
 def has_uncertainty(rows: list[OrganStat]) -> bool:

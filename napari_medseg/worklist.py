@@ -248,8 +248,8 @@ class OpenedCase:
     checkpoint: str | None = None
     restored: bool = False
     extra: dict = field(default_factory=dict)
-    slice_uncertainty: np.ndarray | None = None  # float64 (z,): mean uncertainty per slice of a fresh segmentation
-    organs: list | None = None  # organ_stats.OrganStat rows of a fresh segmentation (with mean uncertainty)
+    slice_uncertainty: np.ndarray | None = None  # (z,): mean uncertainty per slice of the model output (fresh or saved)
+    organs: list | None = None  # organ_stats.OrganStat rows of the model output with mean uncertainty (fresh or saved)
     scribbles: np.ndarray | None = None  # uint8 (z, y, x): the scribble layer saved with the case, if any
 
 
@@ -275,8 +275,11 @@ def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", prec
         if case.image_hash != image_hash or case.labels.shape != vol.array.shape:
             raise CaseStateError(f"the saved state in {folder} was made on other voxels (the source changed since); "
                                  f"it is left untouched: move that folder away to start the case afresh")
+        from .organ_stats import rows_from_json
+
         return OpenedCase(entry, vol, image_hash, case.labels, case.ledger, case.label_set, case.status,
-                          restored=True, extra=case.extra, scribbles=case.scribbles)
+                          restored=True, extra=case.extra, scribbles=case.scribbles,
+                          slice_uncertainty=case.slice_uncertainty, organs=rows_from_json(case.extra.get("organs")))
     if checkpoint is None:
         return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
     labels, ledger, label_set, scores, organs = yield from _segment(vol, checkpoint, device, precision)

@@ -90,6 +90,7 @@ def test_open_next_save_and_restore(cases, qtbot):
     assert found and widget.check_first.isVisible()
     links = re.findall(r'<a href="(\d+):(\d+)"[^>]*>([^<]+)</a>', widget.check_first.text())
     assert [name for *_, name in links] == [o.name for o in found[:3]]
+    first_links = widget.check_first.text()
     value, z = int(links[0][0]), int(links[0][1])
     assert (value, z) == (found[0].value, found[0].focus_slice) and (labels.data[z] == value).any()
     widget.check_first.linkActivated.emit(f"{value}:{z}")
@@ -121,7 +122,12 @@ def test_open_next_save_and_restore(cases, qtbot):
     wait_open(widget, qtbot)
     image, labels = widget._layers
     assert widget.current.restored and widget.current.checkpoint is None
-    assert not widget.check_first.isVisible()  # no fresh prediction, so no uncertainty to rank the organs by
+    # the model output's uncertainty was saved with the case: the same organs to check first, and
+    # Suggest next slice ranks the saved per-slice means (locked slices 10 and 20 now excluded)
+    assert widget.check_first.isVisible() and widget.check_first.text() == first_links
+    np.testing.assert_allclose(widget.current.slice_uncertainty, scores, rtol=1e-6)
+    retrain.suggest_next_slice()
+    assert "Suggested slice" in retrain.status.text() and retrain.current_slice() not in (10, 20)
     np.testing.assert_array_equal(labels.data, painted)
     ledger = labels.metadata["medseg_ledger"]
     assert (ledger.edited, ledger.reviewed, ledger.locked) == ([10], [20], [10, 20])
@@ -173,6 +179,12 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     assert all((labels.data[int(z)] == int(value)).any() for value, z in links)
     info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
     assert info["dice_before"] == widget.rows[0].dice_before and info["edited"] == [12]
+    # the re-segmentation's uncertainty is what the case keeps: its organs ranking and per-slice means
+    from napari_medseg.casestate import load_case
+
+    assert [row["name"] for row in info["organs"]] == [o.name for o in widget.current.organs]
+    np.testing.assert_allclose(load_case(case_folder(project, src / "a_ct.nii.gz")).slice_uncertainty,
+                               retrain._slice_scores(labels), rtol=1e-6)
     assert widget.table.item(0, 4).text() == f"{info['dice_after']:.2f}"
     assert widget.model_choice()[0] == type(widget.model_choice()[0])(version)  # the project's newest version now
     assert widget.open_next()

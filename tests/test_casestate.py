@@ -74,6 +74,17 @@ def test_save_load_round_trip(tmp_path):
     assert case.label_set == SYNAPSE.to_dict() and case.extra == {"dice": [0.5, 0.8]}
 
 
+def test_slice_uncertainty_round_trip_and_shape_check(tmp_path):
+    labels, ledger = _case()
+    scores = np.linspace(0, 1, labels.shape[0])
+    save_case(tmp_path / "c", labels, ledger, image_hash="abc", slice_uncertainty=scores)
+    np.testing.assert_allclose(load_case(tmp_path / "c").slice_uncertainty, scores, rtol=1e-6)
+    save_case(tmp_path / "c", labels, ledger, image_hash="abc")  # a later save without it: none, not stale
+    assert load_case(tmp_path / "c").slice_uncertainty is None
+    with pytest.raises(ValueError, match="slice_uncertainty shape"):
+        save_case(tmp_path / "c", labels, ledger, image_hash="abc", slice_uncertainty=scores[:-1])
+
+
 def test_layout_is_readable_by_a_script(tmp_path):
     labels, ledger = _case()
     save_case(tmp_path, labels, ledger, image_hash="h")

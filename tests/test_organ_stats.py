@@ -88,3 +88,18 @@ def test_stats_are_the_same_slab_by_slab():
         assert r.mean_uncertainty == pytest.approx(unc[inside].mean(dtype=np.float64), rel=1e-6)
         per_slice = np.where(inside, unc, 0).sum(axis=(1, 2), dtype=np.float64)
         assert r.focus_slice == int(np.argmax(per_slice))
+
+
+def test_rows_survive_json_with_nan_as_null():
+    import json
+
+    from napari_medseg.organ_stats import rows_from_json, rows_to_json
+
+    labels, image, unc = _case()
+    rows = organ_stats(labels, (1, 1, 1), SYNAPSE, image, uncertainty=unc)
+    text = json.dumps(rows_to_json(rows), allow_nan=False)  # strict JSON: NaN would be refused
+    again = rows_from_json(json.loads(text))
+    assert [r.name for r in least_certain(again)] == [r.name for r in least_certain(rows)]
+    spleen = next(r for r in again if r.name == "spleen")
+    assert math.isnan(spleen.mean_uncertainty) and spleen.focus_slice is None
+    assert rows_from_json(None) is None and rows_from_json([{"nope": 1}]) is None  # older or edited files

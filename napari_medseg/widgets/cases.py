@@ -398,7 +398,12 @@ class CasesWidget(QWidget):
 
     def _after_fine_tune(self, dock, result=None):
         if self._layers is not None and same(dock.labels_layer(), self._layers[1]):
-            self.show_check_first(getattr(result, "organs", None))  # ranked again on the re-segmentation
+            organs, scores = getattr(result, "organs", None), getattr(result, "slice_uncertainty", None)
+            self.show_check_first(organs)  # ranked again on the re-segmentation
+            if organs is not None:  # saved with the case, so that reopening it keeps both
+                self.current.organs = organs
+            if scores is not None:
+                self.current.slice_uncertainty = scores
             self.save_case()
         self.refresh_model()
 
@@ -410,6 +415,7 @@ class CasesWidget(QWidget):
         False when the save could not start, or (``wait``) when a write failed; the status line says why.
         """
         from napari_medseg.casestate import save_case_snapshot
+        from napari_medseg.organ_stats import rows_to_json
         from napari_medseg.worklist import case_folder, fine_tune_dice, record_checkpoint
 
         case = self.current
@@ -433,6 +439,8 @@ class CasesWidget(QWidget):
             self.status.setText(f"Could not save {name} in {self.project}: {err}")
             return False
         extra.update(image_name=image.name, checkpoints=checkpoints)
+        if case.organs:  # the model output's least certain organs: the Check first line of a reopened case
+            extra["organs"] = rows_to_json(case.organs)
         snapshot = np.array(labels.data)  # painting goes on while it is written
         # the scribble layer's strokes; without one (closed, or napari closing), the last saved strokes are kept
         strokes = case_scribble_layer(self.viewer, image)
@@ -441,7 +449,8 @@ class CasesWidget(QWidget):
         state = _ledger_sync.ledger_for(labels).to_state()
         future = self._writer.submit(save_case_snapshot, case_folder(self.project, case.entry.source), snapshot, state,
                                      image_hash=case.image_hash, source_path=str(case.entry.source),
-                                     label_set=meta.get("label_set"), status=status, extra=extra, scribbles=strokes)
+                                     label_set=meta.get("label_set"), status=status, extra=extra, scribbles=strokes,
+                                     slice_uncertainty=case.slice_uncertainty)
         self._pending.append((name, status, future))
         future.add_done_callback(lambda f: self._emit_written(name, status, f))
         case.status, case.extra = status, {**case.extra, **extra}
