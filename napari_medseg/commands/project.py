@@ -5,8 +5,9 @@ when it was saved) and the project's newest fine-tuned checkpoint.  ``export`` w
 chosen case's labels as ``<case id>.<format>`` into a folder, plus ``cases.json`` (one row per
 case: status, source, the edited / reviewed / locked slices, the file written or why not).
 Every output path is checked before anything is written; an existing file is an error unless
-``--overwrite``.  The Cases dock's *Export labels…* does the same.  A case that cannot be exported (source moved or changed, damaged state) is
-named with its reason, the others are written, and the exit code is 2.
+``--overwrite``.  A case that cannot be exported (source moved or changed, damaged state) is
+named with its reason, the others are written, and the exit code is 2.  The Cases dock's
+*Export labels…* runs the same code (:mod:`napari_medseg.project_export`).
 """
 
 from __future__ import annotations
