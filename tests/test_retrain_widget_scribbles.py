@@ -166,3 +166,21 @@ def test_rounds_cost_and_live_preview(retrain_dock, qtbot, monkeypatch):
     viewer.layers.remove(labels)
     qtbot.waitUntil(lambda: labels.name + " preview" not in viewer.layers)  # goes with its labels layer
     assert read_checkpoint_info(v3).provenance["parent_sha256"] == read_checkpoint_info(v2).sha256
+
+
+def test_preview_moves_with_the_slice_and_shows_again_after_hiding(retrain_dock):
+    """The preview sets its translation and visibility only when they change (each set refreshes the layer
+    on the GUI thread): moving to another slice and showing after a hide must still take effect."""
+    viewer, widget, labels, base = retrain_dock
+    widget._job = {"layer": labels}
+    widget._prepare_preview(labels)
+    preview = viewer.layers[labels.name + " preview"]
+    for z in (3, 3, 9):
+        lab = np.full(labels.data.shape[1:], z % 8 + 1, np.uint8)
+        widget._show_preview(z, lab)
+        assert preview.data_to_world((0, 0, 0))[0] == pytest.approx(labels.data_to_world((z, 0, 0))[0])
+        np.testing.assert_array_equal(preview.data[0], lab)
+    widget._hide_preview()
+    assert not preview.visible
+    widget._show_preview(9, lab)
+    assert preview.visible

@@ -148,9 +148,13 @@ class PreviewLayer:
         if name not in self.viewer.layers:  # the user deleted it mid-run
             self._prepare_preview(layer)
         preview = self.viewer.layers[name]
-        preview.translate = translate
+        # each of these refreshes the layer on the GUI thread: set only what changed (the slice
+        # on screen usually stays, and the layer stays visible during a run)
+        if not np.allclose(preview.translate, translate):
+            preview.translate = translate
         preview.data = labels[None]
-        preview.visible = True
+        if not preview.visible:
+            preview.visible = True
 
     def _hide_preview(self):
         """Hide the job's preview layer (kept for the next fine-tune: removing it stalls like adding it)."""
