@@ -15,6 +15,10 @@ Layout of a case folder (a script needs only numpy and json)::
                                                            of the model output above (what *Suggest next
                                                            slice* ranks)
 
+``case.json`` also records the user's effort on the case so far: ``changed_voxels`` (labels that
+differ from the model output they were checked against: corrections, and everything painted on
+slices no model segmented) and ``stroke_voxels`` (scribbled voxels, when there are scribbles).
+
 ``case.json`` holds ``format`` ("napari-medseg case"), ``version`` (1),
 ``revision`` (counts saves), ``state_file`` (the npz it belongs to),
 ``image_hash`` (:func:`napari_medseg.hashing.voxel_hash` of the image voxels),
@@ -113,7 +117,9 @@ def save_case(folder, labels, ledger: SliceLedger, *, image_hash: str, source_pa
         "image_hash": str(image_hash), "source_path": None if source_path is None else str(source_path),
         "label_set": label_set, "status": status, "saved_at": datetime.now(timezone.utc).isoformat(),
         "shape": list(ledger.shape), "edited": ledger.edited, "reviewed": ledger.reviewed, "locked": ledger.locked,
-        **({} if scribbled is None else {"scribbled": scribbled}),
+        "changed_voxels": changed_voxels(arrays["labels"], arrays["model_output"]),
+        **({} if scribbled is None else {"scribbled": scribbled,
+                                         "stroke_voxels": int(np.count_nonzero(arrays["scribbles"]))}),
         **(extra or {}),
     }
     text = json.dumps(meta, indent=1)
@@ -164,12 +170,19 @@ def load_case(folder) -> CaseState:
     except ValueError as err:
         raise CaseStateError(f"{state_path}: {err}") from None
     known = {"format", "version", "revision", "state_file", "image_hash", "source_path", "label_set", "status",
-             "saved_at", "shape", "edited", "reviewed", "locked", "scribbled"}
+             "saved_at", "shape", "edited", "reviewed", "locked", "scribbled", "changed_voxels", "stroke_voxels"}
     return CaseState(folder=folder, labels=labels, ledger=ledger, image_hash=meta["image_hash"],
                      source_path=meta.get("source_path"), label_set=meta.get("label_set"), status=meta["status"],
                      saved_at=meta["saved_at"], revision=int(meta["revision"]),
                      extra={k: v for k, v in meta.items() if k not in known}, scribbles=scribbles,
                      slice_uncertainty=scores)
+
+
+def changed_voxels(labels: np.ndarray, model_output: np.ndarray, slab: int = 32) -> int:
+    """Voxels where ``labels`` differ from ``model_output`` (both (z, y, x)), counted ``slab`` slices at a
+    time (no full-size temporary for a 512 x 512 x 600 case)."""
+    return int(sum(np.count_nonzero(labels[z:z + slab] != model_output[z:z + slab])
+                   for z in range(0, labels.shape[0], slab)))
 
 
 def slices_with_strokes(scribbles) -> list[int]:

@@ -49,13 +49,16 @@ class CaseSummary:
     scribbled: list[int] = field(default_factory=list)
     dice_before: float | None = None
     dice_after: float | None = None
+    active_seconds: float | None = None
+    changed_voxels: int | None = None
+    stroke_voxels: int | None = None
     saved_at: str = ""
     error: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe fields (the export's ``cases.json`` rows)."""
         keys = ("case_id", "status", "source_path", "shape", "edited", "reviewed", "locked", "scribbled",
-                "dice_before", "dice_after", "saved_at", "error")
+                "dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "saved_at", "error")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -85,7 +88,8 @@ def _summary(folder: Path) -> CaseSummary:
     summary.saved_at = str(info["saved_at"])
     for key in ("shape", "edited", "reviewed", "locked", "scribbled"):
         setattr(summary, key, [int(v) for v in info.get(key, [])])
-    summary.dice_before, summary.dice_after = info.get("dice_before"), info.get("dice_after")
+    for key in ("dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels"):
+        setattr(summary, key, info.get(key))
     return summary
 
 

@@ -429,3 +429,25 @@ def test_retrain_dock_opens_in_a_tab_beside_segment_with_its_status_in_sight(cas
         qtbot.waitUntil(lambda part=part: not part.visibleRegion().isEmpty(), timeout=5000)
     qtbot.waitUntil(lambda: frames["Correct and retrain"].height() > frames["Cases"].height(), timeout=5000)
     assert all(isinstance(f, QDockWidget) for f in frames.values())
+
+
+def test_active_time_and_changed_voxels_are_saved_with_the_case(cases, qtbot):
+    """The user's effort on each case (active time, voxels changed) goes into case.json and the table's tooltip."""
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
+    wait_open(widget, qtbot)
+    widget._ticker.setInterval(100)  # 10 s ticks in use; the same rule, faster
+    qtbot.wait(350)  # opening counts as activity: the first tick only
+    _, labels = widget._layers
+    labels.brush_size = 4
+    labels.paint((12, 50, 40), 5)
+    qtbot.wait(250)
+    assert widget.save_case(wait=True)
+    info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
+    assert 0.15 <= info["active_seconds"] <= 0.45  # two or three active ticks of 0.1 s, no more: idle ticks do not count
+    assert info["changed_voxels"] == int((np.asarray(labels.data) != widget.current.ledger.to_state()["model_output"]).sum()) > 0
+    qtbot.wait(500)  # idle: nothing counted
+    assert widget.save_case(wait=True)
+    again = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
+    assert again["active_seconds"] == info["active_seconds"]
+    assert "voxels changed" in widget.table.item(0, 0).toolTip()

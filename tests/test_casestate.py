@@ -74,6 +74,19 @@ def test_save_load_round_trip(tmp_path):
     assert case.label_set == SYNAPSE.to_dict() and case.extra == {"dice": [0.5, 0.8]}
 
 
+def test_case_json_counts_the_voxels_the_user_changed(tmp_path):
+    labels, ledger = _case()
+    model_output = ledger.to_state()["model_output"]
+    expected = int((labels != model_output).sum())
+    assert 0 < expected <= 12  # the 3 x 4 edit on slice 2, less any voxel the model had as 7 already
+    strokes = np.zeros_like(labels)
+    strokes[1, 2, 2:7] = 3
+    save_case(tmp_path / "c", labels, ledger, image_hash="abc", scribbles=strokes)
+    info = read_case_info(tmp_path / "c")
+    assert info["changed_voxels"] == expected and info["stroke_voxels"] == 5
+    assert "changed_voxels" not in load_case(tmp_path / "c").extra  # a field of its own, not an extra
+
+
 def test_slice_uncertainty_round_trip_and_shape_check(tmp_path):
     labels, ledger = _case()
     scores = np.linspace(0, 1, labels.shape[0])

@@ -33,7 +33,7 @@ def _save(project, source, labels_file, status, *, reviewed=(), dice=None):
     vol = read_volume(source)
     labels = read_volume(labels_file).array.astype(np.uint8)
     ledger = SliceLedger(labels.shape)
-    ledger.record_model_output(labels, np.ones(labels.shape[0], bool))
+    ledger.record_model_output(labels, range(labels.shape[0]))
     for z in reviewed:
         ledger.mark_reviewed(z)
     extra = {} if dice is None else {"dice_before": dice[0], "dice_after": dice[1]}
@@ -100,6 +100,7 @@ def test_status_filter_and_list(project, tmp_path, capsys):
     assert text.startswith(f"2 saved case(s) in {proj}")
     a_line = next(line for line in text.splitlines() if case_id(files["a"][0]) in line)
     assert "done" in a_line and "2 corrected of 30 slices" in a_line and "Dice 0.500 -> 0.880" in a_line
+    assert "(0 voxels changed)" in a_line  # the saved labels are the model output itself
     assert "newest fine-tuned checkpoint: none yet" in text
 
 

@@ -1,7 +1,7 @@
 """``medseg project``: list a project's cases, or export their labels in each source's geometry.
 
 ``list`` prints one row per saved case (status, corrected slices, Dice of the last fine-tune,
-when it was saved) and the project's newest fine-tuned checkpoint.  ``export`` writes each
+the user's effort on it so far, when it was saved) and the project's newest fine-tuned checkpoint.  ``export`` writes each
 chosen case's labels as ``<case id>.<format>`` into a folder, plus ``cases.json`` (one row per
 case: status, source, the edited / reviewed / locked slices, the file written or why not).
 Every output path is checked before anything is written; an existing file is an error unless
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_list(project: Path, cases) -> None:
-    from napari_medseg.worklist import newest_checkpoint
+    from napari_medseg.worklist import describe_effort, newest_checkpoint
 
     print(f"{len(cases)} saved case(s) in {project}")
     for case in cases:
@@ -58,8 +58,9 @@ def _print_list(project: Path, cases) -> None:
         dice = "" if case.dice_after is None else f"  Dice {case.dice_before:.3f} -> {case.dice_after:.3f}"
         scribbled = sorted(set(case.scribbled) - set(case.locked))
         extra = f" + {len(scribbled)} scribbled" if scribbled else ""
+        effort = describe_effort(case.active_seconds, case.changed_voxels, case.stroke_voxels)
         print(f"  {case.case_id}  {case.status:<11}  {len(case.locked)}{extra} corrected of {case.shape[0]} slices"
-              f"{dice}  saved {case.saved_at[:19]}  {case.source_path}")
+              f"{dice}{f'  ({effort})' if effort else ''}  saved {case.saved_at[:19]}  {case.source_path}")
     try:
         newest = newest_checkpoint(project)
     except ValueError as err:

@@ -11,10 +11,10 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
-from napari_medseg.worklist import UNREADABLE
+from napari_medseg.worklist import UNREADABLE, describe_effort
 
 COLUMNS = ("Case", "Status", "Corrected", "Before", "After")
-HEADER_TIPS = ("The scan (hover: its path and case folder)", "new / in progress / reviewed / done / unreadable",
+HEADER_TIPS = ("The scan (hover: its path, case folder and your effort on it so far)", "new / in progress / reviewed / done / unreadable",
                "Edited or reviewed slices saved with the case (+ other slices holding scribbles)",
                "Mean Dice of the model on this case's corrected slices before its last fine-tune",
                "The same after that fine-tune")
@@ -50,7 +50,9 @@ class CasesTable(QTableWidget):
         for i, row in enumerate(rows):
             cells = (row.source.name, row.status, _corrected(row) if row.status != UNREADABLE else "",
                      _dice(row.dice_before), _dice(row.dice_after))
-            tip = row.reason if row.status == UNREADABLE else f"{row.source}\ncase folder: cases/{row.case_id}"
+            effort = describe_effort(row.active_seconds, row.changed_voxels, row.stroke_voxels)
+            tip = row.reason if row.status == UNREADABLE else (f"{row.source}\ncase folder: cases/{row.case_id}"
+                                                               + (f"\nyour effort so far: {effort}" if effort else ""))
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(tip or "")

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -58,6 +58,11 @@ from napari_medseg.widgets._organ_table import check_first_html, parse_organ_lin
 from napari_medseg.widgets._on_close import call_before_close
 
 
+#: Granularity (s) of a case's active time: a tick in which the user painted, changed slice or waited
+#: for a fine-tune on the case counts whole; a tick without any of these (the user away) does not.
+ACTIVE_TICK_S = 10.0
+
+
 class CasesWidget(QWidget):
     """Dock widget: worklist table, project folder, Open next / Save case / Mark reviewed / Mark done."""
 
@@ -85,6 +90,13 @@ class CasesWidget(QWidget):
         napari_viewer.layers.events.removing.connect(self._on_removing)
         napari_viewer.layers.events.inserted.connect(self._on_inserted)
         self._leaving = False
+        # the user's active time on the open case: ticks in which they painted, moved through slices or
+        # waited for a fine-tune on it (saved as case.json's active_seconds)
+        self._active_s, self._activity = 0.0, False
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(int(ACTIVE_TICK_S * 1000))
+        self._ticker.timeout.connect(self._on_tick)
+        napari_viewer.dims.events.current_step.connect(self._mark_active)
 
     def _on_removing(self, event) -> None:
         """The open case's image, labels or scribble layer is about to be removed (by the user, or by
@@ -102,9 +114,10 @@ class CasesWidget(QWidget):
         """A new, empty scribble layer for the open case (e.g. *Scribble mode* after its layer was closed)
         starts from the case's saved strokes, so that saving it never replaces them with nothing."""
         case, layer = self.current, event.value
-        if case is None or self._layers is None or case.scribbles is None or not np.any(case.scribbles):
+        if case is None or self._layers is None or not same(case_scribble_layer(self.viewer, self._layers[0]), layer):
             return
-        if same(case_scribble_layer(self.viewer, self._layers[0]), layer) and not np.any(layer.data):
+        layer.events.paint.connect(self._mark_active)  # strokes are active time too
+        if case.scribbles is not None and np.any(case.scribbles) and not np.any(layer.data):
             layer.data = np.array(case.scribbles, dtype=np.uint8)
 
     def _save_before_close(self) -> None:
@@ -349,6 +362,7 @@ class CasesWidget(QWidget):
         image, labels = add_case_layers(self.viewer, case, retrain.label_set_combo.currentText() if retrain else "synapse")
         scribbles = add_case_scribbles(self.viewer, image, labels, case.scribbles)
         self._layers, self.current = (image, labels), case
+        self._track_activity(labels, scribbles)
         if case.restored:
             drop_same_autosave(self.viewer, image, case)
         fresh = not case.restored or case.status == "new"
@@ -439,6 +453,8 @@ class CasesWidget(QWidget):
             self.status.setText(f"Could not save {name} in {self.project}: {err}")
             return False
         extra.update(image_name=image.name, checkpoints=checkpoints)
+        extra["active_seconds"] = round(float(case.extra.get("active_seconds") or 0.0) + self._active_s, 1)
+        self._active_s = 0.0  # counted into the case now (kept in case.extra should the write fail)
         if case.organs:  # the model output's least certain organs: the Check first line of a reopened case
             extra["organs"] = rows_to_json(case.organs)
         snapshot = np.array(labels.data)  # painting goes on while it is written
@@ -496,6 +512,29 @@ class CasesWidget(QWidget):
             self.status.setText("Open a case first.")
             return False
         return self.save_case(status)
+
+    # ------------------------------------------------------ active time
+    def _track_activity(self, labels, scribbles=None) -> None:
+        """Count the open case's active time from now: painting on its labels or scribble layer marks a tick."""
+        self._active_s, self._activity = 0.0, True
+        for layer in (labels, scribbles):
+            if layer is not None:
+                layer.events.paint.connect(self._mark_active)
+        self._ticker.start()
+
+    def _mark_active(self, event=None) -> None:
+        self._activity = True
+
+    def _on_tick(self) -> None:
+        """Every :data:`ACTIVE_TICK_S`: the tick counts when the user did something in it, or a fine-tune
+        on the open case ran (waiting for the model is the user's time too)."""
+        if self.current is None:
+            return
+        retrain = retrain_dock(self.viewer, open_it=False)
+        running = retrain is not None and retrain.worker is not None and same(retrain.labels_layer(), self._layers[1])
+        if self._activity or running:
+            self._active_s += self._ticker.interval() / 1000.0
+        self._activity = False
 
     # ------------------------------------------------------------ export
     def export_labels(self, folder=None) -> bool:
@@ -570,6 +609,7 @@ class CasesWidget(QWidget):
         finally:
             self._leaving = False
         self.current, self._layers = None, None
+        self._ticker.stop()
         self.show_check_first(None)
         self.refresh_rows(rescan=False)
         self._set_running(self.worker is not None)
