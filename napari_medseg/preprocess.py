@@ -117,6 +117,16 @@ def guess_modality(array: np.ndarray) -> str:
     return "ct" if low < -500 else "mr"
 
 
+def modality_mismatch(checkpoint_name: str, made_for: str | None, image_modality: str | None) -> str | None:
+    """One line when a checkpoint made for one modality meets an image of another (None when they agree or
+    either is unknown): its normalisation (a CT window, or MR percentiles) does not fit the image."""
+    if not made_for or not image_modality or made_for == image_modality:
+        return None
+    return (f"{checkpoint_name} was trained on {made_for.upper()} images and this image looks like "
+            f"{image_modality.upper()}: it would be normalised as {made_for.upper()}, which loses most of its "
+            f"contrast; start from scratch or from a {image_modality.upper()} checkpoint")
+
+
 def intensity_range(array: np.ndarray, prep: Preprocessing) -> tuple[float, float]:
     """The ``(low, high)`` raw values mapped to 0 and 1 for this volume."""
     if prep.modality == "ct":

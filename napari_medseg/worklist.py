@@ -229,13 +229,41 @@ def record_checkpoint(project, checkpoint, case: str, *, dice_before=None, dice_
     return True
 
 
+def project_checkpoints(project) -> list[Path]:
+    """The checkpoint versions recorded in ``project.json`` whose files exist, newest first."""
+    paths = [Path(str(entry.get("path", ""))) for entry in reversed(read_project(project)["checkpoints"])]
+    return [path for path in paths if path.is_file()]
+
+
 def newest_checkpoint(project) -> Path | None:
     """The project's newest checkpoint version: the last one recorded whose file exists; None when none."""
-    for entry in reversed(read_project(project)["checkpoints"]):
-        path = Path(str(entry.get("path", "")))
-        if path.is_file():
-            return path
-    return None
+    return next(iter(project_checkpoints(project)), None)
+
+
+def choose_checkpoint(candidates, modality: str | None) -> tuple[Path | None, str | None]:
+    """``(checkpoint, note)``: the first of ``candidates`` (preference order) made for ``modality``.
+
+    A CT model segments an MR scan into organ-shaped noise (seen on TotalSegmentator's MR example with a
+    model of the sample CT: a "liver" in the anterior wall, a left kidney on the right), which would cost
+    the user more to erase than to paint. So a checkpoint of another modality is passed over; ``note``
+    says which were and why (None when the first candidate fits, or the scan's modality is unknown).
+    """
+    from .checkpoint import read_checkpoint_info
+
+    skipped = []
+    for path in candidates:
+        try:
+            made_for = read_checkpoint_info(path).preprocessing.modality
+        except (OSError, ValueError) as err:
+            skipped.append(f"{Path(path).name} is unreadable ({' '.join(str(err).split())})")
+            continue
+        if modality is None or made_for is None or made_for == modality:
+            return Path(path), ("; ".join(skipped) + "; used " + Path(path).name) if skipped else None
+        skipped.append(f"{Path(path).name} is a {made_for.upper()} model")
+    if not skipped:
+        return None, None
+    return None, (f"no {modality.upper()} checkpoint yet ({'; '.join(skipped)}): opened with empty labels; "
+                  f"paint a few slices and fine-tune from scratch")
 
 
 # ----------------------------------------------------------------- opening a case
@@ -269,10 +297,14 @@ class OpenedCase:
     slice_uncertainty: np.ndarray | None = None  # (z,): mean uncertainty per slice of the model output (fresh or saved)
     organs: list | None = None  # organ_stats.OrganStat rows of the model output with mean uncertainty (fresh or saved)
     scribbles: np.ndarray | None = None  # uint8 (z, y, x): the scribble layer saved with the case, if any
+    note: str | None = None  # why a candidate checkpoint was passed over (another modality), when one was
 
 
 def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", precision="auto") -> Iterator[CaseProgress]:
     """Read a case; restore its saved state exactly, or segment it with ``checkpoint``; returns :class:`OpenedCase`.
+
+    ``checkpoint``: a path, or a list of candidate paths in preference order, of which the first made for the
+    scan's modality segments it (:func:`choose_checkpoint`; none fits: empty labels, ``note`` says why).
 
     A generator (progress, then the result as its return value); closing it cancels.  Raises
     :class:`VolumeReadError` / :class:`CaseStateError` (one line) for an unreadable source or saved
@@ -298,11 +330,13 @@ def open_case(entry: CaseEntry, project, checkpoint=None, *, device="auto", prec
         return OpenedCase(entry, vol, image_hash, case.labels, case.ledger, case.label_set, case.status,
                           restored=True, extra=case.extra, scribbles=case.scribbles,
                           slice_uncertainty=case.slice_uncertainty, organs=rows_from_json(case.extra.get("organs")))
+    candidates = [] if checkpoint is None else [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    checkpoint, note = choose_checkpoint(candidates, vol.modality)
     if checkpoint is None:
-        return OpenedCase(entry, vol, image_hash, None, None, None, "in progress")
+        return OpenedCase(entry, vol, image_hash, None, None, None, "in progress", note=note)
     labels, ledger, label_set, scores, organs = yield from _segment(vol, checkpoint, device, precision)
     return OpenedCase(entry, vol, image_hash, labels, ledger, label_set, "in progress", checkpoint=str(checkpoint),
-                      slice_uncertainty=scores, organs=organs)
+                      slice_uncertainty=scores, organs=organs, note=note)
 
 
 def _segment(vol, checkpoint, device, precision):

@@ -279,3 +279,18 @@ def test_cli_finetune_from_scratch_on_mri_then_segment(tmp_path, monkeypatch):
     seg = nib.load(out)
     assert seg.shape == image.shape
     np.testing.assert_allclose(seg.affine, affine)
+
+
+def test_a_checkpoint_of_another_modality_warns(sample, tiny_checkpoint):
+    """A CT model fine-tuned on an MR image would see it through a CT window: warned (the CLI prints it)."""
+    import warnings
+
+    from napari_medseg.retrain.loop import StartFrom, prepare_model
+
+    image, _ = sample
+    mr_like = image.array.astype(np.float32) + 1100  # no air at -1000: guessed MR
+    with pytest.warns(UserWarning, match="trained on CT images and this image looks like MR"):
+        prepare_model(StartFrom(checkpoint=tiny_checkpoint.path), mr_like)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CT image itself: no warning
+        prepare_model(StartFrom(checkpoint=tiny_checkpoint.path), image.array)

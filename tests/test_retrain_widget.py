@@ -244,3 +244,17 @@ def test_models_row_says_what_default_means(scratch_dock, qtbot):
     assert options.members_combo.itemText(0) == "default (1)"  # a step budget trains one model
     options.members_combo.setCurrentIndex(2)
     assert options.start_from().members == 2
+
+
+def test_a_checkpoint_of_another_modality_is_not_fine_tuned(retrain_dock):
+    """A CT model's window would flatten an MR image: the dock says so and starts nothing (one click fixes it)."""
+    from widget_fixtures import paint_slice
+
+    viewer, widget, labels, base = retrain_dock
+    image = widget.image_layer()
+    image.metadata["medseg"] = {**image.metadata["medseg"], "modality": "mr"}  # as the reader marks an MR scan
+    paint_slice(labels, 12)
+    widget.fine_tune()
+    assert widget.worker is None
+    text = widget.status.text()
+    assert text.startswith("Not started") and "trained on CT images" in text and "looks like MR" in text

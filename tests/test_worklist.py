@@ -232,3 +232,28 @@ def test_nrrd_and_mha_cases_list_and_open(tmp_path):
     for row in rows:
         opened = drive(open_case(row, tmp_path / "project", None))
         assert opened.volume.array.shape == (5, 12, 10) and opened.volume.geometry.spacing == pytest.approx((2.5, 0.8, 0.8))
+
+
+def test_a_new_case_is_segmented_by_the_newest_checkpoint_of_its_modality(tmp_path, sample_ct):
+    """A CT model on an MR scan makes organ-shaped noise: it is passed over, and the note says so."""
+    from _segment_helpers import save_tiny
+
+    nib = pytest.importorskip("nibabel")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sample_ct, src / "a_ct.nii.gz")
+    img = nib.load(str(sample_ct))
+    mr = (np.asarray(img.dataobj).astype(np.int16) + 1100).clip(0, None)  # no air at -1000: looks like MR
+    nib.save(nib.Nifti1Image(mr, img.affine), str(src / "b_mr.nii.gz"))
+    project = tmp_path / "project"
+    ct = save_tiny(tmp_path / "ct.safetensors", "dcaunet", modality="ct", seed=1)
+    mr_ckpt = save_tiny(tmp_path / "mr.safetensors", "dcaunet", modality="mr", seed=2)
+    rows = {r.source.name: r for r in read_worklist(src, project)}
+
+    only_ct = drive(open_case(rows["b_mr.nii.gz"], project, [ct], device="cpu"))
+    assert only_ct.labels is None and only_ct.checkpoint is None
+    assert "no MR checkpoint" in only_ct.note and "ct.safetensors is a CT model" in only_ct.note
+    both = drive(open_case(rows["b_mr.nii.gz"], project, [ct, mr_ckpt], device="cpu"))
+    assert both.checkpoint == str(mr_ckpt) and both.labels is not None and "CT model" in both.note
+    ct_case = drive(open_case(rows["a_ct.nii.gz"], project, [ct, mr_ckpt], device="cpu"))
+    assert ct_case.checkpoint == str(ct) and ct_case.note is None

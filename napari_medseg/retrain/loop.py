@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -28,7 +29,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from napari_medseg.labels import LabelSet, get_label_set
-from napari_medseg.preprocess import DEFAULT_TARGET_SPACING, Preprocessing, guess_modality, inplane_spacing
+from napari_medseg.preprocess import (DEFAULT_TARGET_SPACING, Preprocessing, guess_modality, inplane_spacing,
+                                     modality_mismatch)
 from napari_medseg.hashing import voxel_hash
 from napari_medseg.retrain.datastore import CorrectionStore, ReplayPlan
 from napari_medseg.userdirs import data_dir
@@ -50,7 +52,8 @@ class StartFrom:
         checkpoint: path of a medseg ``.safetensors`` checkpoint (the parent).
         model_name: ``"dcaunet"`` or ``"udfa"`` when starting from scratch.
         label_set: label set name or :class:`LabelSet` when starting from scratch.
-        modality: ``"ct" | "mr"``; ``None`` guesses from the image (HU -> CT).
+        modality: ``"ct" | "mr"``; ``None`` guesses from the image (HU -> CT).  From a checkpoint, the
+            image's modality, checked against the checkpoint's (a mismatch warns).
         model_config: overrides of the family's scratch preset (``FamilySpec.scratch``; e.g. a tiny config in tests).
         backbone_weights: U-DFA from scratch: DINOv2 weights (path, ``"hub"``,
             ``"auto"``: ``$MEDSEG_DINOV2_WEIGHTS`` or the cache, or ``None`` = random init).
@@ -186,6 +189,10 @@ def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None =
         if start.members is not None and start.members != info.members:
             raise ValueError(f"{Path(start.checkpoint).name} holds {info.members} member(s), not {start.members}; "
                              "a fine-tune keeps its checkpoint's members (start from scratch to choose)")
+        mismatch = modality_mismatch(Path(start.checkpoint).name, info.preprocessing.modality,
+                                     start.modality or guess_modality(image))
+        if mismatch:  # a warning, not an error: the modality of a file without a DICOM tag is a guess
+            warnings.warn(mismatch, UserWarning, stacklevel=2)
         return model, info.label_set, info.preprocessing, info
     label_set = start.label_set if isinstance(start.label_set, LabelSet) else get_label_set(start.label_set)
     spec = family_spec(start.model_name)

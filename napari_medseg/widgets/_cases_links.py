@@ -149,7 +149,8 @@ PROJECT_STORE = "corrections"  # <project>/corrections: the corrections store th
 
 
 def point_retrain(dock, image, labels, project=None) -> None:
-    """Point the Retrain dock at the case's layers, starting from the checkpoint its labels came from.
+    """Point the Retrain dock at the case's layers, starting from the checkpoint its labels came from
+    (from scratch, the first family, when no checkpoint made them).
 
     With ``project``, a dock still on the default store switches to ``<project>/corrections``, so
     fine-tuning on one case replays the corrections of the project's earlier cases (a store the
@@ -160,10 +161,11 @@ def point_retrain(dock, image, labels, project=None) -> None:
     dock.image_combo.setCurrentText(image.name)
     dock.labels_combo.setCurrentText(labels.name)
     start = (labels.metadata.get("medseg", {}).get("checkpoints") or [None])[0]
-    if start:
-        if dock.start_combo.findText(start) < 0:
-            dock.start_combo.insertItem(0, start)
-        dock.start_combo.setCurrentText(start)
+    if not start:  # labels no model made (no checkpoint of the scan's modality yet): a new model, not the last case's
+        start = next(iter(dock.scratch))
+    if dock.start_combo.findText(start) < 0:
+        dock.start_combo.insertItem(0, start)
+    dock.start_combo.setCurrentText(start)
 
 
 def drop_same_autosave(viewer, image, case) -> None:

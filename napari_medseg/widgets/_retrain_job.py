@@ -59,6 +59,19 @@ class FineTuneJob:
             self.status.setText(str(err))
             return
         meta = image.metadata.get("medseg", {})
+        if start.checkpoint is not None:  # one click fixes it (Start from), so the dock refuses; the CLI warns
+            from napari_medseg.checkpoint import read_checkpoint_info
+            from napari_medseg.preprocess import modality_mismatch
+
+            try:
+                made_for = read_checkpoint_info(start.checkpoint).preprocessing.modality
+            except (OSError, ValueError) as err:
+                self.status.setText(f"Not started: {err}")
+                return
+            mismatch = modality_mismatch(Path(start.checkpoint).name, made_for, meta.get("modality"))
+            if mismatch:
+                self.status.setText(f"Not started: {mismatch} (Start from).")
+                return
         self._stop = threading.Event()
         device, precision = self.options.device_combo.currentText(), self.options.precision_combo.currentText()
         self._preview = LivePreview(array, ledger.locked, device=device, precision=precision,

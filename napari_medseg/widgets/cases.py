@@ -275,6 +275,18 @@ class CasesWidget(QWidget):
             return chosen, "the Segment dock's checkpoint (no fine-tuned version in this project yet)"
         return None, "none yet: cases open with empty labels; paint a few slices and fine-tune from scratch"
 
+    def candidates(self) -> list[Path]:
+        """Checkpoints that may segment a new case, in preference order: the project's versions, newest
+        first, then the Segment dock's choice (``worklist.open_case`` takes the first of the case's modality)."""
+        from napari_medseg.worklist import project_checkpoints
+
+        try:
+            found = project_checkpoints(self.project)
+        except ValueError:  # an unreadable project.json: model_label says why
+            found = []
+        chosen = segment_choice(self.viewer)
+        return found + ([chosen] if chosen is not None and chosen not in found else [])
+
     def refresh_model(self):
         path, why = self.model_choice()
         self.model_label.setText(f"Model: {path.name} \u2014 {why}" if path is not None else f"Model: {why}")
@@ -324,8 +336,7 @@ class CasesWidget(QWidget):
 
         hide_triton()  # see napari_medseg._torch_compat
         self.refresh_model()
-        checkpoint, _ = self.model_choice()
-        self.worker = create_worker(on_compute_thread(open_case), entry, self.project, checkpoint, _start_thread=False,
+        self.worker = create_worker(on_compute_thread(open_case), entry, self.project, self.candidates(), _start_thread=False,
                                     _ignore_errors=True)  # errors are shown in the table and the status line
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_opened)
@@ -373,8 +384,10 @@ class CasesWidget(QWidget):
         self.progress.setValue(100)
         strokes = "" if scribbles is None else f", and scribbles on {len(slices_with_strokes(scribbles.data))} slice(s)"
         how = (f"restored: labels and slice ledger as saved{strokes}" if case.restored else
-               f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else "no checkpoint yet: empty labels to paint")
-        self.status.setText(f"{case.entry.source.name}: {how}. Correct it in \u201c{RETRAIN}\u201d."
+               f"segmented with {Path(case.checkpoint).name}" if case.checkpoint else
+               case.note or "no checkpoint yet: empty labels to paint")
+        passed_over = f" ({case.note})" if case.note and case.checkpoint else ""
+        self.status.setText(f"{case.entry.source.name}: {how}{passed_over}. Correct it in \u201c{RETRAIN}\u201d."
                             + ("" if saved else f" {self.status.text()}"))
 
     def show_check_first(self, organs) -> None:
