@@ -117,14 +117,17 @@ def guess_modality(array: np.ndarray) -> str:
     return "ct" if low < -500 else "mr"
 
 
-def modality_mismatch(checkpoint_name: str, made_for: str | None, image_modality: str | None) -> str | None:
+def modality_mismatch(checkpoint_name: str, made_for: str | None, image_modality: str | None,
+                      remedy: str = "start from scratch or from {an} {modality} checkpoint") -> str | None:
     """One line when a checkpoint made for one modality meets an image of another (None when they agree or
-    either is unknown): its normalisation (a CT window, or MR percentiles) does not fit the image."""
+    either is unknown): its normalisation (a CT window, or MR percentiles) does not fit the image.
+    ``remedy`` ends the line (``{modality}`` and ``{an}`` name the image's modality and its article)."""
     if not made_for or not image_modality or made_for == image_modality:
         return None
-    return (f"{checkpoint_name} was trained on {made_for.upper()} images and this image looks like "
-            f"{image_modality.upper()}: it would be normalised as {made_for.upper()}, which loses most of its "
-            f"contrast; start from scratch or from a {image_modality.upper()} checkpoint")
+    modality = image_modality.upper()
+    return (f"{checkpoint_name} was trained on {made_for.upper()} images and this image looks like {modality}: "
+            f"it would be normalised as {made_for.upper()}, which loses most of its contrast; "
+            + remedy.format(modality=modality, an="an" if modality[0] in "AEFHILMNORSX" else "a"))
 
 
 def intensity_range(array: np.ndarray, prep: Preprocessing) -> tuple[float, float]:

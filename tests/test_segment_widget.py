@@ -252,3 +252,20 @@ def test_flip_tta_is_off_for_a_checkpoint_trained_without_flips(make_napari_view
     assert w.tta_check.isEnabled()
     w.ensemble_check.setChecked(True)  # both together: one of them refuses
     assert not w.tta_check.isEnabled()
+
+
+def test_a_checkpoint_of_another_modality_does_not_segment(make_napari_viewer, qtbot, ckpt, tmp_path, sample_ct):
+    """A CT model on an MR image would paint organ-shaped noise as a prediction: refused, with what to do."""
+    viewer = make_napari_viewer()
+    image = add_sample(viewer, sample_ct)
+    image.metadata["medseg"] = {**image.metadata["medseg"], "modality": "mr"}  # as the reader marks an MR scan
+    w = open_segment(viewer)
+    w.add_checkpoint(ckpt)
+    w.segment_button.click()
+    assert w.worker is None and f"{image.name} labels" not in viewer.layers
+    text = w.status.text()
+    assert text.startswith("Not segmented") and "trained on CT images" in text and "add an MR checkpoint" in text
+    image.metadata["medseg"] = {**image.metadata["medseg"], "modality": "ct"}
+    w.segment_button.click()
+    wait_done(qtbot, w)
+    assert f"{image.name} labels" in viewer.layers

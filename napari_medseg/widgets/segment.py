@@ -268,6 +268,7 @@ class SegmentWidget(QWidget):
         from napari_medseg.checkpoint import read_checkpoint_info
         from napari_medseg.compute_thread import on_compute_thread
         from napari_medseg.inference import check_same_label_set
+        from napari_medseg.preprocess import modality_mismatch
 
         if self.worker is not None:
             return
@@ -280,9 +281,17 @@ class SegmentWidget(QWidget):
             self.status.setText("Open a CT or MR volume first (File \u25b8 Open, or File \u25b8 Open Sample).")
             return
         try:
-            label_set = check_same_label_set([read_checkpoint_info(p) for p in paths])
+            infos = [read_checkpoint_info(p) for p in paths]
+            label_set = check_same_label_set(infos)
         except (OSError, ValueError) as err:
             self.status.setText(str(err))
+            return
+        modality = image.metadata.get("medseg", {}).get("modality")
+        remedy = "add {an} {modality} checkpoint, or make one in \u201cCorrect and retrain\u201d"
+        mismatch = next(filter(None, (modality_mismatch(Path(p).name, i.preprocessing.modality, modality, remedy)
+                                      for p, i in zip(paths, infos))), None)
+        if mismatch:  # its output would be organ-shaped noise presented as a prediction
+            self.status.setText(f"Not segmented: {mismatch}.")
             return
         array, t = current_volume(self.viewer, image)
         frame_note = "" if t is None else f" (4D image: time frame t={t} only)"
