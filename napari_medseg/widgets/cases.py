@@ -338,14 +338,19 @@ class CasesWidget(QWidget):
         self.refresh_model()
         self.worker = create_worker(on_compute_thread(open_case), entry, self.project, self.candidates(), _start_thread=False,
                                     _ignore_errors=True)  # errors are shown in the table and the status line
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_opened)
-        self.worker.errored.connect(lambda err: self._on_failed(entry, err))
-        self.worker.aborted.connect(lambda: self.status.setText(f"Cancelled opening {entry.source.name}."))
+        return self._start(self._on_progress, self._on_opened, lambda err: self._on_failed(entry, err),
+                           f"Cancelled opening {entry.source.name}.", f"Opening {entry.source.name}\u2026")
+
+    def _start(self, on_yield, on_return, on_error, cancelled: str, starting: str) -> bool:
+        """Connect ``self.worker`` (made with ``_start_thread=False``) to the dock and start it; True."""
+        self.worker.yielded.connect(on_yield)
+        self.worker.returned.connect(on_return)
+        self.worker.errored.connect(on_error)
+        self.worker.aborted.connect(lambda: self.status.setText(cancelled))
         self.worker.finished.connect(self._on_finished)
         self.progress.setValue(0)
         self._set_running(True)
-        self.status.setText(f"Opening {entry.source.name}\u2026")
+        self.status.setText(starting)
         self.worker.start()
         return True
 
@@ -572,17 +577,10 @@ class CasesWidget(QWidget):
             self.status.setText(f"Nothing exported: {err}.")
             return False
         self.worker = create_worker(run_export, plan, _start_thread=False, _ignore_errors=True)
-        self.worker.yielded.connect(self._on_exported_one)
-        self.worker.returned.connect(lambda rows: self._on_exported(plan, rows))
-        self.worker.errored.connect(lambda err: self.status.setText(f"Export stopped: {err}"))
-        self.worker.aborted.connect(lambda: self.status.setText(
-            f"Export cancelled; {plan.manifest} lists the cases written before."))
-        self.worker.finished.connect(self._on_finished)
-        self.progress.setValue(0)
-        self._set_running(True)
-        self.status.setText(f"Exporting {len(plan.cases)} case(s) to {folder}\u2026")
-        self.worker.start()
-        return True
+        return self._start(self._on_exported_one, lambda rows: self._on_exported(plan, rows),
+                           lambda err: self.status.setText(f"Export stopped: {err}"),
+                           f"Export cancelled; {plan.manifest} lists the cases written before.",
+                           f"Exporting {len(plan.cases)} case(s) to {folder}\u2026")
 
     def _on_exported_one(self, progress) -> None:
         done, total, row = progress
