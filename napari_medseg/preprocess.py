@@ -105,16 +105,27 @@ class Preprocessing:
         return cls(**kwargs)
 
 
+#: HU thresholds of :func:`guess_modality`: air, and fat next to tissue or bone brighter than water.
+AIR_HU, FAT_HU, DENSE_HU = -500.0, -50.0, 100.0
+
+
 def guess_modality(array: np.ndarray) -> str:
-    """``"ct"`` when values look like Hounsfield units (air near -1000), else ``"mr"``."""
+    """``"ct"`` when values look like Hounsfield units, else ``"mr"``.
+
+    CT: the 1st percentile is air (below -500 HU), or, for a CT cropped inside the body (no air), fat
+    (below -50) while the 99th percentile is denser than water (above 100: enhanced organs, bone).
+    MR magnitudes are not negative, and z-scored MR stays within a few units of 0. The sample CT
+    cropped to the middle half of its body box has percentiles -400 / 289 and was guessed MR
+    before the second rule (2026-12-07); TotalSegmentator's MR example has -2 / 658.
+    """
     sample = np.asarray(array).ravel()
     if sample.size > 1_000_000:
         sample = sample[:: sample.size // 1_000_000]
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise ValueError("image holds no finite values")
-    low = np.percentile(finite, 1)
-    return "ct" if low < -500 else "mr"
+    low, high = np.percentile(finite, [1, 99])
+    return "ct" if low < AIR_HU or (low < FAT_HU and high > DENSE_HU) else "mr"
 
 
 def modality_mismatch(checkpoint_name: str, made_for: str | None, image_modality: str | None,

@@ -197,3 +197,26 @@ def test_shrinking_partial_labels_keeps_thin_strokes():
     labels[:, 0:4, 0] = 5
     labels[:, 0:4, 2:4] = 5
     assert shrink_labels(labels, (2, 2))[0, 0, 0] == 5
+
+
+def test_modality_guess_holds_for_a_ct_cropped_inside_the_body(sample_ct):
+    """Air gives a CT away; a CT cropped inside the body has none, but fat next to denser tissue does."""
+    from pathlib import Path
+
+    from napari_medseg.io import read_volume
+    from napari_medseg.preprocess import guess_modality
+
+    ct = read_volume(sample_ct).array.astype(np.float32)
+    where = np.argwhere(ct > -300)  # the body's bounding box, then its middle half along each axis
+    start, stop = where.min(0), where.max(0)
+    lo, hi = start + (stop - start) // 4, stop - (stop - start) // 4
+    assert guess_modality(ct) == "ct"
+    crop = ct[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    assert np.percentile(crop, 1) > -500  # no air left in the crop
+    assert guess_modality(crop) == "ct"
+    mr_path = Path(__file__).resolve().parents[1] / "bench" / "data" / "totalsegmentator" / "example_mr_sm.nii.gz"
+    if mr_path.exists():
+        mr = read_volume(mr_path).array.astype(np.float32)
+        assert guess_modality(mr) == "mr"
+        assert guess_modality((mr - mr.mean()) / mr.std()) == "mr"  # z-scored MR: negatives, but small
+    assert guess_modality(np.abs(ct) + 10) == "mr"  # no negative values at all
