@@ -52,13 +52,15 @@ class CaseSummary:
     active_seconds: float | None = None
     changed_voxels: int | None = None
     stroke_voxels: int | None = None
+    opened_at: str | None = None  # when the Cases dock first opened it (ISO-8601 UTC): the order cases were worked
     saved_at: str = ""
     error: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe fields (the export's ``cases.json`` rows)."""
         keys = ("case_id", "status", "source_path", "shape", "edited", "reviewed", "locked", "scribbled",
-                "dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "saved_at", "error")
+                "dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at",
+                "saved_at", "error")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -88,7 +90,7 @@ def _summary(folder: Path) -> CaseSummary:
     summary.saved_at = str(info["saved_at"])
     for key in ("shape", "edited", "reviewed", "locked", "scribbled"):
         setattr(summary, key, [int(v) for v in info.get(key, [])])
-    for key in ("dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels"):
+    for key in ("dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at"):
         setattr(summary, key, info.get(key))
     return summary
 

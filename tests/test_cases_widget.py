@@ -450,4 +450,5 @@ def test_active_time_and_changed_voxels_are_saved_with_the_case(cases, qtbot):
     assert widget.save_case(wait=True)
     again = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
     assert again["active_seconds"] == info["active_seconds"]
+    assert info["opened_at"] and again["opened_at"] == info["opened_at"]  # when it was first opened, kept
     assert "voxels changed" in widget.table.item(0, 0).toolTip()

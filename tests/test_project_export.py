@@ -28,7 +28,7 @@ def _reoriented_copy(src, dst, ornt_code=("L", "P", "S")):
     return dst
 
 
-def _save(project, source, labels_file, status, *, reviewed=(), dice=None):
+def _save(project, source, labels_file, status, *, reviewed=(), dice=None, **more):
     """Save a case of ``source`` whose labels are ``labels_file`` (read onto the source's canonical grid)."""
     vol = read_volume(source)
     labels = read_volume(labels_file).array.astype(np.uint8)
@@ -36,7 +36,7 @@ def _save(project, source, labels_file, status, *, reviewed=(), dice=None):
     ledger.record_model_output(labels, range(labels.shape[0]))
     for z in reviewed:
         ledger.mark_reviewed(z)
-    extra = {} if dice is None else {"dice_before": dice[0], "dice_after": dice[1]}
+    extra = ({} if dice is None else {"dice_before": dice[0], "dice_after": dice[1]}) | more
     save_case(case_folder(project, source), labels, ledger, image_hash=voxel_hash(vol.array), source_path=source,
               label_set=get_label_set("synapse").to_dict(), status=status, extra=extra)
     return labels
@@ -54,8 +54,9 @@ def project(tmp_path, sample_ct, sample_labels):
     b = _reoriented_copy(sample_ct, src / "b_lps.nii.gz")
     b_labels = _reoriented_copy(sample_labels, tmp_path / "b_labels.nii.gz")
     proj = tmp_path / "project"
-    _save(proj, a, a_labels, "done", reviewed=[3, 9], dice=(0.5, 0.88))
-    _save(proj, b, b_labels, "in progress")
+    _save(proj, a, a_labels, "done", reviewed=[3, 9], dice=(0.5, 0.88), opened_at="2026-12-07T10:00:00+00:00",
+          active_seconds=600.0)
+    _save(proj, b, b_labels, "in progress", opened_at="2026-12-07T09:00:00+00:00", active_seconds=300.0)
     return proj, {"a": (a, a_labels), "b": (b, b_labels)}
 
 
@@ -97,10 +98,13 @@ def test_status_filter_and_list(project, tmp_path, capsys):
 
     assert main(["project", "list", "--project", str(proj)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"2 saved case(s) in {proj}")
+    assert text.startswith(f"2 saved case(s) in {proj}, in the order they were first opened")
+    rows = [line for line in text.splitlines() if line.startswith("  ")]
+    assert case_id(files["b"][0]) in rows[0] and case_id(files["a"][0]) in rows[1]  # b was opened first
+    assert "effort per case, in that order: 5.0 min, 10.0 min active; 0, 0 voxels changed" in text
     a_line = next(line for line in text.splitlines() if case_id(files["a"][0]) in line)
     assert "done" in a_line and "2 corrected of 30 slices" in a_line and "Dice 0.500 -> 0.880" in a_line
-    assert "(0 voxels changed)" in a_line  # the saved labels are the model output itself
+    assert "(10.0 min active, 0 voxels changed)" in a_line  # the saved labels are the model output itself
     assert "newest fine-tuned checkpoint: none yet" in text
 
 

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_list(project: Path, cases) -> None:
     from napari_medseg.worklist import describe_effort, newest_checkpoint
 
-    print(f"{len(cases)} saved case(s) in {project}")
+    print(f"{len(cases)} saved case(s) in {project}, in the order they were first opened")
+    cases = sorted(cases, key=lambda c: (c.opened_at or c.saved_at or "~", c.case_id))  # unreadable ones last
     for case in cases:
         if case.error:
             print(f"  {case.case_id}  unreadable: {case.error}")
@@ -61,6 +62,10 @@ def _print_list(project: Path, cases) -> None:
         effort = describe_effort(case.active_seconds, case.changed_voxels, case.stroke_voxels)
         print(f"  {case.case_id}  {case.status:<11}  {len(case.locked)}{extra} corrected of {case.shape[0]} slices"
               f"{dice}{f'  ({effort})' if effort else ''}  saved {case.saved_at[:19]}  {case.source_path}")
+    timed = [c for c in cases if c.active_seconds is not None]
+    if timed:  # does the next patient cost less? (the product's measure: the user's effort per case)
+        print("effort per case, in that order: " + ", ".join(f"{c.active_seconds / 60:.1f} min" for c in timed)
+              + " active; " + ", ".join(f"{c.changed_voxels or 0:,}" for c in timed) + " voxels changed")
     try:
         newest = newest_checkpoint(project)
     except ValueError as err:

@@ -22,6 +22,7 @@ labels to paint, and the Retrain dock starts from scratch).
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -471,6 +472,7 @@ class CasesWidget(QWidget):
             self.status.setText(f"Could not save {name} in {self.project}: {err}")
             return False
         extra.update(image_name=image.name, checkpoints=checkpoints)
+        extra["opened_at"] = case.extra.get("opened_at") or datetime.now(timezone.utc).isoformat()  # order worked
         extra["active_seconds"] = round(float(case.extra.get("active_seconds") or 0.0) + self._active_s, 1)
         self._active_s = 0.0  # counted into the case now (kept in case.extra should the write fail)
         if case.organs:  # the model output's least certain organs: the Check first line of a reopened case
