@@ -421,8 +421,9 @@ def test_retrain_dock_opens_in_a_tab_beside_segment_with_its_status_in_sight(cas
     viewer.window._qt_window.resize(1400, 900)
     assert widget.set_project(project) and widget.open_worklist(src) and widget.open_next()
     wait_open(widget, qtbot)
-    retrain = viewer.window._dock_widgets["Correct and retrain (napari-medseg)"].widget()
-    frames = {name.split(" (")[0]: dock for name, dock in viewer.window._dock_widgets.items()}
+    docks = viewer.window.dock_widgets  # name -> our widget; its parent is napari's QDockWidget
+    retrain = docks["Correct and retrain (napari-medseg)"]
+    frames = {name.split(" (")[0]: widget.parent() for name, widget in docks.items()}
     assert frames["Correct and retrain"] in viewer.window._qt_window.tabifiedDockWidgets(frames["Segment"])
     qtbot.waitUntil(lambda: not retrain.visibleRegion().isEmpty())  # the tab in front
     for part in (retrain.status, retrain.run_btn, retrain.progress, widget.status, widget.next_btn):
