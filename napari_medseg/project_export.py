@@ -125,6 +125,10 @@ def export_case(case: CaseSummary, target, *, overwrite: bool = False) -> Path:
     return write_labels(state.labels, target, volume.geometry, label_set)
 
 
+class OutputExists(ValueError):
+    """A file an export would write exists already (the message names it)."""
+
+
 @dataclass
 class ExportPlan:
     """What :func:`run_export` writes: ``targets[case_id]`` per chosen case, and ``manifest``."""
@@ -140,8 +144,8 @@ def plan_export(project, out, *, statuses=None, suffix: str = ".nii.gz", overwri
     """Check an export of ``project``'s cases (those with a status in ``statuses``; all when None; damaged
     ones always, to be named) into the folder ``out`` before anything is written.
 
-    Raises ``ValueError`` (one line) when no case matches, ``out`` is a file or lies in a source
-    folder, or (without ``overwrite``) a file to write exists already.
+    Raises ``ValueError`` (one line) when no case matches, or ``out`` is a file or lies in a source
+    folder; :class:`OutputExists` (a ``ValueError``) when, without ``overwrite``, a file to write exists.
     """
     project = Path(project).expanduser()
     cases = [c for c in project_cases(project) if statuses is None or c.status in statuses or c.error]
@@ -161,7 +165,7 @@ def plan_export(project, out, *, statuses=None, suffix: str = ".nii.gz", overwri
     if existing and not overwrite:
         what = f"{out / existing[0]} and {len(existing) - 1} more files already exist" if len(existing) > 1 else \
             f"{out / existing[0]} already exists"
-        raise ValueError(f"{what}; choose an empty folder")
+        raise OutputExists(f"{what}; choose an empty folder")
     return ExportPlan(project, cases, targets, manifest, overwrite)
 
 

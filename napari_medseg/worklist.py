@@ -249,6 +249,7 @@ def choose_checkpoint(candidates, modality: str | None) -> tuple[Path | None, st
     says which were and why (None when the first candidate fits, or the scan's modality is unknown).
     """
     from .checkpoint import read_checkpoint_info
+    from .preprocess import modality_mismatch
 
     skipped = []
     for path in candidates:
@@ -257,7 +258,7 @@ def choose_checkpoint(candidates, modality: str | None) -> tuple[Path | None, st
         except (OSError, ValueError) as err:
             skipped.append(f"{Path(path).name} is unreadable ({' '.join(str(err).split())})")
             continue
-        if modality is None or made_for is None or made_for == modality:
+        if modality_mismatch(Path(path).name, made_for, modality) is None:
             return Path(path), ("; ".join(skipped) + "; used " + Path(path).name) if skipped else None
         skipped.append(f"{Path(path).name} is a {made_for.upper()} model")
     if not skipped:

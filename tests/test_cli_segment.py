@@ -170,3 +170,16 @@ def test_z_sigma_sets_the_smoothing_across_slices(sample_ct, sample_labels, tmp_
 def found_rows(rows):
     """Rows of the printed organ table (name words, volume, mean, uncertainty) for organs with voxels."""
     return [r for r in rows if float(r[-3]) > 0 and r[-1] != "-"]
+
+
+def test_a_checkpoint_of_another_modality_warns_and_segments(sample_ct, ckpts, tmp_path, capsys):
+    """The CLI warns (a NIfTI's modality is a guess) and goes on, naming the checkpoint and what to use."""
+    img = nib.load(str(sample_ct))
+    mr = (np.asarray(img.dataobj).astype(np.int16) + 1100).clip(0, None)  # no air, no fat below 0: looks like MR
+    nib.save(nib.Nifti1Image(mr, img.affine), str(tmp_path / "mr.nii.gz"))
+    code = main(["segment", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"),
+                 "--checkpoint", str(ckpts["dcaunet"]), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "seg.nii.gz").exists()
+    assert "warning: mr.nii.gz: dcau.safetensors was trained on CT images and this image looks like MR" in err
+    assert "--checkpoint an MR model instead" in err

@@ -13,7 +13,6 @@ named with its reason, the others are written, and the exit code is 2.  The Case
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from napari_medseg.cli import CommandError
@@ -75,13 +74,13 @@ def _print_list(project: Path, cases) -> None:
 
 def _export(project: Path, args) -> int:
     from napari_medseg.progress import drive
-    from napari_medseg.project_export import EXPORT_SUFFIXES, plan_export, run_export
+    from napari_medseg.project_export import EXPORT_SUFFIXES, OutputExists, plan_export, run_export
 
     try:
         plan = plan_export(project, args.output, statuses=args.status, suffix=EXPORT_SUFFIXES[args.format],
                            overwrite=args.overwrite)
-    except ValueError as err:
-        raise CommandError(f"{err}{', or pass --overwrite' if 'already exist' in str(err) else ''}") from None
+    except OutputExists as err:
+        raise CommandError(f"{err}, or pass --overwrite") from None
 
     def report(progress) -> None:
         _done, _total, row = progress

@@ -196,11 +196,13 @@ def _segment_one(vol, src: Path, dst: Path, args, checkpoints, device, label_set
 
     from napari_medseg.inference import run_segmentation, segment_volume
     from napari_medseg.organ_stats import format_least_certain, format_table, organ_stats
+    from napari_medseg.preprocess import modality_mismatch
 
     for _, info in checkpoints:
-        if vol.modality and vol.modality != info.preprocessing.modality:
-            print(f"warning: {src.name} looks like {vol.modality.upper()} but the checkpoint was trained "
-                  f"on {info.preprocessing.modality.upper()}", file=sys.stderr)
+        mismatch = modality_mismatch(info.path.name, info.preprocessing.modality, vol.modality,
+                                     remedy="segmented anyway (--checkpoint {an} {modality} model instead)")
+        if mismatch:  # a warning, not an error: a NIfTI's modality is a guess from its intensities
+            print(f"warning: {src.name}: {mismatch}", file=sys.stderr)
     gen = segment_volume(vol.array, checkpoints, device=device, precision=args.precision,
                          batch_size=args.batch_size, tta=args.tta, spacing=vol.geometry.spacing,
                          **postprocess_options(args))
