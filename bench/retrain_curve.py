@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,8 +98,10 @@ def main(argv=None) -> int:
             seeds = args.repeats if k and (repeat_ks is None or k in repeat_ks) else 1
             for seed in range(seeds):
                 load = os.getloadavg()[0]
-                r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
-                                 model_config=config, device="cpu", seed=seed, options=options, spacing=spacing)
+                with tempfile.TemporaryDirectory(prefix="retrain_curve-") as work:  # its checkpoints: not kept
+                    r = run_protocol(image, reference, k, model_name=model, time_budget_s=args.time_budget,
+                                     model_config=config, device="cpu", seed=seed, options=options, spacing=spacing,
+                                     output_dir=work)
                 row = dict(model=model, k=k, seed=seed, mean_dice=r.mean_dice, seconds=r.seconds, steps=r.steps,
                            dice=r.dice, corrected=r.corrected, load_before=load)
                 results.append(row)

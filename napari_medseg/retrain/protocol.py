@@ -69,6 +69,8 @@ def run_protocol(
 ) -> ProtocolResult:
     """Run the protocol on ``image`` (raw ``(z, y, x)``) with ``reference`` labels (Synapse order).
 
+    ``output_dir``: where the checkpoint and the store go (default: a new temporary folder that the caller
+    owns and should remove, since ``checkpoint`` points into it).
     ``options``: more ``FinetuneConfig`` fields over the family's recipe.
     ``spacing``: the volume's ``(sz, sy, sx)`` mm (needed by spacing-aware models, the scratch default).
     ``checkpoint``: start from this checkpoint instead of from scratch.
