@@ -158,6 +158,7 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     wait_open(widget, qtbot)
     assert widget.current.checkpoint == str(base)  # no project version yet: the Segment dock's choice
     assert widget.check_first.isVisible() == bool([o for o in widget.current.organs if o.voxels])
+    opened_organs, opened_scores = widget.current.organs, widget.current.slice_uncertainty.copy()
     _, labels = widget._layers
     _, retrain = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
     labels.brush_size = 6
@@ -187,6 +188,18 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
                                retrain._slice_scores(labels), rtol=1e-6)
     assert widget.table.item(0, 4).text() == f"{info['dice_after']:.2f}"
     assert widget.model_choice()[0] == type(widget.model_choice()[0])(version)  # the project's newest version now
+    assert not np.allclose(retrain._slice_scores(labels), opened_scores)  # so the revert below is seen
+
+    # Revert: the opening segmentation's ranking and per-slice means come back with its labels, and are saved
+    with qtbot.waitSignal(retrain.model_output_changed):
+        retrain.revert()
+    assert widget.current.organs == opened_organs
+    np.testing.assert_allclose(retrain._slice_scores(labels), opened_scores)
+    assert widget.save_case(wait=True)
+    info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
+    assert [row["name"] for row in info["organs"]] == [o.name for o in opened_organs]
+    np.testing.assert_allclose(load_case(case_folder(project, src / "a_ct.nii.gz")).slice_uncertainty,
+                               opened_scores, rtol=1e-6)
     assert widget.open_next()
     wait_open(widget, qtbot)
     assert widget.current.checkpoint == version

@@ -78,9 +78,13 @@ def test_paint_locks_slice_and_fine_tune_revert(retrain_dock, qtbot, tmp_path):
     from napari_medseg.retrain.loop import SUGGESTION_GAP_MM
     assert min(abs(z - c) for c in (12, 20)) * spacing >= SUGGESTION_GAP_MM - 1e-6
 
-    widget.revert()
+    assert widget.model_output(labels)[1] is not None and widget._models
+    with qtbot.waitSignal(widget.model_output_changed):
+        widget.revert()
     np.testing.assert_array_equal(np.asarray(labels.data), before)
     assert widget.start_combo.currentText() == str(base.path)
+    # what the discarded version said goes with it: nothing to rank by, no model to guide Fill slice
+    assert widget.model_output(labels) == (None, None) and not widget._models
 
 
 def test_stop_keeps_best_weights(retrain_dock, qtbot):

@@ -7,6 +7,7 @@ A mixin of :class:`~napari_medseg.widgets.retrain.RetrainWidget`, kept apart so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,23 @@ from napari_medseg.widgets._scribble_actions import layer_key
 HISTORY_CAP = 3
 
 
+@dataclass
+class UndoStep:
+    """What *Revert* brings back: the model version before a fine-tune, and what it said."""
+
+    start_choice: str  # the Start from entry: a checkpoint path, or a scratch choice
+    labels_before: np.ndarray  # (z, y, x) uint8, the layer before the fine-tune wrote its output
+    slice_uncertainty: np.ndarray | None  # (z,) mean uncertainty per slice of that output, if known
+    organs: list | None  # its OrganStat rows (the Cases dock's Check first), if known
+    model: tuple | None  # (model, CheckpointInfo) that guides Fill slice, if any
+
+
 class FineTuneJob:
     """Needs ``viewer``, ``options`` (:class:`~._retrain_options.RetrainOptions`), ``image_layer()``,
     ``labels_layer()``, ``scribbles_for_training()``, ``round_cost()``, ``start_round()``, ``_show_ledger()``,
     ``_set_running()``, ``_on_step_changed()``, the widgets ``status``, ``progress``, ``loss_plot``, ``store_row``,
-    ``autosave``, and the attributes ``worker``, ``_stop``, ``_job``, ``_preview``, ``_history``,
-    ``_slice_uncertainty`` and ``_models``."""
+    ``autosave``, ``model_output_changed`` (a signal), and the attributes ``worker``, ``_stop``, ``_job``,
+    ``_preview``, ``_history``, ``_slice_uncertainty``, ``_organs`` and ``_models``."""
 
     def fine_tune(self):
         """Fine-tune on the locked and scribbled slices in a worker; the unlocked slices are re-segmented after."""
@@ -124,8 +136,8 @@ class FineTuneJob:
         unlocked = [z for z in range(layer.data.shape[0]) if z not in set(job["locked"])]
         self.remember(layer, job["start_choice"], job["labels_before"])
         self._apply_labels(layer, result.labels, unlocked)
-        self._slice_uncertainty[layer_key(layer)] = result.slice_uncertainty  # per-slice means: ranking is instant
-        self._models[layer_key(layer)] = (result.model, result.checkpoint)
+        # per-slice means: ranking is instant; the model guides Fill slice
+        self._set_model_output(layer, result.slice_uncertainty, result.organs, (result.model, result.checkpoint))
         self.start_round(layer)  # the next round starts from this version
         self.update_ledger_view(layer)  # "this round: 0 px changed" (the count above saw the old round)
         path = str(result.checkpoint.path)
@@ -147,12 +159,31 @@ class FineTuneJob:
             f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
         self.store_row.refresh()
         self._set_running(False)
+        self.model_output_changed.emit(layer)
 
     def remember(self, layer, start_choice: str, labels_before: np.ndarray):
         """Push one undo step for :meth:`revert`; only the last :data:`HISTORY_CAP` are kept (a volume each)."""
-        history = self._history.setdefault(layer_key(layer), [])
-        history.append((start_choice, labels_before))
+        key = layer_key(layer)
+        history = self._history.setdefault(key, [])
+        history.append(UndoStep(start_choice, labels_before, self._slice_uncertainty.get(key), self._organs.get(key),
+                                self._models.get(key)))
         del history[:-HISTORY_CAP]
+
+    def _set_model_output(self, layer, slice_uncertainty, organs, model) -> None:
+        """Record what the model now on ``layer`` said (None: not known); the caller then emits
+        ``model_output_changed``, once the layer's metadata names that model too."""
+        key = layer_key(layer)
+        for store, value in ((self._slice_uncertainty, slice_uncertainty), (self._organs, organs),
+                             (self._models, model)):
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
+    def model_output(self, layer) -> tuple:
+        """``(organs, slice_uncertainty)`` of the model output on ``layer``; None where not known."""
+        key = layer_key(layer)
+        return self._organs.get(key), self._slice_uncertainty.get(key)
 
     def _apply_labels(self, layer, labels, slices):
         """Write model output into ``slices`` of the layer (in place) and tell the ledger it is not an edit."""
@@ -167,9 +198,12 @@ class FineTuneJob:
         if not history:
             self.status.setText("Nothing to revert.")
             return
-        checkpoint, labels_before = history.pop()
+        step = history.pop()
+        checkpoint = step.start_choice
         ledger = _ledger_sync.refresh(layer)
-        self._apply_labels(layer, labels_before, ledger.unlocked)
+        self._apply_labels(layer, step.labels_before, ledger.unlocked)
+        # the ranking and the fill's guide go back with the labels (else they describe the discarded version)
+        self._set_model_output(layer, step.slice_uncertainty, step.organs, step.model)
         scratch = checkpoint in self.options.scratch
         medseg = dict(layer.metadata.get("medseg", {}))
         medseg["checkpoints"] = [] if scratch else [checkpoint]
@@ -177,6 +211,7 @@ class FineTuneJob:
         self.options.fill_start_combo(layer, select=checkpoint)
         self.status.setText(f"Reverted to {checkpoint if scratch else Path(checkpoint).name}.")
         self._set_running(False)
+        self.model_output_changed.emit(layer)
 
 
 def _train(gen, preview):

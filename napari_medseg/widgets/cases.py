@@ -385,7 +385,7 @@ class CasesWidget(QWidget):
         fresh = not case.restored or case.status == "new"
         case.status = "in progress" if case.status == "new" else case.status
         saved = self.save_case() if fresh else True  # new -> in progress; a fresh segmentation is work to keep
-        self._open_retrain(image, labels, case.slice_uncertainty)
+        self._open_retrain(image, labels, case.slice_uncertainty, case.organs)
         self.show_check_first(case.organs)
         self.progress.setValue(100)
         strokes = "" if scribbles is None else f", and scribbles on {len(slices_with_strokes(scribbles.data))} slice(s)"
@@ -408,11 +408,11 @@ class CasesWidget(QWidget):
         if self._layers is not None:
             show_organ(self.viewer, self._layers[1], *parse_organ_link(href))
 
-    def _open_retrain(self, image, labels, slice_uncertainty=None):
-        """Open the Retrain dock on the case; each fine-tune started from its button then saves the case.
+    def _open_retrain(self, image, labels, slice_uncertainty=None, organs=None):
+        """Open the Retrain dock on the case; each change of its model output (a fine-tune, Revert) saves the case.
 
-        ``slice_uncertainty``: the case's per-slice mean uncertainty ``(z,)``, so that *Suggest next
-        slice* works before any fine-tune."""
+        ``slice_uncertainty``: the case's per-slice mean uncertainty ``(z,)``, and ``organs`` its ``OrganStat``
+        rows, so that *Suggest next slice* works before any fine-tune and *Revert* brings them back."""
         try:
             dock = retrain_dock(self.viewer)
         except Exception as err:  # that widget belongs to another module; say why it did not open
@@ -420,23 +420,17 @@ class CasesWidget(QWidget):
             return
         point_retrain(dock, image, labels, self.project)
         if slice_uncertainty is not None:
-            dock.set_slice_uncertainty(labels, slice_uncertainty)
+            dock.set_slice_uncertainty(labels, slice_uncertainty, organs)
         if id(dock) not in self._watched:
             self._watched.add(id(dock))
-            dock.run_btn.clicked.connect(lambda: self._watch_fine_tune(dock))
+            dock.model_output_changed.connect(lambda layer: self._after_model_output(dock, layer))
 
-    def _watch_fine_tune(self, dock):
-        if dock.worker is not None:
-            dock.worker.returned.connect(lambda result: self._after_fine_tune(dock, result))
-
-    def _after_fine_tune(self, dock, result=None):
-        if self._layers is not None and same(dock.labels_layer(), self._layers[1]):
-            organs, scores = getattr(result, "organs", None), getattr(result, "slice_uncertainty", None)
-            self.show_check_first(organs)  # ranked again on the re-segmentation
-            if organs is not None:  # saved with the case, so that reopening it keeps both
-                self.current.organs = organs
-            if scores is not None:
-                self.current.slice_uncertainty = scores
+    def _after_model_output(self, dock, layer):
+        """The Retrain dock's model output on ``layer`` changed: if it is the open case's, show and save it."""
+        if self._layers is not None and same(layer, self._layers[1]):
+            organs, scores = dock.model_output(layer)
+            self.show_check_first(organs)  # ranked again on the re-segmentation (or the version reverted to)
+            self.current.organs, self.current.slice_uncertainty = organs, scores  # saved with the case
             self.save_case()
         self.refresh_model()
 

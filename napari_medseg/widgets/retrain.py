@@ -11,7 +11,7 @@ the store row (``_store_row``); this file holds the layers and the slice ledger.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QProgressBar, QVBoxLayout, QWidget
 
 from napari_medseg.widgets import _autosave, _ledger_sync
@@ -33,14 +33,19 @@ __all__ = ["HISTORY_CAP", "RetrainWidget"]
 class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
     """Dock widget: slice ledger, scribbles and fill, fine-tune / cancel / revert, suggest next slice."""
 
+    #: a labels layer whose model output changed (a fine-tune's re-segmentation, or Revert): read
+    #: :meth:`model_output` for its organs and per-slice uncertainty (the Cases dock saves them with the case)
+    model_output_changed = Signal(object)
+
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
         self._stop = None
         self._job: dict = {}
-        self._history: dict[str, list] = {}  # _key(layer) -> [(checkpoint, labels before), ...]
+        self._history: dict[str, list] = {}  # _key(layer) -> [UndoStep, ...], oldest first
         self._slice_uncertainty: dict[str, np.ndarray] = {}  # _key(layer) -> mean uncertainty per slice (z,)
+        self._organs: dict[str, list] = {}  # _key(layer) -> OrganStat rows of its model output
         self._watched: set[str] = set()
         self._models: dict[str, tuple] = {}  # _key(layer) -> (model, CheckpointInfo) of the last fine-tune
         self._round_base: dict[str, tuple] = {}  # _key(layer) -> (labels, scribbles) when the round began
@@ -244,9 +249,12 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         ledger = _ledger_sync.ledger_for(layer)
         return suggest_slices(unc, ledger.unlocked, n, corrected=ledger.locked, slice_mm=slice_mm), slice_mm
 
-    def set_slice_uncertainty(self, layer, scores) -> None:
-        """Per-slice mean uncertainty ``(z,)`` of ``layer``'s model output (the Cases dock's segmentation)."""
+    def set_slice_uncertainty(self, layer, scores, organs=None) -> None:
+        """Per-slice mean uncertainty ``(z,)`` and the ``OrganStat`` rows (if known) of ``layer``'s model output
+        (the Cases dock's segmentation), so that a fine-tune's *Revert* can bring them back."""
         self._slice_uncertainty[_key(layer)] = np.asarray(scores, np.float64)
+        if organs is not None:
+            self._organs[_key(layer)] = organs
 
     def _slice_scores(self, layer):
         """What *Suggest next slice* ranks for ``layer``: the last fine-tune's or case's per-slice
