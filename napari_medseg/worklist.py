@@ -267,6 +267,21 @@ def choose_checkpoint(candidates, modality: str | None) -> tuple[Path | None, st
                   f"paint a few slices and fine-tune from scratch")
 
 
+def first_per_modality(candidates) -> list[tuple[str, Path]]:
+    """``[(modality, checkpoint)]``: the first of ``candidates`` (preference order) made for each modality,
+    in the order found; unreadable checkpoints are passed over (:func:`choose_checkpoint` says why)."""
+    from .checkpoint import read_checkpoint_info
+
+    found: dict[str, Path] = {}
+    for path in candidates:
+        try:
+            modality = read_checkpoint_info(path).preprocessing.modality
+        except (OSError, ValueError):
+            continue
+        found.setdefault(modality, Path(path))
+    return list(found.items())
+
+
 # ----------------------------------------------------------------- opening a case
 @dataclass(frozen=True)
 class CaseProgress:

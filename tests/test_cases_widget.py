@@ -74,6 +74,7 @@ def test_open_next_save_and_restore(cases, qtbot):
     wait_open(widget, qtbot)
     image, labels = widget._layers
     assert widget.current.checkpoint == str(newest) and "base.v2" in widget.model_label.text()
+    assert "base.v2.safetensors (CT)" in widget.model_label.text()  # what the next case is segmented with
     np.testing.assert_array_equal(labels.data, expected_labels(src / "a_ct.nii.gz", newest))
     assert not np.array_equal(labels.data, expected_labels(src / "a_ct.nii.gz", base))
     assert widget.rows[0].status == "in progress"  # new -> in progress on opening, saved at once
@@ -323,6 +324,18 @@ def test_saving_runs_in_the_background_and_a_failed_write_keeps_the_case_open(ca
     assert widget.open_next()  # the disk is back: leaving saves and goes on
     wait_open(widget, qtbot)
     assert widget.current.entry.source.name == "b_dicom"
+
+
+def test_model_line_names_the_newest_model_of_each_modality(cases, tmp_path):
+    viewer, widget, src, project, base, newest = cases
+    assert widget.set_project(project)
+    record_checkpoint(project, newest, "a-ct-case", dice_before=0.3, dice_after=0.7)
+    mr = save_tiny(tmp_path / "mr.v2.safetensors", "dcaunet", modality="mr", seed=3)
+    record_checkpoint(project, mr, "an-mr-case", dice_before=0.2, dice_after=0.6)
+    widget.refresh_model()
+    # an MR case is segmented by mr.v2 and a CT case by base.v2 (worklist.open_case): the line says both
+    assert "MR scans: mr.v2.safetensors, CT scans: base.v2.safetensors" in widget.model_label.text()
+    assert widget.model_label.toolTip().splitlines() == [str(mr), str(newest)]
 
 
 def test_scribbles_are_saved_with_the_case_and_come_back(cases, qtbot):

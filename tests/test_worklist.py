@@ -257,3 +257,18 @@ def test_a_new_case_is_segmented_by_the_newest_checkpoint_of_its_modality(tmp_pa
     assert both.checkpoint == str(mr_ckpt) and both.labels is not None and "CT model" in both.note
     ct_case = drive(open_case(rows["a_ct.nii.gz"], project, [ct, mr_ckpt], device="cpu"))
     assert ct_case.checkpoint == str(ct) and ct_case.note is None
+
+
+def test_first_per_modality_keeps_preference_order_and_passes_over_unreadable(tmp_path):
+    from _segment_helpers import save_tiny
+
+    from napari_medseg.worklist import first_per_modality
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    ct_new = save_tiny(tmp_path / "ct.v3.safetensors", "dcaunet", modality="ct", seed=1)
+    mr = save_tiny(tmp_path / "mr.v2.safetensors", "dcaunet", modality="mr", seed=2)
+    ct_old = save_tiny(tmp_path / "ct.v2.safetensors", "dcaunet", modality="ct", seed=3)
+    assert first_per_modality([broken, ct_new, mr, ct_old]) == [("ct", ct_new), ("mr", mr)]
+    assert first_per_modality([mr, ct_old, ct_new]) == [("mr", mr), ("ct", ct_old)]
+    assert first_per_modality([broken]) == []

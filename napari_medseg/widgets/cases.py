@@ -289,9 +289,23 @@ class CasesWidget(QWidget):
         return found + ([chosen] if chosen is not None and chosen not in found else [])
 
     def refresh_model(self):
+        """The *Model:* line: the checkpoint a new case is segmented with, per modality when the project has
+        models of more than one (a case takes the first made for its scan's modality: ``worklist.open_case``)."""
+        from napari_medseg.worklist import first_per_modality
+
         path, why = self.model_choice()
-        self.model_label.setText(f"Model: {path.name} \u2014 {why}" if path is not None else f"Model: {why}")
-        self.model_label.setToolTip(str(path) if path is not None else "")
+        if path is None:
+            self.model_label.setText(f"Model: {why}")
+            self.model_label.setToolTip("")
+            return
+        per_modality = first_per_modality(self.candidates())
+        if len(per_modality) > 1:  # a mixed CT/MR worklist: one line of models per modality
+            names = ", ".join(f"{modality.upper()} scans: {p.name}" for modality, p in per_modality)
+            self.model_label.setText(f"Model: {names} \u2014 newest of each modality")
+        else:
+            made_for = f" ({per_modality[0][0].upper()})" if per_modality else ""
+            self.model_label.setText(f"Model: {path.name}{made_for} \u2014 {why}")
+        self.model_label.setToolTip("\n".join(str(p) for _, p in per_modality) or str(path))
 
     # ---------------------------------------------------------- open a case
     def open_next(self) -> bool:
