@@ -145,6 +145,59 @@ def read_case_info(folder) -> dict:
     return _read_json(Path(folder))
 
 
+@dataclass
+class CaseSummary:
+    """One saved case of a project, from its ``case.json`` only (no arrays read).
+
+    ``error`` is set (one line) when the case folder cannot be read; the other fields are then empty.
+    Slices are axial indices, inferior to superior.
+    """
+
+    case_id: str
+    folder: Path
+    status: str = ""
+    source_path: str | None = None
+    shape: list[int] = field(default_factory=list)
+    edited: list[int] = field(default_factory=list)
+    reviewed: list[int] = field(default_factory=list)
+    locked: list[int] = field(default_factory=list)
+    scribbled: list[int] = field(default_factory=list)
+    dice_before: float | None = None
+    dice_after: float | None = None
+    active_seconds: float | None = None
+    changed_voxels: int | None = None
+    stroke_voxels: int | None = None
+    opened_at: str | None = None  # when the Cases dock first opened it (ISO-8601 UTC): the order cases were worked
+    saved_at: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-safe fields (the export's ``cases.json`` rows)."""
+        keys = ("case_id", "status", "source_path", "shape", "edited", "reviewed", "locked", "scribbled",
+                "dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at",
+                "saved_at", "error")
+        return {k: getattr(self, k) for k in keys}
+
+
+def case_summary(folder) -> CaseSummary:
+    """The :class:`CaseSummary` of the case saved in ``folder`` (``error`` set when its ``case.json`` is damaged)."""
+    folder = Path(folder)
+    summary = CaseSummary(case_id=folder.name, folder=folder)
+    try:
+        info = read_case_info(folder)
+    except CaseStateError as err:
+        summary.error = str(err)
+        return summary
+    summary.status = str(info["status"])
+    summary.source_path = info.get("source_path")
+    summary.saved_at = str(info["saved_at"])
+    for key in ("shape", "edited", "reviewed", "locked", "scribbled"):
+        setattr(summary, key, [int(v) for v in info.get(key, [])])
+    for key in ("dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at"):
+        setattr(summary, key, info.get(key))
+    return summary
+
+
 def load_case(folder) -> CaseState:
     """The case saved in ``folder``; raises :class:`CaseStateError` naming what is missing or damaged."""
     folder = Path(folder)

@@ -18,50 +18,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .casestate import CASE_JSON, CaseStateError, load_case, read_case_info
+from .casestate import CASE_JSON, CaseStateError, CaseSummary, case_summary, load_case
 from .worklist import CASES_DIR
 
 #: what :func:`export_case` writes, by the ``--format`` name (``io.writer.LABEL_FORMATS``)
 EXPORT_SUFFIXES = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd", "dcm": ".dcm"}
 #: the export folder's list of cases (one row per case: its summary, the file written or why not)
 MANIFEST = "cases.json"
-
-
-@dataclass
-class CaseSummary:
-    """One saved case of a project, from its ``case.json`` only (no arrays read).
-
-    ``error`` is set (one line) when the case folder cannot be read; the other fields are then empty.
-    Slices are axial indices, inferior to superior.
-    """
-
-    case_id: str
-    folder: Path
-    status: str = ""
-    source_path: str | None = None
-    shape: list[int] = field(default_factory=list)
-    edited: list[int] = field(default_factory=list)
-    reviewed: list[int] = field(default_factory=list)
-    locked: list[int] = field(default_factory=list)
-    scribbled: list[int] = field(default_factory=list)
-    dice_before: float | None = None
-    dice_after: float | None = None
-    active_seconds: float | None = None
-    changed_voxels: int | None = None
-    stroke_voxels: int | None = None
-    opened_at: str | None = None  # when the Cases dock first opened it (ISO-8601 UTC): the order cases were worked
-    saved_at: str = ""
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        """JSON-safe fields (the export's ``cases.json`` rows)."""
-        keys = ("case_id", "status", "source_path", "shape", "edited", "reviewed", "locked", "scribbled",
-                "dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at",
-                "saved_at", "error")
-        return {k: getattr(self, k) for k in keys}
 
 
 def project_cases(project) -> list[CaseSummary]:
@@ -75,24 +41,7 @@ def project_cases(project) -> list[CaseSummary]:
         raise ValueError(f"project folder {project} does not exist")
     cases_dir = project / CASES_DIR
     folders = sorted(p for p in cases_dir.iterdir() if p.is_dir() and (p / CASE_JSON).exists()) if cases_dir.is_dir() else []
-    return [_summary(folder) for folder in folders]
-
-
-def _summary(folder: Path) -> CaseSummary:
-    summary = CaseSummary(case_id=folder.name, folder=folder)
-    try:
-        info = read_case_info(folder)
-    except CaseStateError as err:
-        summary.error = str(err)
-        return summary
-    summary.status = str(info["status"])
-    summary.source_path = info.get("source_path")
-    summary.saved_at = str(info["saved_at"])
-    for key in ("shape", "edited", "reviewed", "locked", "scribbled"):
-        setattr(summary, key, [int(v) for v in info.get(key, [])])
-    for key in ("dice_before", "dice_after", "active_seconds", "changed_voxels", "stroke_voxels", "opened_at"):
-        setattr(summary, key, info.get(key))
-    return summary
+    return [case_summary(folder) for folder in folders]
 
 
 def export_case(case: CaseSummary, target, *, overwrite: bool = False) -> Path:

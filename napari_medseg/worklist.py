@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .casestate import CASE_JSON, STATUSES, CaseStateError, load_case, read_case_info
+from .casestate import CASE_JSON, STATUSES, CaseStateError, case_summary, load_case
 from .io.read import check_readable, detect_format, volume_name
 from .io.volume import VolumeReadError
 
@@ -160,19 +160,18 @@ def read_saved_state(entry: CaseEntry, project) -> CaseEntry:
         entry.status, entry.corrected, entry.scribbled, entry.dice_before, entry.dice_after = "new", 0, 0, None, None
         entry.active_seconds = entry.changed_voxels = entry.stroke_voxels = None
         return entry
-    try:
-        info = read_case_info(folder)
-    except CaseStateError as err:
-        entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {err}"
+    saved = case_summary(folder)
+    if saved.error:
+        entry.status, entry.reason = UNREADABLE, f"saved case state is damaged: {saved.error}"
         return entry
-    entry.status = info["status"] if info["status"] in STATUSES else UNREADABLE
+    entry.status = saved.status if saved.status in STATUSES else UNREADABLE
     if entry.status == UNREADABLE:
-        entry.reason = f"{folder / CASE_JSON} has an unknown status {info['status']!r}"
-    entry.corrected = len(info.get("locked", []))
-    entry.scribbled = len(set(info.get("scribbled", [])) - set(info.get("locked", [])))  # a reviewed one counts once
-    entry.dice_before, entry.dice_after = info.get("dice_before"), info.get("dice_after")
-    entry.active_seconds, entry.changed_voxels = info.get("active_seconds"), info.get("changed_voxels")
-    entry.stroke_voxels = info.get("stroke_voxels")
+        entry.reason = f"{folder / CASE_JSON} has an unknown status {saved.status!r}"
+    entry.corrected = len(saved.locked)
+    entry.scribbled = len(set(saved.scribbled) - set(saved.locked))  # a reviewed one counts once
+    entry.dice_before, entry.dice_after = saved.dice_before, saved.dice_after
+    entry.active_seconds, entry.changed_voxels, entry.stroke_voxels = (saved.active_seconds, saved.changed_voxels,
+                                                                       saved.stroke_voxels)
     return entry
 
 

@@ -163,7 +163,7 @@ def synapse_npz_dataset(
         labels.append(_apply_inplane(label.astype(np.uint8), inplane))
     if preprocessing.resize_policy == "spacing" and spacing is None:
         raise ValueError(
-            f"TransUNet's Synapse npz slices carry no voxel spacing, but resize policy 'spacing' resamples by it; "
+            "TransUNet's Synapse npz slices carry no voxel spacing, but resize policy 'spacing' resamples by it; "
             "set data.spacing: [sy, sx] (mm) in the recipe, or use the nnU-Net layout of the NIfTI originals"
         )
     return SliceDataset(images, labels, preprocessing, size_multiple, names, spacing)
