@@ -292,7 +292,8 @@ def variants_experiment(case: Case, args) -> list[dict]:
     Besides the mean Dice on the untouched slices: predicted / reference organ voxels
     (above 1 = the organs come out too large) and, per organ, precision and recall.
     """
-    variants = [("default", {})] + [(json.dumps(v, sort_keys=True), v) for v in json.loads(args.variants)]
+    variants = ([] if args.skip_default else [("default", {})]) + [(json.dumps(v, sort_keys=True), v)
+                                                                    for v in json.loads(args.variants)]
     rows = []
     for seed, name, _, _, untouched, result in _scribble_runs(case, args, variants):
         pred, ref = result.labels[untouched], case.reference[untouched]
@@ -575,6 +576,8 @@ def main(argv=None) -> int:
     parser.add_argument("--carry-k", type=int, default=2, help="carry: slices patient B scribbles")
     parser.add_argument("--variants", default="[]", help="variants: JSON list of FinetuneConfig fields, each run "
                         "against the defaults, e.g. '[{\"smoothness_radius\": 3}]'")
+    parser.add_argument("--skip-default", action="store_true", help="variants: run only the --variants entries "
+                        "(the defaults' rows of the same seeds, steps and threads from an earlier run pair with them)")
     parser.add_argument("--threads", type=int, help="finetune: torch CPU threads (1 on a machine loaded beyond its "
                                                       "cores, where spinning OpenMP threads made steps several times slower)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),

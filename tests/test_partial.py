@@ -47,6 +47,32 @@ def test_loss_of_a_partial_slice_equals_the_loss_of_its_labelled_region(weights)
     assert torch.count_nonzero(logits.grad[:, :, outside]) == 0  # unlabelled pixels get no gradient
 
 
+def test_entropy_term_acts_on_unlabelled_pixels_only():
+    from napari_medseg.retrain.losses import unlabelled_entropy
+
+    torch.manual_seed(0)
+    full = torch.randint(0, 3, (2, 12, 10))
+    partial = torch.full_like(full, UNLABELLED)
+    partial[:, 3:9, 2:7] = full[:, 3:9, 2:7]
+    labelled = partial != UNLABELLED
+    uniform = torch.zeros(2, 3, 12, 10)
+    assert float(unlabelled_entropy(uniform, labelled)) == pytest.approx(1.0)  # undecided: the maximum, 1
+    certain = torch.nn.functional.one_hot(full, 3).permute(0, 3, 1, 2).float() * 40
+    assert float(unlabelled_entropy(certain, labelled)) == pytest.approx(0.0, abs=1e-6)
+
+    logits = torch.randn(2, 3, 12, 10, requires_grad=True)
+    plain, with_entropy = DiceCELoss(3, 0.4, 0.6), DiceCELoss(3, 0.4, 0.6, entropy_weight=0.3)
+    added = with_entropy(logits, partial) - plain(logits, partial)
+    assert float(added) == pytest.approx(0.3 * float(unlabelled_entropy(logits, labelled)), rel=1e-5)
+    unlabelled_entropy(logits, labelled).backward()
+    assert torch.count_nonzero(logits.grad[:, :, labelled[0]]) == 0  # only the unlabelled pixels are pushed
+    assert torch.count_nonzero(logits.grad[:, :, ~labelled[0]]) > 0
+    # full labels: nothing is unlabelled, so the term adds nothing
+    assert float(with_entropy(logits, full)) == pytest.approx(float(plain(logits, full)), rel=1e-6)
+    with pytest.raises(ValueError, match="entropy_weight must be a finite number >= 0"):
+        FinetuneConfig(entropy_weight=-1)
+
+
 def test_loss_rejects_labels_that_are_neither_classes_nor_unlabelled():
     logits = torch.randn(1, 3, 4, 4)
     target = torch.zeros(1, 4, 4, dtype=torch.long)

@@ -9,7 +9,7 @@ from napari_medseg.cli import CommandError
 from napari_medseg.labels import BUILTIN
 from napari_medseg.models import family_spec, fine_tuning_scopes, model_names
 from napari_medseg.models.spec import PRECISIONS
-from napari_medseg.retrain.config import DEFAULT_SIGMA_PER_STEP, DEFAULT_SMOOTHNESS_WEIGHT
+from napari_medseg.retrain.config import DEFAULT_ENTROPY_WEIGHT, DEFAULT_SIGMA_PER_STEP, DEFAULT_SMOOTHNESS_WEIGHT
 
 
 def scope_defaults() -> str:
@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --partial: intensity difference (window units, 0..1) at which the smoothness term "
                         f"stops spreading labels (default: {DEFAULT_SIGMA_PER_STEP:g} x the slices' typical "
                         "neighbour difference, so a blurred or noisy scan gets its own)")
+    parser.add_argument("--entropy", type=float, default=None, metavar="W",
+                        help="with --partial: weight of the term that asks the model to decide on the unlabelled "
+                             f"pixels (mean normalised entropy; default {DEFAULT_ENTROPY_WEIGHT:g}; 0 = off)")
     parser.add_argument("--scope", choices=fine_tuning_scopes(), help=f"what to train (default: {scope_defaults()})")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--time-budget", type=float, help="seconds of fine-tuning (default 60)")
@@ -123,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         options["smoothness_weight"] = args.smoothness
     if args.smoothness_sigma is not None:
         options["smoothness_sigma"] = args.smoothness_sigma
+    if args.entropy is not None:
+        options["entropy_weight"] = args.entropy
     gen = retrain_volume(
         image.array, truth, slices, start=start, spacing=image.geometry.spacing,
         source=str(args.image), options=options, store=store,

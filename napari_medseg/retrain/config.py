@@ -20,6 +20,9 @@ DEFAULT_STEPS = 200
 #: checked on A' (docs/retrain.md, "Learning from scribbles").
 DEFAULT_SMOOTHNESS_WEIGHT = 100.0
 DEFAULT_SIGMA_PER_STEP = 0.5
+#: Weight of the entropy term on the unlabelled pixels of scribbled (partial) batches: chosen in
+#: bench/effort.py on the sample CT, checked on A' and the MR (docs/retrain.md, "Deciding on the unlabelled pixels").
+DEFAULT_ENTROPY_WEIGHT = 0.3
 
 
 def strict_from_dict(cls, data: Mapping | None, what: str):
@@ -84,6 +87,9 @@ class FinetuneConfig:
             (``losses.typical_intensity_step``), so a blurred or noisy scan gets its own scale.
             ``smoothness_radius``: its reach in training pixels (1 = the 4 neighbours, the
             default; 3 was tried: docs/retrain.md).
+        entropy_weight: weight of the mean normalised entropy of the prediction on unlabelled pixels
+            (``losses.unlabelled_entropy``), added like the smoothness term (default
+            :data:`DEFAULT_ENTROPY_WEIGHT`, docs/retrain.md); 0 turns it off.
     """
 
     scope: str | None = None
@@ -111,6 +117,7 @@ class FinetuneConfig:
     smoothness_sigma: float | None = None
     smoothness_sigma_per_step: float = DEFAULT_SIGMA_PER_STEP
     smoothness_radius: int = 1
+    entropy_weight: float = DEFAULT_ENTROPY_WEIGHT
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -125,9 +132,10 @@ class FinetuneConfig:
         check_positive("smoothness_sigma", self.smoothness_sigma)
         check_positive("smoothness_sigma_per_step", self.smoothness_sigma_per_step, optional=False)
         check_positive("smoothness_radius", self.smoothness_radius, integer=True, optional=False)
-        if not (isinstance(self.smoothness_weight, (int, float)) and math.isfinite(self.smoothness_weight)
-                and self.smoothness_weight >= 0):
-            raise ValueError(f"smoothness_weight must be a finite number >= 0, got {self.smoothness_weight!r}")
+        for name in ("smoothness_weight", "entropy_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.member, int) and not isinstance(self.member, bool) and self.member >= 0):
             raise ValueError(f"member must be an integer >= 0, got {self.member!r}")
         check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)

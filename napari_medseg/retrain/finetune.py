@@ -362,7 +362,8 @@ def _setup_training(model, config: FinetuneConfig, run: SimpleNamespace) -> None
     run.smoothness_sigma = config.smoothness_sigma or config.smoothness_sigma_per_step * typical_intensity_step(
         run.x_train)
     run.loss_fn = DiceCELoss(run.num_classes, ce_w, dice_w, smoothness_weight=config.smoothness_weight,
-                             smoothness_sigma=run.smoothness_sigma, smoothness_radius=config.smoothness_radius)
+                             smoothness_sigma=run.smoothness_sigma, smoothness_radius=config.smoothness_radius,
+                             entropy_weight=config.entropy_weight)
     run.augment = AugmentConfig.finetune() if config.augment is True else (config.augment or None)
     run.check_every = config.eval_every or max(5, (run.steps or 200) // 20)
 

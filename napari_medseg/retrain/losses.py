@@ -19,7 +19,9 @@ pixels add an edge-aware smoothness term (:func:`edge_aware_smoothness`, a
 pairwise CRF-style energy as in scribble-supervised segmentation): neighbouring
 pixels of similar intensity should get the same class, so labels spread from
 the strokes through homogeneous tissue and stop at edges.  Measured on the
-sample CT and A' in ``bench/effort.py`` (docs/retrain.md).
+sample CT and A' in ``bench/effort.py`` (docs/retrain.md).  With ``entropy_weight > 0``
+such batches also add the mean normalised entropy of the prediction on the unlabelled
+pixels (:func:`unlabelled_entropy`), which asks the model to decide there.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class DiceCELoss(nn.Module):
         smoothness_weight: weight of :func:`edge_aware_smoothness`, added only for
             batches that hold unlabelled pixels and when ``images`` are given.
         smoothness_sigma: its intensity scale (image values in [0, 1]).
+        entropy_weight: weight of :func:`unlabelled_entropy`, added only for batches that
+            hold unlabelled pixels.
 
     Forward:
         logits: ``(B, K, H, W)`` raw scores; target: ``(B, H, W)`` integer labels
@@ -64,6 +68,7 @@ class DiceCELoss(nn.Module):
         smoothness_weight: float = 0.0,
         smoothness_sigma: float = 0.05,
         smoothness_radius: int = 1,
+        entropy_weight: float = 0.0,
     ):
         super().__init__()
         if num_classes < 2:
@@ -85,6 +90,9 @@ class DiceCELoss(nn.Module):
         self.smoothness_radius = int(smoothness_radius)
         if self.smoothness_radius < 1:
             raise ValueError(f"smoothness radius must be >= 1 px, got {smoothness_radius}")
+        if entropy_weight < 0:
+            raise ValueError(f"entropy weight must be >= 0, got {entropy_weight}")
+        self.entropy_weight = float(entropy_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
@@ -111,7 +119,21 @@ class DiceCELoss(nn.Module):
         if self.smoothness_weight and images is not None and labelled is not None and not bool(labelled.all()):
             loss = loss + self.smoothness_weight * edge_aware_smoothness(logits, images, self.smoothness_sigma,
                                                                             self.smoothness_radius)
+        if self.entropy_weight and labelled is not None and not bool(labelled.all()):
+            loss = loss + self.entropy_weight * unlabelled_entropy(logits, labelled)
         return loss
+
+
+def unlabelled_entropy(logits: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the softmax over the pixels not ``labelled`` ``(B, H, W)``, divided by log K (0..1).
+
+    Minimising it asks the model to decide on the pixels nobody labelled (entropy minimisation, a
+    semi-supervised classic); 0 when every pixel is labelled.
+    """
+    logp = logits.float().log_softmax(dim=1)
+    entropy = -(logp.exp() * logp).sum(1) / math.log(logits.shape[1])
+    unlabelled = (~labelled).to(entropy.dtype)
+    return (entropy * unlabelled).sum() / unlabelled.sum().clamp(min=1)
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None):
