@@ -143,7 +143,7 @@ def test_options_come_from_the_specs_and_undo_is_capped(scratch_dock):
     for v, volume in enumerate(volumes):
         widget.remember(labels, f"step {v}", volume)
     history = widget._history[str(labels.unique_id)]
-    assert HISTORY_CAP == 3 and [choice for choice, _ in history] == ["step 2", "step 3", "step 4"]
+    assert HISTORY_CAP == 3 and [step.start_choice for step in history] == ["step 2", "step 3", "step 4"]
     widget.revert()
     np.testing.assert_array_equal(np.asarray(labels.data), volumes[4])  # nothing locked: every slice comes back
     assert len(history) == 2
