@@ -3,7 +3,10 @@
 Same-day baselines for docs/retrain.md, "Deciding on the unlabelled pixels": the sample and the MR with the
 term off (its default runs are effort-20261207-090421 / -091529), A' (0.8 mm, 512^2) both ways.
 Run from the repository root:  python bench/results/entropy-150s-20261207.py
+A second pair on the sample, off and on alternating (entropy-150s-sample-20261207.log):
+    python bench/results/entropy-150s-20261207.py '[["sample", [0.0, 0.3, 0.0, 0.3]]]'
 """
+import json
 import os
 import sys
 import tempfile
@@ -20,7 +23,8 @@ from napari_medseg.scribbles import simulate_reviewer
 torch.set_num_threads(2)
 print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
 args = SimpleNamespace(budget=150.0)
-for name, weights in (("sample", [0.0]), ("512", [0.0, 0.3]), ("mr", [0.0])):
+runs = json.loads(sys.argv[1]) if len(sys.argv) > 1 else [["sample", [0.0]], ["512", [0.0, 0.3]], ["mr", [0.0]]]
+for name, weights in runs:
     case = CASES[name]()
     slices = evenly_spaced_slices(case.image.shape[0], 5)
     partial, _ = simulate_reviewer(case.image, case.reference, slices, case.modality)
