@@ -199,6 +199,10 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     assert widget.save_case(wait=True)
     info = json.loads((case_folder(project, src / "a_ct.nii.gz") / "case.json").read_text())
     assert [row["name"] for row in info["organs"]] == [o.name for o in opened_organs]
+    # the discarded version's Dice goes with it: the opening model was not fine-tuned on this case
+    assert info.get("dice_before") is None and info.get("dice_after") is None
+    qtbot.waitUntil(lambda: widget.rows[0].dice_after is None)
+    assert widget.table.item(0, 3).text() == widget.table.item(0, 4).text() == ""
     np.testing.assert_allclose(load_case(case_folder(project, src / "a_ct.nii.gz")).slice_uncertainty,
                                opened_scores, rtol=1e-6)
     assert widget.open_next()
