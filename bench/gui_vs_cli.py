@@ -12,7 +12,8 @@ seconds after (it warms the fine-tune's imports in the background), and from the
 moment the *Fine-tune* click has returned (the worker started) until 1 s after
 the result is applied to the layer.  The click's own time on the GUI thread
 (checks, copying the labels, making the live preview's layer the first time) is
-reported apart, as the click response.  Run 0 is the process's first fine-tune.  Both report the mean organ Dice on the slices nobody
+reported apart, as the click response.  The CPU seconds of the dock's process by thread
+(the GUI thread, Mesa's llvmpipe threads, the rest: training) and of the CLI's process are printed too.  Run 0 is the process's first fine-tune.  Both report the mean organ Dice on the slices nobody
 touched: the dock's re-segmented labels layer, and the CLI's checkpoint
 re-segmenting the volume the same way (``segment_volume`` with the reference
 slices locked, as the dock and ``retrain_volume`` do).  Issue 10's GUI target:
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +41,34 @@ from effort import untouched_dice  # bench/effort.py (scripts run as python benc
 
 TICK_MS = 20
 AFTER_S = 1.0  # the stall meter runs on this long after the result is applied
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by kind: ``gui`` (the main thread), ``mesa`` (llvmpipe's
+    rendering threads), ``other`` (the compute thread, torch's OpenMP workers, Qt's and napari's threads).
+    Linux only (``/proc/self/task``); empty elsewhere."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    totals: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return totals
+    for tid in tasks:
+        try:
+            raw = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        kind = "gui" if int(tid) == os.getpid() else "mesa" if comm.startswith("llvmpipe") else "other"
+        totals[kind] = totals.get(kind, 0.0) + seconds
+    return totals
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per kind between two :func:`thread_cpu` readings (threads that ended in between are lost)."""
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 1) for k in sorted(set(before) | set(after))}
 
 
 class StallMeter:
@@ -90,12 +120,13 @@ def run_cli(budget: float, slices: list[int], work: Path, tag: str) -> dict:
            "--slices", ",".join(map(str, slices)), "--model", "dcaunet", "--label-set", "synapse",
            "--time-budget", str(budget), "--device", "cpu", "--precision", "fp32", "--no-replay",
            "--store", str(work / "cli-store"), "-o", str(out)]
-    t0 = time.monotonic()
+    t0, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.monotonic() - t0
+    wall, used = time.monotonic() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = round(used.ru_utime + used.ru_stime - usage.ru_utime - usage.ru_stime, 1)
     prov = read_checkpoint_info(out).provenance
     return {"steps": prov["steps"], "members": len(prov.get("members", [])) or 1, "seconds": prov["seconds"],
-            "wall_s": wall, "checkpoint": str(out)}
+            "wall_s": wall, "cpu_s": cpu_s, "checkpoint": str(out)}
 
 
 def cli_dice(checkpoint: Path, slices: list[int]) -> float:
@@ -132,6 +163,7 @@ def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
     widget.budget.setValue(budget)
     widget.go_to_slice(slices[0] + 1)  # an unlocked slice on screen: the live preview runs as for a user
 
+    cpu_before = thread_cpu()
     clicked = time.perf_counter()
     widget.fine_tune()  # what the click runs on the GUI thread before the worker starts
     click_ms = round(1e3 * (time.perf_counter() - clicked))
@@ -143,12 +175,13 @@ def run_gui(viewer, widget, budget: float, slices: list[int]) -> dict:
     done_s = meter.seconds()
     meter.wait(lambda: meter.seconds() > done_s + AFTER_S)  # the result's display and the preview's hiding
     meter.stop()
+    cpu = cpu_delta(cpu_before, thread_cpu())
     path = widget.start_combo.currentText()
     if "Saved" not in widget.status.text():
         raise RuntimeError(f"the dock's fine-tune failed: {widget.status.text()}")
     prov = read_checkpoint_info(path).provenance
     return {"steps": prov["steps"], "members": len(prov.get("members", [])) or 1, "seconds": prov["seconds"],
-            "wall_s": done_s, "click_ms": click_ms,
+            "wall_s": done_s, "click_ms": click_ms, "cpu_s": cpu,
             "longest_stall_ms": meter.worst_ms, "stalls_over_100ms": meter.stalls,
             "dice_untouched": untouched_dice(np.asarray(labels.data), reference,
                                              [z for z in range(reference.shape[0]) if z not in slices])}
@@ -237,6 +270,8 @@ def main(argv=None) -> int:
               f"Dice {gui['dice_untouched']:.3f}; "
               f"click response {gui['click_ms']} ms; longest stall while it ran {gui['longest_stall_ms']} ms, load {runs[-1]['load']:.1f}; "
               f"stalls > 100 ms (s after start, ms, status): {gui['stalls_over_100ms']}", flush=True)
+        print(f"  CPU seconds: the CLI process {cli['cpu_s']} in {cli['wall_s']:.1f} s wall (start-up included); "
+              f"the GUI process's threads {gui['cpu_s']} in {gui['wall_s'] + AFTER_S:.1f} s", flush=True)
     for run in runs:  # after every GUI run: torch used in this process's main thread first slowed the dock's worker
         run["cli"]["dice_untouched"] = cli_dice(Path(run["cli"]["checkpoint"]), slices)
         print(f"CLI checkpoint {Path(run['cli']['checkpoint']).name}: Dice {run['cli']['dice_untouched']:.3f}")
