@@ -128,9 +128,9 @@ def test_plan_replay_same_label_set_and_modality_other_images(tmp_path):
     plan = store.plan_replay(SYNAPSE.to_dict(), "ct", exclude_hash="hc")
     assert sorted(e.source for e in plan.entries) == ["a", "b"]
     assert (plan.slices, plan.patients) == (4, 2)
-    assert plan.skipped == {"other label set": 1, "other modality": 1, "this image": 1}
+    assert plan.skipped == {"other label set": 1, "other modality": 1, "of this image": 1}
     assert plan.describe() == (f"store {tmp_path}: replays 4 slices of 2 patients "
-                               "(skipped: 1 other label set, 1 other modality, 1 this image)")
+                               "(skipped: 1 of this image, 1 other label set, 1 other modality)")
     assert [e.source for *_, e in store.replay(plan)] == ["a", "b"]
 
 

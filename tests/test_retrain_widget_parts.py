@@ -121,3 +121,30 @@ def test_warm_up_imports_hide_triton_before_dynamo():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
 
+
+
+def test_status_area_grows_with_its_text_then_scrolls(qtbot):
+    """A dock's status: as tall as a short text, never taller than STATUS_LINES lines (then it scrolls)."""
+    from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
+
+    from napari_medseg.widgets._layout import STATUS_LINES, StatusArea, StatusLabel
+
+    dock = QWidget()
+    label = StatusLabel("Reverted to base.v2.safetensors.")
+    area = StatusArea(label)
+    layout = QVBoxLayout(dock)
+    layout.addWidget(QPushButton("Fine-tune"))
+    layout.addWidget(area)
+    layout.addStretch()
+    qtbot.addWidget(dock)
+    dock.resize(300, 700)
+    dock.show()
+    qtbot.waitExposed(dock)
+    line = label.fontMetrics().lineSpacing()
+    qtbot.waitUntil(lambda: area.height() >= label.heightForWidth(area.viewport().width()))
+    assert area.height() < 3 * line and not area.verticalScrollBar().maximum()  # one line, no scroll bar
+    label.setText("Saved a checkpoint after a long fine-tune; the Dice went up. " * 12)  # far more than 6 lines
+    qtbot.waitUntil(lambda: area.height() >= STATUS_LINES * line)
+    assert area.height() < (STATUS_LINES + 2) * line  # capped, whatever the text's length
+    assert area.verticalScrollBar().maximum() > 0  # the rest scrolls
+    assert label.text().startswith("Saved")

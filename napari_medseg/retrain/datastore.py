@@ -114,7 +114,7 @@ class ReplayPlan:
     def describe(self) -> str:
         """One line: ``"store /path: replays 12 slices of 3 patients (skipped: 1 damaged)"``."""
         n = self.patients
-        text = f"store {self.root}: replays {self.slices} slices of {n} patient{'' if n == 1 else 's'}"
+        text = f"store {self.root}: replays {self.slices} slice{'' if self.slices == 1 else 's'} of {n} patient{'' if n == 1 else 's'}"
         if self.skipped:
             text += " (skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) + ")"
         return text
@@ -301,7 +301,7 @@ class CorrectionStore:
                 reason = "other modality"
             elif (exclude_hash and e.image_hash == exclude_hash) or (
                     exclude_source is not None and e.image_hash is None and e.source == exclude_source):
-                reason = "this image"
+                reason = "of this image"
             else:
                 eligible.append(e)
                 continue

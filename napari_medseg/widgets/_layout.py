@@ -1,4 +1,5 @@
-"""Layout parts shared by the docks: combo boxes that elide, a row of widgets, a scrolling dock body.
+"""Layout parts shared by the docks: combo boxes that elide, a row of widgets, a scrolling dock body,
+a status line that scrolls past a few lines.
 
 Docks share the right-hand side of napari's window with each other: a combo box
 that widens with a long layer name or path takes width from the canvas, and a
@@ -8,7 +9,8 @@ dock taller than the screen makes the window taller than the screen.
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QComboBox, QFrame, QHBoxLayout, QPushButton, QScrollArea, QStyle, QStyleOptionComboBox, QStylePainter
+from qtpy.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QStyle,
+                            QStyleOptionComboBox, QStylePainter)
 
 #: Characters a name or path combo box has room for before it elides.
 NAME_CHARS = 18
@@ -116,3 +118,65 @@ def scrolling(dock, body, footer=None) -> None:
     outer.addWidget(DockScrollArea(body), 1)
     if footer is not None:
         outer.addWidget(footer)
+
+
+#: Lines of a dock's status shown before it scrolls: a long status (after a fine-tune) must not push the
+#: buttons above it out of a short window.
+STATUS_LINES = 6
+
+
+class StatusLabel(QLabel):
+    """A dock's word-wrapped status line (plain ``setText`` / ``text``); in its :class:`StatusArea` it
+    scrolls beyond :data:`STATUS_LINES` lines."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.setWordWrap(True)
+        self.area: StatusArea | None = None
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        if self.area is not None:
+            self.area.updateGeometry()
+
+
+class StatusArea(QScrollArea):
+    """Holds a :class:`StatusLabel`: as tall as its text, at most ``max_lines`` lines, then a scroll bar."""
+
+    def __init__(self, label: StatusLabel, max_lines: int = STATUS_LINES, parent=None):
+        super().__init__(parent)
+        self.label, self.max_lines = label, int(max_lines)
+        label.area = self
+        self.setWidget(label)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    def _chrome(self) -> int:
+        """Pixels the area adds around its viewport (a style sheet's border or padding)."""
+        if self.height() > 1 and self.viewport().height() > 1:
+            return max(0, self.height() - self.viewport().height())
+        return 2 * self.frameWidth()
+
+    def text_height(self) -> int:
+        """Pixels the area needs to show the label's whole text at its current width."""
+        width = self.viewport().width() if self.viewport().width() > 1 else self.label.sizeHint().width()
+        height = self.label.heightForWidth(width)
+        return (height if height > 0 else self.label.sizeHint().height()) + self._chrome()
+
+    def lines_height(self, lines: int) -> int:
+        """Pixels the area needs to show ``lines`` lines of the label's text."""
+        margins = self.label.contentsMargins()
+        return lines * self.label.fontMetrics().lineSpacing() + margins.top() + margins.bottom() + self._chrome()
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.label.minimumSizeHint().width(), min(self.text_height(), self.lines_height(self.max_lines)))
+
+    def minimumSizeHint(self) -> QSize:  # squeezed: two lines (or the whole text when shorter), then it scrolls
+        return QSize(self.label.minimumSizeHint().width(), min(self.text_height(), self.lines_height(2)))
+
+    def resizeEvent(self, event):  # a new width wraps the text anew: ask for the height that fits it
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():
+            self.updateGeometry()

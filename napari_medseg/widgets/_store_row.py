@@ -83,7 +83,7 @@ class StoreRow(QWidget):
             label_set, modality, image_hash = context
             plan = store.plan_replay(label_set, modality, exclude_hash=image_hash)
         n = plan.patients
-        text = f"Replays {plan.slices} slices of {n} patient{'' if n == 1 else 's'}"
+        text = f"Replays {plan.slices} slice{'' if plan.slices == 1 else 's'} of {n} patient{'' if n == 1 else 's'}"
         if plan.skipped:
             text += "\nSkipped " + ", ".join(f"{k} {why}" for why, k in sorted(plan.skipped.items()))
         if caught:  # damaged entries: counted in "Skipped", named in the tooltip

@@ -54,7 +54,7 @@ from napari_medseg.widgets._cases_links import (
 )
 from napari_medseg.widgets._cases_table import CasesTable
 from napari_medseg.widgets._common import show_organ
-from napari_medseg.widgets._layout import scrolling
+from napari_medseg.widgets._layout import StatusArea, StatusLabel, scrolling
 from napari_medseg.widgets._organ_table import check_first_html, parse_organ_link
 from napari_medseg.widgets._on_close import call_before_close
 
@@ -158,8 +158,7 @@ class CasesWidget(QWidget):
         self.check_first.setToolTip("Click an organ: go to the slice where it is least certain and paint with it")
         self.check_first.linkActivated.connect(self._go_to_organ)
         self.check_first.setVisible(False)
-        self.status = QLabel("Open a folder of scans, or a text file listing them.")
-        self.status.setWordWrap(True)
+        self.status = StatusLabel("Open a folder of scans, or a text file listing them.")
 
         form = QFormLayout()
         form.addRow("Worklist", self.worklist_label)
@@ -178,7 +177,7 @@ class CasesWidget(QWidget):
         bottom.addLayout(_row(self.reviewed_btn, self.done_btn, self.export_btn))
         bottom.addWidget(self.progress)
         bottom.addWidget(self.check_first)
-        bottom.addWidget(self.status)
+        bottom.addWidget(StatusArea(self.status))  # scrolls past a few lines: the buttons stay in sight
         _show_path(self.project_label, self.project)
         self._set_running(False)
 

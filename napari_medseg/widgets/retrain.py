@@ -19,7 +19,7 @@ from napari_medseg.widgets._common import aligned_labels_kwargs, go_to_slice, kn
 from napari_medseg.widgets._loss_plot import LossPlot
 from napari_medseg.widgets._preview import PREVIEW, PreviewLayer
 from napari_medseg.widgets._retrain_job import HISTORY_CAP, FineTuneJob
-from napari_medseg.widgets._layout import button, fill_layer_combo, row, scrolling
+from napari_medseg.widgets._layout import StatusArea, StatusLabel, button, fill_layer_combo, row, scrolling
 from napari_medseg.widgets._retrain_options import RetrainOptions
 from napari_medseg.widgets._scribble_actions import ScribbleActions
 from napari_medseg.widgets._scribble_actions import layer_key as _key
@@ -101,8 +101,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         self.revert_btn = button("Revert", self.revert)
         self.progress = QProgressBar()
         self.loss_plot = LossPlot()
-        self.status = QLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
-        self.status.setWordWrap(True)
+        self.status = StatusLabel("Paint corrections on a few slices, or mark good slices reviewed; then Fine-tune.")
 
         body, footer = QWidget(), QWidget()
         scrolling(self, body, footer)  # a short screen scrolls the options; the footer stays in sight
@@ -122,7 +121,7 @@ class RetrainWidget(FineTuneJob, ScribbleActions, PreviewLayer, QWidget):
         bottom.setContentsMargins(layout.contentsMargins().left(), 4, layout.contentsMargins().right(), 6)
         bottom.addLayout(row(self.run_btn, self.cancel_btn, self.revert_btn))
         bottom.addWidget(self.progress)
-        bottom.addWidget(self.status)
+        bottom.addWidget(StatusArea(self.status))  # scrolls past a few lines: the buttons stay in sight
         self._set_running(False)
 
     def _set_running(self, running: bool):
