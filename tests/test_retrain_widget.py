@@ -219,6 +219,8 @@ def test_dock_lists_devices_after_it_opens(make_napari_viewer, qtbot):
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Correct and retrain")
+    # not while napari adds and paints the dock: importing torch alongside slowed that 10x
+    assert not widget.warming.started and widget.device_combo.count() == 1
     qtbot.waitUntil(lambda: widget.device_combo.count() > 1, timeout=120_000)
     assert [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())] == ["auto"] + available_devices()
     widget.warming.join(120)
