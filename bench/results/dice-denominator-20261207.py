@@ -21,21 +21,14 @@ SQUARED = losses.soft_dice_loss
 
 
 def linear_dice_loss(logits, target, include_background=True, smooth=1e-5, labelled=None):
-    """As ``losses.soft_dice_loss`` with ``sum p`` in place of ``sum p^2`` in the denominator."""
-    num_classes = logits.shape[1]
-    probs = logits.softmax(dim=1)
-    if labelled is not None:
-        target = torch.where(labelled, target, 0)
-    onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
-    if labelled is not None:
-        weight = labelled[:, None].to(probs.dtype)
-        probs, onehot = probs * weight, onehot * weight
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    per_class = (2 * inter + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
-    if not include_background:
-        per_class = per_class[1:]
-    return 1.0 - per_class.mean()
+    """As ``losses.soft_dice_loss`` (pooled over the batch), with ``sum p`` in place of ``sum p^2``."""
+    keep = labelled if labelled is not None else torch.ones_like(target, dtype=torch.bool)
+    weight = keep[:, None].float()
+    probs = logits.softmax(dim=1) * weight
+    onehot = F.one_hot(torch.where(keep, target, 0), logits.shape[1]).permute(0, 3, 1, 2).float() * weight
+    inter, denom = (probs * onehot).sum((0, 2, 3)), probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    per_class = (2 * inter + smooth) / (denom + smooth)
+    return 1.0 - per_class[0 if include_background else 1:].mean()
 
 
 def main():
