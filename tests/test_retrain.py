@@ -294,3 +294,25 @@ def test_a_checkpoint_of_another_modality_warns(sample, tiny_checkpoint):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the CT image itself: no warning
         prepare_model(StartFrom(checkpoint=tiny_checkpoint.path), image.array)
+
+
+def test_initial_weights_from_scratch_follow_the_seed(sample):
+    """torch's own seed is random per process: the fine-tune's seed sets a new model's weights, each member its own."""
+    import torch
+
+    from napari_medseg.retrain.loop import StartFrom, prepare_model
+
+    image = sample[0].array
+    start = StartFrom(model_name="dcaunet", label_set="synapse", modality="ct", members=2)
+
+    before = iter(range(100, 200))
+
+    def weights(seed):
+        torch.manual_seed(next(before))  # whatever ran before differs each time: it must not matter
+        model = prepare_model(start, image, options=dict(seed=seed, steps=1, device="cpu"))[0]
+        return [torch.cat([p.detach().flatten() for p in member.parameters()]) for member in model.members]
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], first[1])  # the two members start apart
+    assert not torch.equal(first[0], other[0])

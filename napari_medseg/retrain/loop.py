@@ -179,7 +179,8 @@ def default_members(model_name: str, device="auto", time_budget_s: float | None 
 def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None = None):
     """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`; from scratch, the
     fine-tune's device and time budget (:func:`finetune_config` of ``options``) set
-    :func:`default_members`.  Several members give an ``Ensemble``."""
+    :func:`default_members`, and its ``seed`` the initial weights (torch's own seed is random per
+    process).  Several members give an ``Ensemble`` (each member its own initial weights)."""
     from napari_medseg.checkpoint import load_checkpoint
     from napari_medseg.models import build_model, family_spec
 
@@ -204,10 +205,12 @@ def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None =
     config.update(start.model_config or {})
     if spec.external_weights:
         config.setdefault(spec.external_weights, start.backbone_weights)
-    members = start.members
-    if members is None:
-        tune = finetune_config(start.model_name, from_scratch=True, options=options)
-        members = default_members(start.model_name, tune.device, tune.time_budget_s)
+    tune = finetune_config(start.model_name, from_scratch=True, options=options)
+    members = start.members if start.members is not None else default_members(start.model_name, tune.device,
+                                                                                tune.time_budget_s)
+    import torch
+
+    torch.manual_seed(tune.seed)  # the initial weights follow the fine-tune's seed: a run from scratch repeats
     models = [build_model(start.model_name, label_set.num_classes, **config) for _ in range(members)]
     for model in models:
         if spec.external_weights:
