@@ -7,7 +7,6 @@ from napari_medseg.preprocess import Preprocessing, normalize
 from napari_medseg.retrain.config import FinetuneConfig
 from napari_medseg.retrain.dice import batch_dice, dice_from_counts
 from napari_medseg.retrain.finetune import FinetuneData, finetune, run_finetune
-from napari_medseg.scribbles import UNLABELLED
 torch.set_num_threads(1)
 images, reference, body = synthetic_volume()
 train, test = [0, 3, 6], [1, 2, 4, 5, 7, 8, 9]
