@@ -111,13 +111,19 @@ class ReplayPlan:
     def patients(self) -> int:
         return len({e.patient for e in self.entries})
 
+    def counts(self) -> str:
+        """``"12 slices of 3 patients"`` (singular for 1)."""
+        slices, patients = self.slices, self.patients
+        return f"{slices} slice{'' if slices == 1 else 's'} of {patients} patient{'' if patients == 1 else 's'}"
+
+    def skipped_counts(self) -> str:
+        """``"1 damaged, 2 other label set"``: the entries left out, by reason (empty when none)."""
+        return ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+
     def describe(self) -> str:
         """One line: ``"store /path: replays 12 slices of 3 patients (skipped: 1 damaged)"``."""
-        n = self.patients
-        text = f"store {self.root}: replays {self.slices} slice{'' if self.slices == 1 else 's'} of {n} patient{'' if n == 1 else 's'}"
-        if self.skipped:
-            text += " (skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) + ")"
-        return text
+        text = f"store {self.root}: replays {self.counts()}"
+        return text + (f" (skipped: {self.skipped_counts()})" if self.skipped else "")
 
 
 def same_label_set(a: dict, b: dict) -> bool:

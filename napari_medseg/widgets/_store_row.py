@@ -82,10 +82,7 @@ class StoreRow(QWidget):
             warnings.simplefilter("always")
             label_set, modality, image_hash = context
             plan = store.plan_replay(label_set, modality, exclude_hash=image_hash)
-        n = plan.patients
-        text = f"Replays {plan.slices} slice{'' if plan.slices == 1 else 's'} of {n} patient{'' if n == 1 else 's'}"
-        if plan.skipped:
-            text += "\nSkipped " + ", ".join(f"{k} {why}" for why, k in sorted(plan.skipped.items()))
+        text = f"Replays {plan.counts()}" + (f"\nSkipped {plan.skipped_counts()}" if plan.skipped else "")
         if caught:  # damaged entries: counted in "Skipped", named in the tooltip
             self.summary.setToolTip("\n".join([str(store.root)] + [str(w.message) for w in caught]))
         self.summary.setText(head + text)
