@@ -316,3 +316,21 @@ def test_initial_weights_from_scratch_follow_the_seed(sample):
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], first[1])  # the two members start apart
     assert not torch.equal(first[0], other[0])
+
+
+def test_initial_weights_draw_from_another_stream_than_the_crops(sample):
+    """The crops and augmentation draw from a generator seeded with the fine-tune's seed itself; the weights must not
+    repeat that sequence (they did until 2026-12-07: each seed was one fixed pairing of weights and crops)."""
+    import torch
+
+    from napari_medseg.models import build_model
+    from napari_medseg.retrain.loop import StartFrom, init_seed, prepare_model
+
+    start = StartFrom(model_name="dcaunet", label_set="synapse", modality="ct", members=1)
+    model = prepare_model(start, sample[0].array, options=dict(seed=0, steps=1, device="cpu"))[0]
+    torch.manual_seed(0)  # the crops' sequence
+    same_stream = build_model("dcaunet", model.config["num_classes"], **{k: v for k, v in model.config.items()
+                                                                         if k != "num_classes"})
+    first, shadow = next(model.parameters()), next(same_stream.parameters())
+    assert first.shape == shadow.shape and not torch.equal(first, shadow)
+    assert len({init_seed(s) for s in range(100)} | set(range(100))) == 200  # no seed maps onto a crop seed

@@ -1,5 +1,5 @@
 """Experiment: 2.5D input (neighbour slices at +-D mm as extra channels) vs 1 channel, paired seeds, fixed steps."""
-import sys, time, json, os
+import sys, time, os
 sys.path.insert(0, "/work/main/bench"); sys.path.insert(0, "/work/main")
 import numpy as np, torch
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -8,7 +8,7 @@ from napari_medseg.io import read_volume
 from napari_medseg.labels import SYNAPSE
 from napari_medseg.retrain import finetune as ft
 from napari_medseg.retrain import slices as sl
-from napari_medseg.models import blocks, dcaunet
+from napari_medseg.models import dcaunet
 from napari_medseg.models.dcaunet import PatchEmbed, CSFF
 from napari_medseg.retrain.loop import StartFrom, prepare_model, evenly_spaced_slices
 from napari_medseg.retrain.config import FinetuneConfig

@@ -4,7 +4,7 @@ Arms at equal total steps N: (a) the recipe, N steps on the k=5 slices; (b) N1 s
 volume (pipeline: z-smoothing, one-piece, corrected slices locked), keep pixels with normalised entropy
 < THR as pseudo-labels, then N-N1 more steps from that model on corrected (current) + pseudo (replay) slices.
 """
-import sys, os, time, json
+import sys, os, time
 sys.path.insert(0, os.environ.get("CODE", "/work/main")); sys.path.insert(0, "/work/main/bench")
 import numpy as np, torch
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

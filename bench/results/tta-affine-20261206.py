@@ -3,7 +3,6 @@
 The checkpoints are those of bench/results/keep-final-20261206-0906.py (/tmp/exp9/pp{seed}sample/dcaunet-k5.safetensors):
 OMP_NUM_THREADS=1 python bench/results/tta-affine-20261206.py CKPT [CKPT ...]; the log holds this part, then the A' / B part (below, commented)."""
 import sys, math
-from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 torch.set_num_threads(1)
 from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS

@@ -1,4 +1,4 @@
-import sys, time, os, threading
+import sys, threading
 sys.path.insert(0, "/work/main")
 import numpy as np, torch
 from napari_medseg.io import read_volume

@@ -42,6 +42,8 @@ DEFAULT_TIME_BUDGET_S = 60.0
 #: seeds (bench/ensemble.py, docs/retrain.md "Two models at once"): two members were level with one
 #: model at 60 s (+0.000, 6 pairs) and higher at 120 s (+0.008, 4 of 4) and 150 s (+0.011, 7 of 8).
 ENSEMBLE_MIN_BUDGET_S = 120.0
+#: Tag of the initial weights' random stream (:func:`init_seed`): any constant other than the crops' stream works.
+INIT_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,15 @@ def default_members(model_name: str, device="auto", time_budget_s: float | None 
     return family_spec(model_name).scratch_members if threads >= 2 else 1
 
 
+def init_seed(seed: int) -> int:
+    """The seed of a new model's initial weights, derived from the fine-tune's ``seed`` but not equal to it.
+
+    The crops and augmentation draw from a generator seeded with ``seed`` itself (``finetune._prepare``); seeding
+    the weights with it too made their random numbers the same sequence as the crops', so each seed gave one fixed
+    pairing of the two.  A separate stream (``SeedSequence`` of ``seed`` and a stream tag) keeps them independent."""
+    return int(np.random.SeedSequence([int(seed), INIT_STREAM]).generate_state(1)[0])
+
+
 def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None = None):
     """``(model, label_set, preprocessing, parent_info)`` for a :class:`StartFrom`; from scratch, the
     fine-tune's device and time budget (:func:`finetune_config` of ``options``) set
@@ -210,7 +221,7 @@ def prepare_model(start: StartFrom, image: np.ndarray, options: Mapping | None =
                                                                                 tune.time_budget_s)
     import torch
 
-    torch.manual_seed(tune.seed)  # the initial weights follow the fine-tune's seed: a run from scratch repeats
+    torch.manual_seed(init_seed(tune.seed))  # the initial weights follow the fine-tune's seed: a run from scratch repeats
     models = [build_model(start.model_name, label_set.num_classes, **config) for _ in range(members)]
     for model in models:
         if spec.external_weights:

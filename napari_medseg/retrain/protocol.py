@@ -99,11 +99,8 @@ def run_protocol(
         start = StartFrom(model_name=model_name, label_set="synapse", modality=modality, model_config=model_config,
                           backbone_weights=None if model_name == "udfa" else "auto", target_spacing=target_spacing,
                           members=members)
-    if k == 0:
-        import torch
-
-        torch.manual_seed(seed)  # the random init of the untrained model
-        labels, steps, checkpoint, finetuned = _untrained_labels(start, image, device, spacing), 0, None, None
+    if k == 0:  # the untrained model: its random initial weights follow the seed
+        labels, steps, checkpoint, finetuned = _untrained_labels(start, image, device, spacing, seed), 0, None, None
     else:
         work = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="medseg-protocol-"))
         work.mkdir(parents=True, exist_ok=True)
@@ -119,13 +116,13 @@ def run_protocol(
     return ProtocolResult(model_name, k, corrected, scores, time.monotonic() - t0, steps, labels, checkpoint, finetuned)
 
 
-def _untrained_labels(start, image, device, spacing=None):
+def _untrained_labels(start, image, device, spacing=None, seed: int = 0):
     from types import SimpleNamespace
 
     from napari_medseg.inference import run_segmentation, segment_volume
     from napari_medseg.retrain.loop import prepare_model
 
-    model, label_set, prep, _ = prepare_model(start, image)
+    model, label_set, prep, _ = prepare_model(start, image, options=dict(seed=seed, device=device))
     info = SimpleNamespace(label_set=label_set, preprocessing=prep, model_name=model.model_name, path="untrained")
     gen = segment_volume(image, [(model.eval(), info)], device=device, uncertainty=False, spacing=spacing)
     return run_segmentation(gen).labels
