@@ -2,7 +2,7 @@
 
 Run from the repository root: OMP_NUM_THREADS=1 python bench/results/keep-final-20261206-0906.py 0,1,2 1300
 (it puts the old rule back by monkeypatching; the log beside it holds seeds 0-2 and 3-5)."""
-import sys, copy
+import sys
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
