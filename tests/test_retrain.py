@@ -329,8 +329,7 @@ def test_initial_weights_draw_from_another_stream_than_the_crops(sample):
     start = StartFrom(model_name="dcaunet", label_set="synapse", modality="ct", members=1)
     model = prepare_model(start, sample[0].array, options=dict(seed=0, steps=1, device="cpu"))[0]
     torch.manual_seed(0)  # the crops' sequence
-    same_stream = build_model("dcaunet", model.config["num_classes"], **{k: v for k, v in model.config.items()
-                                                                         if k != "num_classes"})
+    same_stream = build_model(model.model_name, **model.config)  # a model's config rebuilds it
     first, shadow = next(model.parameters()), next(same_stream.parameters())
     assert first.shape == shadow.shape and not torch.equal(first, shadow)
     assert len({init_seed(s) for s in range(100)} | set(range(100))) == 200  # no seed maps onto a crop seed

@@ -69,7 +69,8 @@ class FinetuneConfig:
         loss_weights: ``(ce, dice)``; ``None`` = the family's (DCAU-Net 0.4/0.6, U-DFA 0.5/0.5).
         grad_clip: max gradient norm (``None`` = no clipping).
         device, precision: see ``napari_medseg.device``.
-        seed: seeds the split, sampling and augmentation, and from scratch the initial weights (``loop.prepare_model``).
+        seed: seeds the split, sampling and augmentation, and from scratch, through a stream of their own
+            (``loop.init_seed``), the initial weights.
         member: index of an ensemble member (``retrain.members``): offsets the seed of the
             sampling, crops and augmentation, but not of the held-out split, which all members share.
         validation_fraction, min_slices_for_validation: held-out split (only with at least that many slices).
