@@ -198,6 +198,37 @@ def test_finetune_on_crops(ct):
                       steps=1, device="cpu"))
 
 
+def test_final_share_of_the_run_trains_on_whole_slices(ct, monkeypatch):
+    """``final_whole_slices``: crops first, then whole slices with about the crops' pixels per batch."""
+    from napari_medseg.retrain import finetune as finetune_module
+
+    shapes = []
+
+    def recording_step(model, images, *args, **kwargs):
+        shapes.append(tuple(images.shape))
+        return original(model, images, *args, **kwargs)
+
+    original = finetune_module.train_step
+    monkeypatch.setattr(finetune_module, "train_step", recording_step)
+    image, labels = ct
+    idx = [6, 16, 26]
+    run_finetune(tune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx],
+                      preprocessing=NATIVE, scope="all", steps=4, batch_size=8, crop_size=64, final_whole_slices=0.5,
+                      augment=False, device="cpu"))
+    # 122 x 101 slices padded to 128 x 128: 8 crops of 64^2 hold as many pixels as 2 whole slices
+    assert shapes == [(8, 1, 64, 64)] * 2 + [(2, 1, 128, 128)] * 2
+    # with unlabelled pixels (scribbles, partial labels) in the pool: crops to the end
+    shapes.clear()
+    partial = labels[16].copy()
+    partial[:, :40] = 255
+    run_finetune(tune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[6], partial, labels[26]],
+                      preprocessing=NATIVE, scope="all", steps=4, batch_size=8, crop_size=64, final_whole_slices=0.5,
+                      augment=False, device="cpu"))
+    assert shapes == [(8, 1, 64, 64)] * 4
+    with pytest.raises(ValueError, match="final_whole_slices"):
+        FinetuneConfig(final_whole_slices=1.5)
+
+
 def test_config_rejects_unknown_keys_and_bad_budgets():
     with pytest.raises(ValueError, match=r"unknown fine-tuning keys \['lrate'\]; valid keys: .*'lr'"):
         FinetuneConfig.from_dict({"lrate": 1e-3})

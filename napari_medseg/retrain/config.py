@@ -91,6 +91,11 @@ class FinetuneConfig:
         entropy_weight: weight of the mean normalised entropy of the prediction on unlabelled pixels
             (``losses.unlabelled_entropy``), added like the smoothness term (default
             :data:`DEFAULT_ENTROPY_WEIGHT`, docs/retrain.md); 0 turns it off.
+        final_whole_slices: with crops, the last share of the run (a fraction of the budget) trains on
+            whole slices, as inference sees them, with about as many pixels per batch as the crops
+            (``batch_size * crop_size^2 / (H * W)`` slices, at least 2: one slice a step cost A', the sample at
+            0.8 mm, 0.01 Dice).  0 (the default): crops to the end; the DCAU-Net recipes use 0.2.  Ignored
+            (crops to the end) when the training slices hold unlabelled pixels (scribbles, partial labels).
     """
 
     scope: str | None = None
@@ -119,6 +124,7 @@ class FinetuneConfig:
     smoothness_sigma_per_step: float = DEFAULT_SIGMA_PER_STEP
     smoothness_radius: int = 1
     entropy_weight: float = DEFAULT_ENTROPY_WEIGHT
+    final_whole_slices: float = 0.0
 
     def __post_init__(self):
         from napari_medseg.models.spec import PRECISIONS
@@ -140,7 +146,7 @@ class FinetuneConfig:
         if not (isinstance(self.member, int) and not isinstance(self.member, bool) and self.member >= 0):
             raise ValueError(f"member must be an integer >= 0, got {self.member!r}")
         check_positive("min_slices_for_validation", self.min_slices_for_validation, integer=True, optional=False)
-        for name in ("replay_fraction", "warmup_fraction", "crop_foreground"):
+        for name in ("replay_fraction", "warmup_fraction", "crop_foreground", "final_whole_slices"):
             check_fraction(name, getattr(self, name))
         if self.replay_fraction > 0.5:
             raise ValueError(f"replay_fraction must be at most 0.5 (at least half of every batch is the current patient's), got {self.replay_fraction!r}")

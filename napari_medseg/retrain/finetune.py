@@ -280,6 +280,13 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
+    run.whole_batch = config.batch_size  # slices per batch when they go in whole
+    # final_whole_slices: about the crops' pixels per batch.  Not with scribbles or partial labels in the pool:
+    # there it cost 0.004-0.011 Dice and 20 % more time a step (the smoothness term on whole slices).
+    run.final_whole = 0.0 if bool((run.y_train == UNLABELLED).any()) else config.final_whole_slices
+    if run.crop_size is not None:
+        h, w = run.x_train.shape[-2:]
+        run.whole_batch = max(min(2, config.batch_size), round(config.batch_size * run.crop_size ** 2 / (h * w)))
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
     max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
@@ -378,9 +385,10 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         if fraction >= 1.0 and step > 0:
             result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
             break
-        idx = run.sampler.draw(config.batch_size, run.gen)
+        whole = run.crop_size is None or (run.final_whole > 0 and fraction >= 1.0 - run.final_whole)
+        idx = run.sampler.draw(run.whole_batch if whole else config.batch_size, run.gen)
         xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
-        if run.crop_size is not None:
+        if not whole:
             xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)
         if run.augment is not None:
             # Scribbled slices keep their values: their labels spread through intensity (the smoothness
