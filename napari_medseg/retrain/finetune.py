@@ -280,13 +280,8 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
-    run.whole_batch = config.batch_size  # slices per batch when they go in whole
-    # final_whole_slices: about the crops' pixels per batch.  Not with scribbles or partial labels in the pool:
-    # there it cost 0.004-0.011 Dice and 20 % more time a step (the smoothness term on whole slices).
-    run.final_whole = 0.0 if bool((run.y_train == UNLABELLED).any()) else config.final_whole_slices
-    if run.crop_size is not None:
-        h, w = run.x_train.shape[-2:]
-        run.whole_batch = max(min(2, config.batch_size), round(config.batch_size * run.crop_size ** 2 / (h * w)))
+    run.whole_from, run.whole_batch = _whole_slice_plan(config, run.crop_size, run.x_train.shape[-2:],
+                                                        bool((run.y_train == UNLABELLED).any()))
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
     max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
@@ -347,6 +342,21 @@ def _replay_spacing(item, prep):
         raise ValueError(f"replayed store entry {name}: {err}") from None
 
 
+def _whole_slice_plan(config: FinetuneConfig, crop_size: int | None, hw, has_unlabelled: bool) -> tuple[float, int]:
+    """``(fraction of the run from which batches are whole slices, slices in such a batch)``.
+
+    Without crops: from 0, ``batch_size`` slices.  With crops: from ``1 - final_whole_slices`` (never, ``inf``,
+    for a share of 0 or with unlabelled pixels in the pool: there the phase cost scribbles 0.004-0.011 Dice and
+    20 % more time a step, docs/retrain.md), as many ``hw`` slices as hold the crops' pixels, at least 2.
+    """
+    if crop_size is None:
+        return 0.0, config.batch_size
+    share = 0.0 if has_unlabelled else config.final_whole_slices
+    h, w = hw
+    slices = max(min(2, config.batch_size), round(config.batch_size * crop_size ** 2 / (h * w)))
+    return (1.0 - share if share > 0 else math.inf), slices
+
+
 def _crop_size(crop_size: int | None, multiple: int, shape) -> int | None:
     if crop_size is not None and (crop_size < multiple or crop_size % multiple):
         raise ValueError(f"crop_size must be a positive multiple of {multiple}, got {crop_size}")
@@ -385,7 +395,7 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
         if fraction >= 1.0 and step > 0:
             result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
             break
-        whole = run.crop_size is None or (run.final_whole > 0 and fraction >= 1.0 - run.final_whole)
+        whole = fraction >= run.whole_from
         idx = run.sampler.draw(run.whole_batch if whole else config.batch_size, run.gen)
         xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
         if not whole:
