@@ -168,6 +168,18 @@ def test_balanced_sampler_every_batch_at_least_half_current(n_current, n_replay,
         assert int((idx >= n_current).sum()) == min(round(fraction * batch), batch // 2)
 
 
+def test_balanced_sampler_replays_only_the_given_positions():
+    import torch
+
+    from napari_medseg.retrain.sampling import BalancedSampler
+
+    sampler = BalancedSampler(3, 0, 0.5, replay_positions=[4, 6])
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([sampler.draw(8, gen) for _ in range(100)])
+    assert set(drawn[drawn >= 3].tolist()) == {4, 6} and int((drawn < 3).sum()) == 400
+    assert int((BalancedSampler(3, 0, 0.5, replay_positions=[]).draw(8, gen) < 3).sum()) == 8  # none left: all current
+
+
 def test_replay_fraction_above_half_is_refused():
     from napari_medseg.retrain.config import FinetuneConfig
 

@@ -202,11 +202,12 @@ def test_final_share_of_the_run_trains_on_whole_slices(ct, monkeypatch):
     """``final_whole_slices``: crops first, then whole slices with about the crops' pixels per batch."""
     from napari_medseg.retrain import finetune as finetune_module
 
-    shapes = []
+    shapes, unlabelled = [], []
 
-    def recording_step(model, images, *args, **kwargs):
+    def recording_step(model, images, labels, *args, **kwargs):
         shapes.append(tuple(images.shape))
-        return original(model, images, *args, **kwargs)
+        unlabelled.append(bool((labels == 255).any()))
+        return original(model, images, labels, *args, **kwargs)
 
     original = finetune_module.train_step
     monkeypatch.setattr(finetune_module, "train_step", recording_step)
@@ -225,6 +226,15 @@ def test_final_share_of_the_run_trains_on_whole_slices(ct, monkeypatch):
                       preprocessing=NATIVE, scope="all", steps=4, batch_size=8, crop_size=64, final_whole_slices=0.5,
                       augment=False, device="cpu"))
     assert shapes == [(8, 1, 64, 64)] * 4
+    # the current patient fully labelled, a stored scribble replayed beside a full entry: whole slices at the end,
+    # and they replay the full entry only (the scribble stays in the crops, where its smoothness term runs)
+    shapes.clear(), unlabelled.clear()
+    replay = [(np.stack([image[11], image[21]]), np.stack([partial, labels[21]]))]
+    run_finetune(tune(_dcaunet(), images=[image[i] for i in idx], labels=[labels[i] for i in idx], replay=replay,
+                      preprocessing=NATIVE, scope="all", steps=40, batch_size=8, crop_size=64, final_whole_slices=0.5,
+                      augment=False, device="cpu"))
+    assert shapes == [(8, 1, 64, 64)] * 20 + [(2, 1, 128, 128)] * 20
+    assert any(unlabelled[:20]) and not any(unlabelled[20:])
     with pytest.raises(ValueError, match="final_whole_slices"):
         FinetuneConfig(final_whole_slices=1.5)
 

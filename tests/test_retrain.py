@@ -154,6 +154,32 @@ def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path
     assert len(store.entries()) == 2
 
 
+def test_a_run_on_full_slices_replays_no_stored_scribbles(sample, tiny_checkpoint, tmp_path):
+    """Stored scribbles of another patient are left out of a full-slice run (and said so), kept for a scribble run."""
+    from napari_medseg.scribbles import UNLABELLED
+
+    image, ref = sample
+    other = np.ascontiguousarray(image.array[::-1])  # another "patient": other voxels, another hash
+    scribbled = ref[[3, 4, 5]].copy()
+    scribbled[:2, :, :20] = UNLABELLED  # two slices scribbled, one full
+    store = CorrectionStore(tmp_path / "store")
+    store.add(other[[3, 4, 5]], scribbled, [3, 4, 5], spacing=(3, 3, 3), source="patient-a",
+              label_set=SYNAPSE.to_dict(), modality="ct")
+
+    def run(labels, partial):
+        return drive(retrain_volume(image.array, labels, [12], start=StartFrom(checkpoint=tiny_checkpoint.path),
+                                    source="patient-b", options=dict(steps=2, device="cpu"), store=store,
+                                    replay=[store.entries()[0].id], resegment=False, partial=partial))
+
+    full = run(ref, partial=False)
+    assert full.replayed_slices == 1 and full.replay_plan.slices == 1 and full.replay_plan.patients == 1
+    assert full.replay_plan.describe().endswith("replays 1 slice of 1 patient; left out 2 scribbled slices "
+                                                "(this run's are fully labelled)")
+    strokes = ref.copy()
+    strokes[12, :, :20] = UNLABELLED
+    assert run(strokes, partial=True).replayed_slices == 3  # a run on scribbles replays them all
+
+
 def test_scribbled_slices_are_filled_around_their_kept_strokes(sample, tiny_checkpoint, tmp_path):
     from napari_medseg.scribbles import UNLABELLED, simulate_reviewer
 

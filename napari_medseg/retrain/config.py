@@ -95,7 +95,8 @@ class FinetuneConfig:
             whole slices, as inference sees them, with about as many pixels per batch as the crops
             (``batch_size * crop_size^2 / (H * W)`` slices, at least 2: one slice a step cost A', the sample at
             0.8 mm, 0.01 Dice).  0 (the default): crops to the end; the DCAU-Net recipes use 0.2.  Ignored
-            (crops to the end) when the training slices hold unlabelled pixels (scribbles, partial labels).
+            (crops to the end) when the current patient's slices hold unlabelled pixels (scribbles, partial
+            labels); replayed entries with unlabelled pixels are left out of the whole-slice batches.
     """
 
     scope: str | None = None

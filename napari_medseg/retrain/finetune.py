@@ -280,8 +280,12 @@ def _prepare(model, data: FinetuneData, config: FinetuneConfig, result: Finetune
     run.sampler = BalancedSampler(n_new, len(pool) - n_new, config.replay_fraction)  # >= half current per batch
     run.x_train, run.y_train = (t.to(dev) for t in pool.tensors())
     run.crop_size = _crop_size(config.crop_size, run.multiple, run.x_train.shape[-2:])
+    full = (~(run.y_train == UNLABELLED).flatten(1).any(1)).tolist()  # per pool slice: every pixel labelled
     run.whole_from, run.whole_batch = _whole_slice_plan(config, run.crop_size, run.x_train.shape[-2:],
-                                                        bool((run.y_train == UNLABELLED).any()))
+                                                        not all(full[:n_new]))
+    # whole slices replay only fully labelled entries: stored scribbles keep the crops' smoothness term
+    run.whole_sampler = BalancedSampler(n_new, 0, config.replay_fraction,
+                                        replay_positions=[p for p in range(n_new, len(pool)) if full[p]])
     run.eval_set = [(norm[i], labels[i]) for i in (run.val_idx or train_idx)]
     num_classes = int(model.config["num_classes"]) if "num_classes" in model.config else None
     max_label = max(_max_labelled(run.y_train), max(_max_labelled(lab) for lab in labels))
@@ -342,16 +346,17 @@ def _replay_spacing(item, prep):
         raise ValueError(f"replayed store entry {name}: {err}") from None
 
 
-def _whole_slice_plan(config: FinetuneConfig, crop_size: int | None, hw, has_unlabelled: bool) -> tuple[float, int]:
+def _whole_slice_plan(config: FinetuneConfig, crop_size: int | None, hw, current_partial: bool) -> tuple[float, int]:
     """``(fraction of the run from which batches are whole slices, slices in such a batch)``.
 
     Without crops: from 0, ``batch_size`` slices.  With crops: from ``1 - final_whole_slices`` (never, ``inf``,
-    for a share of 0 or with unlabelled pixels in the pool: there the phase cost scribbles 0.004-0.011 Dice and
-    20 % more time a step, docs/retrain.md), as many ``hw`` slices as hold the crops' pixels, at least 2.
+    for a share of 0 or when the current patient's slices hold unlabelled pixels: there the phase cost scribbles
+    0.004-0.011 Dice and 20 % more time a step, docs/retrain.md), as many ``hw`` slices as hold the crops'
+    pixels, at least 2.  (Replayed partial entries do not turn it off: the phase leaves them out.)
     """
     if crop_size is None:
         return 0.0, config.batch_size
-    share = 0.0 if has_unlabelled else config.final_whole_slices
+    share = 0.0 if current_partial else config.final_whole_slices
     h, w = hw
     slices = max(min(2, config.batch_size), round(config.batch_size * crop_size ** 2 / (h * w)))
     return (1.0 - share if share > 0 else math.inf), slices
@@ -396,7 +401,8 @@ def _train(model, config: FinetuneConfig, run: SimpleNamespace, result: Finetune
             result.stopped_by = "steps" if run.steps is not None and step >= run.steps else "time"
             break
         whole = fraction >= run.whole_from
-        idx = run.sampler.draw(run.whole_batch if whole else config.batch_size, run.gen)
+        idx = (run.whole_sampler if whole else run.sampler).draw(run.whole_batch if whole else config.batch_size,
+                                                                 run.gen)
         xb, yb = run.x_train[idx.to(run.device)], run.y_train[idx.to(run.device)]
         if not whole:
             xb, yb = _random_crops(xb, yb, run.crop_size, config.crop_foreground, run.gen)

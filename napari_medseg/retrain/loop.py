@@ -32,7 +32,7 @@ from napari_medseg.labels import LabelSet, get_label_set
 from napari_medseg.preprocess import (DEFAULT_TARGET_SPACING, Preprocessing, guess_modality, inplane_spacing,
                                      modality_mismatch)
 from napari_medseg.hashing import voxel_hash
-from napari_medseg.retrain.datastore import CorrectionStore, ReplayPlan
+from napari_medseg.retrain.datastore import UNLABELLED, CorrectionStore, ReplayPlan
 from napari_medseg.userdirs import data_dir
 
 #: Fine-tuning seconds of a retrain run given neither ``steps`` nor ``time_budget_s``.
@@ -256,8 +256,6 @@ def _check_inputs(image: np.ndarray, labels: np.ndarray, corrected: Sequence[int
 
 def _complete_slices(labels: np.ndarray, slices) -> list[int]:
     """The ``slices`` with no unlabelled (255) pixel: full corrections, which re-segmenting must keep."""
-    from napari_medseg.scribbles import UNLABELLED
-
     return [z for z in slices if not (labels[z] == UNLABELLED).any()]
 
 
@@ -325,6 +323,8 @@ def retrain_volume(
     plan = store.plan_replay(label_set.to_dict(), prep.modality, exclude_hash=image_hash, exclude_source=source,
                              ids=None if isinstance(replay, bool) else replay) if replay is not False else ReplayPlan(store.root)
     replayed = store.replay(plan)
+    if not (labels[corrected] == UNLABELLED).any():  # a run on full slices replays full slices only
+        replayed = plan.keep_fully_labelled(replayed)
     result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model,
                            replay_plan=plan, image_hash=image_hash)
     yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop, spacing)

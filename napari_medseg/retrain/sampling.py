@@ -16,12 +16,19 @@ class BalancedSampler:
         n_current: slices of the current patient (pool positions ``0..n_current-1``), >= 1.
         n_replay: replayed slices (pool positions after them).
         replay_fraction: wanted share of replayed slices per batch, in [0, 1] (capped at half).
+        replay_positions: the pool positions replayed slices are drawn from (default: all
+            ``n_current..n_current+n_replay-1``; fine-tuning's whole-slice phase passes the fully
+            labelled ones).
     """
 
-    def __init__(self, n_current: int, n_replay: int, replay_fraction: float):
+    def __init__(self, n_current: int, n_replay: int, replay_fraction: float, replay_positions=None):
         if n_current < 1:
             raise ValueError("no slices of the current patient to fine-tune on")
-        self.n_current, self.n_replay, self.replay_fraction = int(n_current), int(n_replay), float(replay_fraction)
+        if replay_positions is None:
+            replay_positions = range(int(n_current), int(n_current) + int(n_replay))
+        self.replay_positions = torch.as_tensor(list(replay_positions), dtype=torch.int64)
+        self.n_current, self.n_replay = int(n_current), len(self.replay_positions)
+        self.replay_fraction = float(replay_fraction)
 
     def replayed_per_batch(self, batch_size: int) -> int:
         if not self.n_replay:
@@ -32,5 +39,5 @@ class BalancedSampler:
         """``(batch_size,)`` int64 pool indices (with replacement): current ones first, then replayed."""
         k = self.replayed_per_batch(batch_size)
         current = torch.randint(self.n_current, (batch_size - k,), generator=generator)
-        replayed = self.n_current + torch.randint(max(self.n_replay, 1), (k,), generator=generator)
+        replayed = self.replay_positions[torch.randint(max(self.n_replay, 1), (k,), generator=generator)]
         return torch.cat([current, replayed])

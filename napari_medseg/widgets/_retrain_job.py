@@ -156,7 +156,8 @@ class FineTuneJob:
             + f"Saved {Path(path).name} ({describe_steps(ft)}, {ft.seconds:.0f} s, stopped by {ft.stopped_by}); "
             f"Dice on {ft.dice_on} slices {ft.dice_before:.2f} \u2192 {ft.dice_after:.2f}. "
             f"Re-segmented {len(unlocked)} unlocked slice(s), kept {len(job['locked'])} locked; "
-            f"replayed {result.replayed_slices} stored slice(s). This round cost {job['cost']:,} px changed.")
+            f"replayed {result.replayed_slices} stored slice(s){_left_out(result.replay_plan)}. "
+            f"This round cost {job['cost']:,} px changed.")
         self.store_row.refresh()
         self._set_running(False)
         self.model_output_changed.emit(layer)
@@ -229,6 +230,12 @@ def _train(gen, preview):
 #: Slices the status line proposes for the next round after a fine-tune: two rounds of 2 suggested
 #: slices after scribbles reached full-slice Dice at 29 % of the painting (docs/retrain.md).
 NEXT_ROUND_SLICES = 2
+
+
+def _left_out(plan) -> str:
+    """`` (left out N scribbled ones: these slices are full)`` when a run on full slices left stored scribbles out."""
+    n = sum(plan.partial_left_out.values()) if plan is not None else 0
+    return f" (left out {n} scribbled one(s): a fine-tune on full slices replays full slices)" if n else ""
 
 
 def _least_certain_hint(organs) -> str:

@@ -1,0 +1,51 @@
+"""The next patient's full-slice fine-tune from a model learned on scribbles: replay those scribbles or not?
+
+Patient A = the superior half of the sample CT, scribbled by the simulated reviewer on 3 evenly spaced slices,
+learned from scratch (360 steps, one model, one torch thread; its strokes go to a fresh store).  Patient B =
+the inferior half, 3 full reference slices, fine-tuned from A's model for 360 steps with A's stored scribbles
+replayed at the default share, or without replay.  Mean Dice on B's untouched slices; each seed pairs the arms.
+
+    python bench/results/replayed-scribbles-carry-20261207.py SEEDS
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main():
+    seeds = [int(s) for s in sys.argv[1].split(",")]
+    torch.set_num_threads(1)
+    from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
+    from napari_medseg.io import read_volume
+    from napari_medseg.retrain.datastore import CorrectionStore
+    from napari_medseg.retrain.loop import evenly_spaced_slices
+    from napari_medseg.retrain.protocol import run_protocol
+    from napari_medseg.scribbles import simulate_reviewer
+
+    sample = read_volume(SAMPLE_CT)
+    image, ref = sample.array, read_volume(SAMPLE_LABELS).array.astype(np.uint8)
+    half, spacing = image.shape[0] // 2, sample.geometry.spacing
+    a_image, a_ref, b_image, b_ref = image[half:], ref[half:], image[:half], ref[:half]
+    strokes = simulate_reviewer(a_image, a_ref, evenly_spaced_slices(a_image.shape[0], 3))[0]
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = CorrectionStore(Path(tmp) / "store")
+            a = run_protocol(a_image, a_ref, 3, time_budget_s=None, device="cpu", seed=seed, output_dir=Path(tmp) / "a",
+                             spacing=spacing, store=store, source="superior half", training_labels=strokes,
+                             options=dict(steps=360))
+            print(f"ROW A scribbles seed {seed} mean {a.mean_dice:.4f}", flush=True)
+            for replay in (True, False):
+                b = run_protocol(b_image, b_ref, 3, time_budget_s=None, device="cpu", seed=seed,
+                                 output_dir=Path(tmp) / f"b{int(replay)}", spacing=spacing, checkpoint=a.checkpoint.path,
+                                 store=store, replay=replay, source="inferior half", options=dict(steps=360))
+                per = [round(float(d), 2) for d in b.dice.values()]
+                print(f"ROW B full from A's model, replay {'A scribbles' if replay else 'none'} seed {seed} "
+                      f"mean {b.mean_dice:.4f} {per}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
