@@ -165,16 +165,18 @@ def test_a_run_on_full_slices_replays_no_stored_scribbles(sample, tiny_checkpoin
     store = CorrectionStore(tmp_path / "store")
     store.add(other[[3, 4, 5]], scribbled, [3, 4, 5], spacing=(3, 3, 3), source="patient-a",
               label_set=SYNAPSE.to_dict(), modality="ct")
+    entry = store.entries()[0].id
 
-    def run(labels, partial):
+    def run(labels, partial, replay=True):
         return drive(retrain_volume(image.array, labels, [12], start=StartFrom(checkpoint=tiny_checkpoint.path),
                                     source="patient-b", options=dict(steps=2, device="cpu"), store=store,
-                                    replay=[store.entries()[0].id], resegment=False, partial=partial))
+                                    replay=replay, resegment=False, partial=partial))
 
     full = run(ref, partial=False)
     assert full.replayed_slices == 1 and full.replay_plan.slices == 1 and full.replay_plan.patients == 1
-    assert full.replay_plan.describe().endswith("replays 1 slice of 1 patient; left out 2 scribbled slices "
-                                                "(this run's are fully labelled)")
+    assert full.replay_plan.describe().endswith("replays 1 slice of 1 patient; "
+                                                "left out 2 scribbled slices (this run's are fully labelled)")
+    assert run(ref, partial=False, replay=[entry]).replayed_slices == 3  # an entry named by id: as it is
     strokes = ref.copy()
     strokes[12, :, :20] = UNLABELLED
     assert run(strokes, partial=True).replayed_slices == 3  # a run on scribbles replays them all
