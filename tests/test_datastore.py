@@ -168,6 +168,35 @@ def test_balanced_sampler_every_batch_at_least_half_current(n_current, n_replay,
         assert int((idx >= n_current).sum()) == min(round(fraction * batch), batch // 2)
 
 
+def test_replay_plan_leaves_recorded_scribbled_slices_out(tmp_path):
+    """Entries record their slices with unlabelled pixels; the automatic plan counts them out before loading,
+    ids replay them as they are, and entries written before the record are sorted out when loaded."""
+    import json
+
+    store = CorrectionStore(tmp_path / "store")
+    images, labels = _slices(3)
+    labels[labels == 255] = 0
+    labels[1, :2] = 255  # slice 7 scribbled
+    mixed = store.add(images, labels, [4, 7, 9], spacing=(3, 1, 1), source="a", label_set=SYNAPSE.to_dict(), modality="ct")
+    assert mixed.unlabelled_slices == [7]
+    strokes = np.full_like(labels[:1], 255)
+    strokes[0, 0, :3] = 5
+    only = store.add(images[:1], strokes, [2], spacing=(3, 1, 1), source="b", label_set=SYNAPSE.to_dict(), modality="ct")
+    plan = store.plan_replay(SYNAPSE.to_dict(), "ct")
+    assert [e.id for e in plan.entries] == [mixed.id] and plan.slices == 2 and plan.patients == 1
+    assert plan.partial_left_out == {mixed.id: 1, only.id: 1}
+    assert plan.describe().endswith("replays 2 slices of 1 patient; left out 2 scribbled slices "
+                                    "(replay uses fully labelled ones)")
+    assert store.plan_replay(SYNAPSE.to_dict(), "ct", ids=[only.id]).slices == 1  # named by id: as it is
+    meta = json.loads((mixed.path / "meta.json").read_text())
+    del meta["unlabelled_slices"]  # an entry written before the record
+    (mixed.path / "meta.json").write_text(json.dumps(meta))
+    plan = store.plan_replay(SYNAPSE.to_dict(), "ct")
+    assert plan.slices == 3 and plan.partial_left_out == {only.id: 1}
+    [(kept_images, kept_labels, _)] = plan.keep_fully_labelled(store.replay(plan))
+    assert len(kept_labels) == 2 and not (kept_labels == 255).any() and plan.slices == 2
+
+
 def test_balanced_sampler_replays_only_the_given_positions():
     import torch
 

@@ -154,8 +154,9 @@ def test_corrections_replay_on_the_next_volume(sample, tiny_checkpoint, tmp_path
     assert len(store.entries()) == 2
 
 
-def test_a_run_on_full_slices_replays_no_stored_scribbles(sample, tiny_checkpoint, tmp_path):
-    """Stored scribbles of another patient are left out of a full-slice run (and said so), kept for a scribble run."""
+def test_replay_leaves_stored_scribbles_out(sample, tiny_checkpoint, tmp_path):
+    """Stored scribbles of another patient are left out of the replay (and said so), by full and scribble runs
+    alike; an entry named by id is replayed as it is."""
     from napari_medseg.scribbles import UNLABELLED
 
     image, ref = sample
@@ -175,11 +176,11 @@ def test_a_run_on_full_slices_replays_no_stored_scribbles(sample, tiny_checkpoin
     full = run(ref, partial=False)
     assert full.replayed_slices == 1 and full.replay_plan.slices == 1 and full.replay_plan.patients == 1
     assert full.replay_plan.describe().endswith("replays 1 slice of 1 patient; "
-                                                "left out 2 scribbled slices (this run's are fully labelled)")
+                                                "left out 2 scribbled slices (replay uses fully labelled ones)")
     assert run(ref, partial=False, replay=[entry]).replayed_slices == 3  # an entry named by id: as it is
     strokes = ref.copy()
     strokes[12, :, :20] = UNLABELLED
-    assert run(strokes, partial=True).replayed_slices == 3  # a run on scribbles replays them all
+    assert run(strokes, partial=True).replayed_slices == 1  # a run on scribbles leaves them out too
 
 
 def test_scribbled_slices_are_filled_around_their_kept_strokes(sample, tiny_checkpoint, tmp_path):

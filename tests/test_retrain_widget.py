@@ -165,9 +165,15 @@ def test_store_row_project_store_replay_and_off(retrain_dock, qtbot, tmp_path):
                 label_set=SYNAPSE.to_dict(), modality="ct", image_hash="patient-a")
     project.add(slices[:1], np.ones((1, 32, 32), np.uint8), [4], spacing=(3, 1, 1), source="heart",
                 label_set=ACDC.to_dict(), modality="mr", image_hash="heart")
+    strokes = np.full((1, 32, 32), 255, np.uint8)
+    strokes[0, 5, 5:9] = 1
+    project.add(slices[:1], strokes, [7], spacing=(3, 1, 1), source="patient-c", label_set=SYNAPSE.to_dict(),
+                modality="ct", image_hash="patient-c")  # scribbles: left out of replay, and said so
     row.choose(str(tmp_path / "project"))
-    assert row.summary.toolTip() == str(project.root) and row.summary.text().startswith("Store: \u2026")
-    assert row.summary.text().endswith("/project\nReplays 2 slices of 1 patient\nSkipped 1 other label set")
+    assert row.summary.toolTip().startswith(str(project.root)) and row.summary.text().startswith("Store: \u2026")
+    assert row.summary.text().endswith("/project\nReplays 2 slices of 1 patient, not 1 scribbled\n"
+                                       "Skipped 1 other label set")
+    assert "(scribbles) are not replayed" in row.summary.toolTip()
     if SCREENSHOT_DIR:
         viewer.screenshot(os.path.join(SCREENSHOT_DIR, "retrain_store_row.png"), canvas_only=False)
 
@@ -175,8 +181,8 @@ def test_store_row_project_store_replay_and_off(retrain_dock, qtbot, tmp_path):
     widget.budget_unit.setCurrentText("steps")
     widget.budget.setValue(2)
     run_and_wait(widget, qtbot)
-    assert "replayed 2 stored slice(s)" in widget.status.text(), widget.status.text()
-    assert len(project.entries()) == 3 and {"heart", "patient-a"} < {e.source for e in project.entries()}
+    assert "replayed 2 stored slice(s) (left out 1 scribbled one(s)" in widget.status.text(), widget.status.text()
+    assert len(project.entries()) == 4 and {"heart", "patient-a"} < {e.source for e in project.entries()}
     assert not (tmp_path / "data" / "corrections").exists()  # the default store was not touched
 
     row.replay.setChecked(False)  # one click
@@ -184,7 +190,7 @@ def test_store_row_project_store_replay_and_off(retrain_dock, qtbot, tmp_path):
     paint_slice(labels, 16)
     run_and_wait(widget, qtbot)
     assert "replayed 0 stored slice(s)" in widget.status.text(), widget.status.text()
-    [mine] = [e for e in project.entries() if e.source not in ("heart", "patient-a")]
+    [mine] = [e for e in project.entries() if e.source not in ("heart", "patient-a", "patient-c")]
     assert mine.slice_indices == [12, 16]  # the same image: one entry, not two
 
     (tmp_path / "a-file").write_text("x")

@@ -5,7 +5,9 @@ learned from scratch (360 steps, one model, one torch thread; its strokes go to 
 the inferior half, 3 full reference slices, fine-tuned from A's model for 360 steps with A's stored scribbles
 replayed at the default share, or without replay.  Mean Dice on B's untouched slices; each seed pairs the arms.
 
-    python bench/results/replayed-scribbles-carry-20261207.py SEEDS
+    python bench/results/replayed-scribbles-carry-20261207.py SEEDS [full|scribbles]
+
+``scribbles``: patient B is scribbled by the reviewer on its 3 slices instead of corrected in full.
 """
 
 import sys
@@ -17,7 +19,7 @@ import torch
 
 
 def main():
-    seeds = [int(s) for s in sys.argv[1].split(",")]
+    seeds, b_kind = [int(s) for s in sys.argv[1].split(",")], (sys.argv[2:] or ["full"])[0]
     torch.set_num_threads(1)
     from napari_medseg._sample_data import SAMPLE_CT, SAMPLE_LABELS
     from napari_medseg.io import read_volume
@@ -31,6 +33,8 @@ def main():
     half, spacing = image.shape[0] // 2, sample.geometry.spacing
     a_image, a_ref, b_image, b_ref = image[half:], ref[half:], image[:half], ref[:half]
     strokes = simulate_reviewer(a_image, a_ref, evenly_spaced_slices(a_image.shape[0], 3))[0]
+    b_strokes = simulate_reviewer(b_image, b_ref, evenly_spaced_slices(b_image.shape[0], 3))[0] \
+        if b_kind == "scribbles" else None
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             store = CorrectionStore(Path(tmp) / "store")
@@ -41,9 +45,10 @@ def main():
             for replay in (True, False):
                 b = run_protocol(b_image, b_ref, 3, time_budget_s=None, device="cpu", seed=seed,
                                  output_dir=Path(tmp) / f"b{int(replay)}", spacing=spacing, checkpoint=a.checkpoint.path,
-                                 store=store, replay=replay, source="inferior half", options=dict(steps=360))
+                                 store=store, replay=replay, source="inferior half", options=dict(steps=360),
+                                 training_labels=b_strokes)
                 per = [round(float(d), 2) for d in b.dice.values()]
-                print(f"ROW B full from A's model, replay {'A scribbles' if replay else 'none'} seed {seed} "
+                print(f"ROW B {b_kind} from A's model, replay {'A scribbles' if replay else 'none'} seed {seed} "
                       f"mean {b.mean_dice:.4f} {per}", flush=True)
 
 

@@ -323,8 +323,8 @@ def retrain_volume(
     plan = store.plan_replay(label_set.to_dict(), prep.modality, exclude_hash=image_hash, exclude_source=source,
                              ids=None if isinstance(replay, bool) else replay) if replay is not False else ReplayPlan(store.root)
     replayed = store.replay(plan)
-    if replay is True and not (labels[corrected] == UNLABELLED).any():  # full slices replay full slices
-        replayed = plan.keep_fully_labelled(replayed)  # (entries named by id are replayed as they are)
+    if replay is True:  # the automatic plan replays fully labelled slices; entries named by id: as they are
+        replayed = plan.keep_fully_labelled(replayed)
     result = RetrainResult(corrected=corrected, replayed_slices=sum(len(images) for images, _, _ in replayed), model=model,
                            replay_plan=plan, image_hash=image_hash)
     yield from _fine_tune(model, image, labels, prep, config, replayed, result, should_stop, spacing)

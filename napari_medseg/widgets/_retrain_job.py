@@ -233,9 +233,9 @@ NEXT_ROUND_SLICES = 2
 
 
 def _left_out(plan) -> str:
-    """`` (left out N scribbled ones: these slices are full)`` when a run on full slices left stored scribbles out."""
+    """`` (left out N scribbled ones ...)`` when the replay left stored scribbles out."""
     n = sum(plan.partial_left_out.values()) if plan is not None else 0
-    return f" (left out {n} scribbled one(s): a fine-tune on full slices replays full slices)" if n else ""
+    return f" (left out {n} scribbled one(s): replay uses fully labelled slices)" if n else ""
 
 
 def _least_certain_hint(organs) -> str:

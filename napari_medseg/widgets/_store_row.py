@@ -82,9 +82,15 @@ class StoreRow(QWidget):
             warnings.simplefilter("always")
             label_set, modality, image_hash = context
             plan = store.plan_replay(label_set, modality, exclude_hash=image_hash)
-        text = f"Replays {plan.counts()}" + (f"\nSkipped {plan.skipped_counts()}" if plan.skipped else "")
-        if caught:  # damaged entries: counted in "Skipped", named in the tooltip
-            self.summary.setToolTip("\n".join([str(store.root)] + [str(w.message) for w in caught]))
+        scribbled = sum(plan.partial_left_out.values())  # recorded in the entries; replay uses full slices
+        text = f"Replays {plan.counts()}" + (f", not {scribbled} scribbled" if scribbled else "")
+        text += f"\nSkipped {plan.skipped_counts()}" if plan.skipped else ""
+        notes = [str(w.message) for w in caught]  # damaged entries: counted in "Skipped", named in the tooltip
+        if scribbled:
+            notes.append(f"{scribbled} stored slice(s) with unlabelled pixels (scribbles) are not replayed: replayed "
+                         "strokes lowered the next patient's Dice (docs/retrain.md, \"Replayed scribbles\").")
+        if notes:
+            self.summary.setToolTip("\n".join([str(store.root)] + notes))
         self.summary.setText(head + text)
 
     def _context(self):
