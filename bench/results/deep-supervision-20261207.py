@@ -12,7 +12,6 @@ torch thread, no replay, the harness of ``recipe-draws-20261207.py``:
 import functools
 import os
 import runpy
-import sys
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ def patch():
     from napari_medseg.models import dcaunet
     from napari_medseg.retrain import losses
 
-    init0, forward0, loss0 = dcaunet.DCAUNet.__init__, dcaunet.DCAUNet.forward, losses.DiceCELoss.forward
+    init0, loss0 = dcaunet.DCAUNet.__init__, losses.DiceCELoss.forward
     stash = {}
 
     @functools.wraps(init0)
