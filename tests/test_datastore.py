@@ -168,6 +168,20 @@ def test_balanced_sampler_every_batch_at_least_half_current(n_current, n_replay,
         assert int((idx >= n_current).sum()) == min(round(fraction * batch), batch // 2)
 
 
+def test_cli_list_names_scribbled_slices(tmp_path, capsys):
+    from napari_medseg.cli import main
+
+    store = CorrectionStore(tmp_path / "store")
+    images, labels = _slices(2)
+    labels[labels == 255] = 0
+    labels[0, :3] = 255
+    store.add(images, labels, [3, 8], spacing=(3, 1, 1), source="a", label_set=SYNAPSE.to_dict(), modality="ct")
+    store.add(images, labels % 9, [3, 8], spacing=(3, 1, 1), source="b", label_set=SYNAPSE.to_dict(), modality="ct")
+    assert main(["datastore", "list", "--store", str(store.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("  a  [1 scribbled: replayed only by --replay-entry]") and lines[2].endswith("  b")
+
+
 def test_replay_plan_leaves_recorded_scribbled_slices_out(tmp_path):
     """Entries record their slices with unlabelled pixels; the automatic plan counts them out before loading,
     ids replay them as they are, and entries written before the record are sorted out when loaded."""

@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         entries = store.entries()
         print(f"{len(entries)} entries in {store.root}")
         for e in entries:
+            scribbled = len(e.unlabelled_slices or ())  # not replayed automatically (docs/retrain.md)
             print(f"  {e.id}  {e.num_slices:3d} slices  {e.label_set.get('name', '?'):<8}  {e.modality or '?':<3}  "
-                  f"{e.created}  {e.source}")
+                  f"{e.created}  {e.source}" + (f"  [{scribbled} scribbled: replayed only by --replay-entry]"
+                                                if scribbled else ""))
         return 0
     if args.action == "check":
         entries, unreadable_meta = store.scan()
