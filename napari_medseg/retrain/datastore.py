@@ -112,6 +112,14 @@ class ReplayPlan:
     def slices(self) -> int:
         return sum(e.num_slices - self.partial_left_out.get(e.id, 0) for e in self.entries)
 
+    @property
+    def scribbled_left_out(self) -> int:
+        """Slices left out of the replay because they hold unlabelled pixels."""
+        return sum(self.partial_left_out.values())
+
+    def _drop_emptied_entries(self) -> None:
+        self.entries = [e for e in self.entries if e.num_slices > self.partial_left_out.get(e.id, 0)]
+
     def leave_out_recorded_partial(self) -> None:
         """Count the slices with unlabelled pixels that entries record in ``meta.json`` as left out, and drop
         the entries holding nothing else, before anything is loaded (:meth:`keep_fully_labelled` finds them
@@ -120,7 +128,7 @@ class ReplayPlan:
             partial = set(e.unlabelled_slices or ()) & set(e.slice_indices)
             if partial:
                 self.partial_left_out[e.id] = len(partial)
-        self.entries = [e for e in self.entries if e.num_slices > self.partial_left_out.get(e.id, 0)]
+        self._drop_emptied_entries()
 
     def keep_fully_labelled(self, loaded: list) -> list:
         """``loaded`` (:meth:`CorrectionStore.replay`'s ``(images, labels, Entry)`` list) without the slices
@@ -138,7 +146,7 @@ class ReplayPlan:
                 self.partial_left_out[entry.id] = int((~full).sum())
             if full.any():
                 kept.append((images[full], labels[full], entry))
-        self.entries = [e for e in self.entries if e.num_slices > self.partial_left_out.get(e.id, 0)]
+        self._drop_emptied_entries()
         return kept
 
     @property
@@ -159,7 +167,7 @@ class ReplayPlan:
         slices left out."""
         text = f"store {self.root}: replays {self.counts()}"
         text += f" (skipped: {self.skipped_counts()})" if self.skipped else ""
-        n = sum(self.partial_left_out.values())
+        n = self.scribbled_left_out
         return text + (f"; left out {n} scribbled slice{'' if n == 1 else 's'} (replay uses fully labelled ones)"
                        if n else "")
 

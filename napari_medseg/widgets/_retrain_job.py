@@ -234,7 +234,7 @@ NEXT_ROUND_SLICES = 2
 
 def _left_out(plan) -> str:
     """`` (left out N scribbled ones ...)`` when the replay left stored scribbles out."""
-    n = sum(plan.partial_left_out.values()) if plan is not None else 0
+    n = plan.scribbled_left_out if plan is not None else 0
     return f" (left out {n} scribbled one(s): replay uses fully labelled slices)" if n else ""
 
 

@@ -82,7 +82,7 @@ class StoreRow(QWidget):
             warnings.simplefilter("always")
             label_set, modality, image_hash = context
             plan = store.plan_replay(label_set, modality, exclude_hash=image_hash)
-        scribbled = sum(plan.partial_left_out.values())  # recorded in the entries; replay uses full slices
+        scribbled = plan.scribbled_left_out  # recorded in the entries; replay uses full slices
         text = f"Replays {plan.counts()}" + (f", not {scribbled} scribbled" if scribbled else "")
         text += f"\nSkipped {plan.skipped_counts()}" if plan.skipped else ""
         notes = [str(w.message) for w in caught]  # damaged entries: counted in "Skipped", named in the tooltip
