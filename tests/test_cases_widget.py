@@ -149,7 +149,8 @@ def assert_docs_script_reads(project, expected):
         assert text in out.stdout, out.stdout
 
 
-def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, sample_labels, tmp_path_factory):
+def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, sample_labels, tmp_path_factory,
+                                                       monkeypatch):
     viewer, widget, src, project, base, newest = cases
     if SCREENSHOT_DIR:  # the docs' screenshot shows real organs
         shutil.copy(trained_checkpoint(tmp_path_factory.getbasetemp(), sample_ct, sample_labels), base)
@@ -191,9 +192,16 @@ def test_fine_tune_saves_case_dice_and_newest_version(cases, qtbot, sample_ct, s
     assert widget.model_choice()[0] == type(widget.model_choice()[0])(version)  # the project's newest version now
     assert not np.allclose(retrain._slice_scores(labels), opened_scores)  # so the revert below is seen
 
-    # Revert: the opening segmentation's ranking and per-slice means come back with its labels, and are saved
+    # Revert: the opening segmentation's ranking and per-slice means come back with its labels, and are saved;
+    # the checkpoint's provenance is read once for it (the case's Dice), not once per caller
+    import napari_medseg.worklist as worklist
+
+    dice_reads = []
+    counted = worklist.fine_tune_dice
+    monkeypatch.setattr(worklist, "fine_tune_dice", lambda *a: dice_reads.append(a) or counted(*a))
     with qtbot.waitSignal(retrain.model_output_changed):
         retrain.revert()
+    assert len(dice_reads) == 1, dice_reads
     assert widget.current.organs == opened_organs
     np.testing.assert_allclose(retrain._slice_scores(labels), opened_scores)
     assert widget.save_case(wait=True)

@@ -444,7 +444,10 @@ class CasesWidget(QWidget):
             organs, scores = dock.model_output(layer)
             self.show_check_first(organs)  # ranked again on the re-segmentation (or the version reverted to)
             self.current.organs, self.current.slice_uncertainty = organs, scores  # saved with the case
-            self.current.extra.update(_dice_in_effect(layer, self.current.entry.source))
+            # save_case reads the Dice of the fine-tune now in effect from its checkpoint; a version that was not
+            # fine-tuned on this case (Revert to the opening model) has none, so the case row never keeps a
+            # discarded version's Dice
+            self.current.extra.update(dice_before=None, dice_after=None)
             self.save_case()
         self.refresh_model()
 
@@ -649,15 +652,3 @@ def _row(*widgets) -> QHBoxLayout:
     for w in widgets:
         row.addWidget(w)
     return row
-
-
-def _dice_in_effect(layer, source) -> dict:
-    """``dice_before`` / ``dice_after`` of the fine-tune whose model is now on ``layer`` (its metadata's checkpoint),
-    None for both when that model was not fine-tuned on ``source`` (e.g. after *Revert* to the opening model), so that
-    the case row never shows the Dice of a discarded version."""
-    from napari_medseg.worklist import fine_tune_dice
-
-    checkpoints = layer.metadata.get("medseg", {}).get("checkpoints") or []
-    dice = fine_tune_dice(checkpoints[0], source) if checkpoints else None
-    before, after = dice if dice is not None else (None, None)
-    return {"dice_before": before, "dice_after": after}
