@@ -11,9 +11,11 @@ predicted where B has none counts 0); each seed pairs the arms.
     python bench/results/replayed-scribbles-mr-20261208.py SEEDS [A_STEPS B_STEPS]
 """
 
+import runpy
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -29,36 +31,21 @@ def main():
     from second_patient import DATA, synapse_labels
 
     from napari_medseg.io import read_volume
-    from napari_medseg.retrain.datastore import CorrectionStore
     from napari_medseg.retrain.loop import evenly_spaced_slices
-    from napari_medseg.retrain.protocol import run_protocol
     from napari_medseg.scribbles import simulate_reviewer
 
+    compare_replay = runpy.run_path(str(Path(__file__).with_name("replayed-scribbles-b-20261208.py")),
+                                    run_name="replay_pairs")["compare_replay"]
     mr = read_volume(DATA / "example_mr_sm.nii.gz")
     with tempfile.TemporaryDirectory() as tmp:
         ref = read_volume(synapse_labels(DATA / "example_seg_mr.nii.gz", "total_mr", Path(tmp) / "mr.nii.gz")).array
     image, ref, spacing = mr.array, np.asarray(ref).astype(np.uint8), mr.geometry.spacing
     half = image.shape[0] // 2
-    a_image, a_ref, b_image, b_ref = image[half:], ref[half:], image[:half], ref[:half]
-    strokes = simulate_reviewer(a_image, a_ref, evenly_spaced_slices(a_image.shape[0], 3), modality="mr")[0]
-    for seed in seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = CorrectionStore(Path(tmp) / "store")
-            ra = run_protocol(a_image, a_ref, 3, time_budget_s=None, device="cpu", seed=seed, output_dir=Path(tmp) / "a",
-                              spacing=spacing, store=store, source="MR superior half", training_labels=strokes,
-                              modality="mr", options=dict(steps=a_steps))
-            ids = [e.id for e in store.entries()]
-            print(f"ROW A scribbles seed {seed} mean {ra.mean_dice:.4f} store entries {ids}", flush=True)
-            for name, replay in (("A's scribbles replayed", ids), ("the rule (A's scribbles left out)", True)):
-                said = []  # the fine-tune's first message names what it replays
-                rb = run_protocol(b_image, b_ref, 3, time_budget_s=None, device="cpu", seed=seed,
-                                  output_dir=Path(tmp) / f"b-{len(name)}", spacing=spacing,
-                                  checkpoint=ra.checkpoint.path, store=store, replay=replay, source="MR inferior half",
-                                  modality="mr", options=dict(steps=b_steps),
-                                  callback=lambda p: said.append(p.message) if not said else None)
-                per = [round(float(d), 2) for d in rb.dice.values()]
-                print(f"ROW B full k=3 slices {rb.corrected} from A's model, {name} ({said[0] if said else ''}) "
-                      f"seed {seed} mean {rb.mean_dice:.4f} {per}", flush=True)
+    strokes = simulate_reviewer(image[half:], ref[half:], evenly_spaced_slices(image.shape[0] - half, 3), modality="mr")[0]
+    compare_replay(seeds, SimpleNamespace(image=image[half:], ref=ref[half:], spacing=spacing, source="MR superior half",
+                                          k=3, strokes=strokes),
+                   SimpleNamespace(image=image[:half], ref=ref[:half], spacing=spacing, source="MR inferior half", k=3),
+                   a_steps, b_steps, modality="mr")
 
 
 if __name__ == "__main__":
